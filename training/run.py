@@ -1,0 +1,94 @@
+"""``train(cfg)``: the whole run — data, teachers, loop with progress bar, JSONL log, plot, checkpoints, export."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import TrainConfig
+from training.export import export_artifact
+from training.loop import (
+    build_state,
+    checkpoint,
+    evaluate,
+    load_teachers,
+    log_row,
+    pick_device,
+    prepare_data,
+    restore,
+    train_step,
+)
+from training.plot import plot_curves
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run in ``cfg.run_dir``; returns a summary with the exported artifact path."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=2))
+    teachers, weights, descs = load_teachers(cfg, device)
+    t0 = time.time()
+    pairs = prepare_data(cfg, device, teachers, weights, descs)
+    online_teacher = teachers[0] if cfg.feat_beta > 0 and teachers else None
+    state = build_state(cfg, device, online_teacher)
+    ckpt_path = run_dir / "checkpoint.pt"
+    metrics_path = run_dir / "metrics.jsonl"
+    elapsed = 0.0
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        restore(state, ck)
+        elapsed = ck.get("elapsed_s", 0.0)
+        log.info("resumed %s at step %d", run_dir, state.step)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    log.info("data ready: %d images in %.1fs; device %s", len(pairs), time.time() - t0, device)
+    state.model.train()
+    t_start = time.time() - elapsed
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
+    last: dict[str, Any] = {}
+    while state.step < cfg.steps:
+        parts = train_step(state, cfg, pairs, device, online_teacher)
+        bar.update(1)
+        if state.step % 50 == 0:
+            bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{state.best_psnr:.2f}")
+            log_row(metrics_path, {"step": state.step, "time_s": round(time.time() - t_start, 2), "lr": state.optimizer.param_groups[0]["lr"], **parts})
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            last = evaluate(state, cfg, device)
+            psnr = next(iter(last.values()))["psnr_y"]
+            state.best_psnr = max(state.best_psnr, psnr)
+            log_row(metrics_path, {"step": state.step, "time_s": round(time.time() - t_start, 2), "eval": last})
+            bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{psnr:.2f}")
+        if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps:
+            ck = checkpoint(state, cfg) | {"elapsed_s": time.time() - t_start}
+            torch.save(ck, ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # atomic: a kill mid-save keeps the old one
+    bar.close()
+    wall = time.time() - t_start
+    plot_curves(metrics_path, run_dir / "curves.png")
+    training_info = {
+        "config": cfg.to_dict(),
+        "teachers": descs,
+        "steps": state.step,
+        "wall_time_s": round(wall, 1),
+        "device": str(device),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()}",
+    }
+    art = export_artifact(
+        state.ema or state.model, out_dir=run_dir / "artifact", name=cfg.name, arch=cfg.arch, training=training_info,
+        data={"train": cfg.train_sets, "val": cfg.val_sets, "data_root": cfg.data_root}, scores={"val": last},
+    )
+    return {"artifact": str(art), "wall_time_s": wall, "val": last, "steps": state.step}
+
+
