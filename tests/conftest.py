@@ -1,0 +1,92 @@
+"""Shared test helpers and fixtures. Keep this small: put a fixture here only when two test folders need it.
+
+- :func:`is_ci` / :func:`require_or_skip`: a missing prerequisite (shared data, a system package) skips locally and
+  FAILS in CI (``CI=true``), so CI can never go green by skipping.
+- :func:`synthetic_image` / :func:`write_images`: smooth, seeded uint8 RGB test images (tiny; no real data).
+- ``tiny_artifact``: tiny x2 and x4 student artifacts, built once per session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"  # teachers and datasets, outside the repo (absent on a fresh clone elsewhere)
+
+
+# -- environment ---------------------------------------------------------------------------------------------------
+
+
+def is_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_or_skip(condition: bool, reason: str) -> None:
+    """Skip the calling test when ``condition`` is false; in CI fail instead."""
+    if condition:
+        return
+    if is_ci():
+        pytest.fail(f"CI requires it: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- synthetic data ------------------------------------------------------------------------------------------------
+
+
+def synthetic_image(rng: np.random.Generator, height: int = 24, width: int = 32) -> np.ndarray:
+    """A smooth, natural-ish uint8 RGB image: random gradients and sinusoids plus a little noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    channels = []
+    for _ in range(3):
+        fy, fx = rng.uniform(0.05, 0.4, size=2)
+        ph = rng.uniform(0, 2 * np.pi)
+        c = 0.5 + 0.25 * np.sin(fy * yy + fx * xx + ph) + 0.2 * (rng.uniform(-1, 1) * yy / height)
+        channels.append(c)
+    img = np.stack(channels, axis=-1) + rng.normal(0, 0.01, size=(height, width, 3))
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def write_images(
+    folder: Path, n: int = 3, *, height: int = 24, width: int = 32, seed: int = 0, ext: str = "png"
+) -> list[Path]:
+    """Write ``n`` synthetic images into ``folder`` (created); returns their paths."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i}.{ext}"
+        Image.fromarray(synthetic_image(rng, height, width)).save(p)
+        paths.append(p)
+    return paths
+
+
+# -- artifacts -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"x2": folder, "x4": folder}``: tiny RepStudent artifacts (random but non-trivial weights, seeded)."""
+    import torch
+
+    from training.export import export_artifact
+    from vsr.archs.student import RepStudent
+
+    root = tmp_path_factory.mktemp("artifacts")
+    out: dict[str, Path] = {}
+    for scale in (2, 4):
+        torch.manual_seed(scale)
+        model = RepStudent(scale=scale, channels=8, depth=1, expand=0)
+        with torch.no_grad():  # the tail starts at zero (pure anchor); perturb it so outputs depend on the body
+            for p in model.tail.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        name = f"x{scale}"
+        out[name] = export_artifact(
+            model, out_dir=root / name, name=name, arch="rep_student", training={}, data={}, scores={}
+        )
+    return out
