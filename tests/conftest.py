@@ -3,6 +3,7 @@
 - :func:`is_ci` / :func:`require_or_skip`: a missing prerequisite (shared data, a system package) skips locally and
   FAILS in CI (``CI=true``), so CI can never go green by skipping.
 - :func:`synthetic_image` / :func:`write_images`: smooth, seeded uint8 RGB test images (tiny; no real data).
+- ``one_thread``: torch on one thread for the test (use on anything that trains or runs many small forwards).
 - ``tiny_artifact``: tiny x2 and x4 student artifacts, built once per session.
 """
 
@@ -64,6 +65,21 @@ def write_images(
         Image.fromarray(synthetic_image(rng, height, width)).save(p)
         paths.append(p)
     return paths
+
+
+# -- torch ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread for the test: tiny models gain nothing from two, and on a busy 2-core machine
+    OpenMP spin-waiting makes two threads ~20x slower (measured here while training ran beside the tests)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- artifacts -----------------------------------------------------------------------------------------------------

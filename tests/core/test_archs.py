@@ -12,6 +12,8 @@ from vsr.archs import REGISTRY, build, count_parameters
 from vsr.archs.rlfn import RLFN, rlfn_config_from_state
 from vsr.archs.student import RepConv, RepStudent, fused_state_dict
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # One tiny config per registered architecture: a new architecture must add itself here.
 TINY: dict[str, dict] = {
     "rep_student": {"channels": 8, "depth": 1, "expand": 2},

@@ -15,6 +15,8 @@ from vsr.archs.edsr import EDSR
 from vsr.archs.student import RepStudent
 from vsr.artifact import META_NAME, WEIGHTS_NAME, ArtifactError, ArtifactMeta, load_artifact, resolve
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _student(seed: int = 0) -> RepStudent:
     torch.manual_seed(seed)

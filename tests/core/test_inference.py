@@ -10,6 +10,8 @@ from tests.conftest import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.inference import TileSpec, to_frames, to_tensor, upscale_frames
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def student() -> RepStudent:

@@ -9,6 +9,8 @@ from tests.conftest import write_images
 from training.data import list_images, make_pairs, sample_batch, validation_pairs
 from training.degrade import DegradeConfig, degrade
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory: pytest.TempPathFactory):

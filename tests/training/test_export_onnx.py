@@ -1,0 +1,59 @@
+"""ONNX export with dynamic batch/H/W and parity against PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import require_or_skip
+from training.export import export_onnx
+from vsr.artifact import load_artifact
+from vsr.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _have_onnx() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_parity(tmp_path: Path, tiny_artifact) -> None:
+    require_or_skip(_have_onnx(), "onnx and onnxruntime (the [train] extra) are not installed")
+    model, meta = load_artifact(tiny_artifact["x2"])
+    report = export_onnx(model, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    assert report["shape"] == [2, 3, 37 * meta.scale, 61 * meta.scale]  # a shape other than the traced one
+    import onnx
+
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_vsr_export_onnx_cli(tmp_path: Path, tiny_artifact, capsys) -> None:
+    require_or_skip(_have_onnx(), "onnx and onnxruntime (the [train] extra) are not installed")
+    out = tmp_path / "x4.onnx"
+    assert main(["export", "--model", str(tiny_artifact["x4"]), "--onnx", str(out)]) == 0
+    assert out.is_file()
+    assert '"max_abs_diff"' in capsys.readouterr().out
+
+
+def test_export_from_checkpoint(tmp_path: Path, capsys) -> None:
+    """``vsr export --checkpoint`` turns a training checkpoint into a loadable artifact."""
+    from training.config import TrainConfig
+    from vsr.archs import build
+
+    cfg = TrainConfig(name="ck", arch_config={"channels": 8, "depth": 1, "expand": 2}, alpha=1.0, ema=0)
+    model = build(cfg.arch, cfg.arch_config)
+    ck = {"config": cfg.to_dict(), "step": 7, "model": model.state_dict(), "ema": None}
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    art = tmp_path / "art"
+    assert main(["export", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out", str(art)]) == 0
+    loaded, meta = load_artifact(art)
+    assert meta.name == "ck" and meta.training["steps"] == 7 and meta.config["fused"] is True
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x), atol=1e-5, rtol=1e-5)
