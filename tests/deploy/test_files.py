@@ -73,10 +73,12 @@ def test_gpu_reservation_only_in_gpu_variant(variant: tuple[str, dict]) -> None:
     if name == "gpu":
         assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
         assert vsr["build"]["args"]["VARIANT"] == "cuda"
+        assert "dcgm-exporter" in cfg["services"]  # GPU utilisation for the dashboard
     else:
         assert devices == []
         assert vsr["build"]["args"]["VARIANT"] == "cpu"
         assert vsr["environment"]["VSR_DEVICE"] == "cpu"
+        assert "dcgm-exporter" not in cfg["services"]  # behind a profile: no NVIDIA stack to export from
         assert vsr["image"] == "vsr:cpu"
 
 
