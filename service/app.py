@@ -1,0 +1,126 @@
+"""The app factory. Resources (engine, batcher, stream manager) are created in the lifespan and kept on
+``app.state``; handlers get them through ``service.deps``. Nothing is built at import time.
+
+    app = create_app(Settings(models=["/path/to/artifact"]), registry=CollectorRegistry())
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.batcher import Batcher
+from service.deps import ApiKey
+from service.engine import Engine
+from service.errors import install_handlers
+from service.metrics import Metrics, new_registry
+from service.routes import health, upscale
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Real-time super-resolution of images (and video streams) with knowledge-distilled students.
+
+* `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
+* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` — Open Inference Protocol names.
+* `GET /metrics` — Prometheus.
+
+When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
+Every error body is `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the service. ``settings`` default to the environment; ``registry`` to a fresh one with the
+    process/platform/GC collectors (tests pass a bare ``CollectorRegistry()``)."""
+    settings = settings if settings is not None else Settings()
+    registry = registry if registry is not None else new_registry()
+    metrics = Metrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await run_in_threadpool(Engine.load, settings, metrics)
+        batcher = Batcher(
+            engine,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_s=settings.max_batch_delay_s,
+            queue_limit=settings.queue_limit,
+            metrics=metrics,
+            on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
+        ).start()
+        app.state.engine = engine
+        app.state.batcher = batcher
+        # ---- stream manager: create and start it here (app.state.streams = ...) --------------------------------
+        log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
+        try:
+            yield
+        finally:
+            # ---- stream manager: stop it here, before the batcher drains ---------------------------------------
+            await run_in_threadpool(lambda: batcher.close(drain=True, timeout=settings.request_timeout_s))
+
+    docs = settings.docs_public
+    app = FastAPI(
+        title="vsr",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    install_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware)
+
+    app.include_router(health.router)
+    app.include_router(health.models_router, dependencies=[ApiKey])
+    app.include_router(health.metrics_router, dependencies=[] if settings.metrics_public else [ApiKey])
+    app.include_router(upscale.router, dependencies=[ApiKey])
+    # ---- stream/video routers: include them here ---------------------------------------------------------------
+    return app
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("vsr")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class HttpMetricsMiddleware:
+    """Counts requests and times them by route *template* (``/v2/models/{name}``), never the raw URL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+            if metrics is not None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.http_requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+                metrics.http_duration.labels(route=route).observe(time.perf_counter() - start)

@@ -1,0 +1,293 @@
+"""Dynamic batching on one worker thread that owns the engine (and so the model and its device).
+
+Callers (HTTP handlers, stream readers) ``submit`` uint8 RGB HWC frames and get a ``concurrent.futures.Future``;
+async code awaits it with ``asyncio.wrap_future``. The worker loop:
+
+1. waits for the first queued frame — the wait clock of a batch starts at that frame's arrival;
+2. gathers frames of the same model *and* shape, round-robin across ``source`` values (one each per round, so one
+   busy source cannot starve the others), until ``max_batch_size`` or the clock reaches ``max_batch_delay``;
+3. fails frames whose deadline passed (``DeadlineExceeded``) and drops cancelled ones — neither is run;
+4. runs the batch; an exception fails only that batch's futures, and the loop goes on.
+
+The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After). ``close(drain=True)``
+finishes the queued work before the thread exits; ``close(drain=False)`` fails it with ``BatcherClosed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue is at its limit; try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"inference queue is full; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(Exception):
+    """The frame's deadline passed before it could run."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no more work."""
+
+
+class BatchEngine(Protocol):
+    """What the worker needs: run one batch of uint8 NHWC frames through a named model."""
+
+    def run(self, model: str, frames: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(eq=False)
+class _Item:
+    frame: np.ndarray
+    model: str
+    source: str
+    deadline: float | None
+    enqueued: float = field(default_factory=time.monotonic)
+    future: Future[np.ndarray] = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple[str, tuple[int, ...]]:
+        return self.model, self.frame.shape
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+
+class Batcher:
+    """One bounded queue, one worker thread. Thread-safe; ``submit`` never blocks."""
+
+    def __init__(
+        self,
+        engine: BatchEngine,
+        *,
+        max_batch_size: int = 8,
+        max_batch_delay_s: float = 0.005,
+        queue_limit: int = 64,
+        metrics: Metrics | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_start`` runs first on the worker thread (the engine's warm-up, so only the worker touches it)."""
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.queue_limit = queue_limit
+        self.metrics = metrics
+        self._on_start = on_start
+        self._models: Collection[str] | None = getattr(engine, "names", None)
+        self._cond = threading.Condition()
+        self._sources: OrderedDict[str, deque[_Item]] = OrderedDict()  # round-robin order: first = next turn
+        self._size = 0
+        self._closing = False
+        self._drain = True
+        self._batch_s = 0.0  # moving average of batch time, for Retry-After
+        self._thread = threading.Thread(target=self._loop, name="vsr-worker", daemon=True)
+
+    # ---- caller side -------------------------------------------------------------------------------------------
+
+    def start(self) -> Batcher:
+        self._thread.start()
+        return self
+
+    def submit(
+        self, frame: np.ndarray, *, model: str, source: str, deadline: float | None = None
+    ) -> Future[np.ndarray]:
+        """Queue one uint8 RGB HWC frame; ``deadline`` is absolute ``time.monotonic()``. Raises ``QueueFull``."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
+        if self._models is not None and model not in self._models:
+            raise KeyError(f"unknown model {model!r}; loaded: {sorted(self._models)}")
+        item = _Item(frame, model, source, deadline)
+        with self._cond:
+            if self._closing:
+                self._count_rejected("shutting_down")
+                raise BatcherClosed("the inference worker is shutting down")
+            if self._size >= self.queue_limit:
+                self._count_rejected("queue_full")
+                raise QueueFull(self._retry_after())
+            self._sources.setdefault(source, deque()).append(item)
+            self._size += 1
+            self._set_depth()
+            self._cond.notify()
+        return item.future
+
+    def qsize(self) -> int:
+        with self._cond:
+            return self._size
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work; with ``drain`` finish what is queued, else fail it. Joins the worker."""
+        with self._cond:
+            self._closing = True
+            self._drain = drain
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._fail_all(BatcherClosed("the inference worker stopped"))
+
+    # ---- worker side -------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:
+                log.exception("worker start hook failed")
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            if batch:
+                self._run(batch)
+        log.info("inference worker stopped")
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Wait for and take the next batch ([] when only expired work was found); None when closing."""
+        with self._cond:
+            batch, expired = self._wait_and_take()
+        self._fail(expired, DeadlineExceeded("deadline passed while queued"), "deadline")
+        return batch
+
+    def _wait_and_take(self) -> tuple[list[_Item] | None, list[_Item]]:
+        while True:
+            expired = self._take_expired(time.monotonic())
+            if expired:
+                return [], expired
+            if self._size == 0:
+                if self._closing:
+                    return None, []
+                self._cond.wait()
+                continue
+            if self._closing and not self._drain:
+                return None, []
+            head = next(iter(self._sources.values()))[0]
+            close_at = head.enqueued + self.max_batch_delay_s  # the clock started at the first item
+            while not self._closing and self._count(head.key) < self.max_batch_size:
+                left = close_at - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._take(head.key)
+
+    def _count(self, key: tuple[str, tuple[int, ...]]) -> int:
+        return sum(1 for q in self._sources.values() for it in q if it.key == key)
+
+    def _take(self, key: tuple[str, tuple[int, ...]]) -> tuple[list[_Item], list[_Item]]:
+        """Up to max_batch_size items of ``key``, one per source per round; returns (batch, expired). Locked."""
+        now = time.monotonic()
+        batch: list[_Item] = []
+        expired: list[_Item] = []
+        first = next(iter(self._sources))
+        progress = True
+        while progress and len(batch) < self.max_batch_size:
+            progress = False
+            for q in self._sources.values():
+                it = next((x for x in q if x.key == key), None)
+                if it is None:
+                    continue
+                q.remove(it)
+                progress = True
+                if not it.future.set_running_or_notify_cancel():
+                    continue  # the caller gave up (cancelled); nothing to run or report
+                (expired if it.expired(now) else batch).append(it)
+                if len(batch) >= self.max_batch_size:
+                    break
+        self._sources.move_to_end(first)  # the next batch starts from the next source
+        self._prune()
+        return batch, expired
+
+    def _take_expired(self, now: float) -> list[_Item]:
+        """Remove expired or cancelled items anywhere in the queue; returns the expired ones. Locked."""
+        expired: list[_Item] = []
+        for q in self._sources.values():
+            dead = [it for it in q if it.future.cancelled() or it.expired(now)]
+            for it in dead:
+                q.remove(it)
+                if it.future.set_running_or_notify_cancel():
+                    expired.append(it)
+        if expired or any(not q for q in self._sources.values()):
+            self._prune()
+        return expired
+
+    def _prune(self) -> None:
+        for src in [s for s, q in self._sources.items() if not q]:
+            del self._sources[src]
+        self._size = sum(len(q) for q in self._sources.values())
+        self._set_depth()
+
+    def _run(self, batch: list[_Item]) -> None:
+        model = batch[0].model
+        start = time.monotonic()
+        if self.metrics is not None:
+            for it in batch:
+                self.metrics.queue_wait.observe(start - it.enqueued)
+        try:
+            frames = np.stack([it.frame for it in batch])
+            out = self.engine.run(model, frames)
+            if len(out) != len(batch):
+                raise RuntimeError(f"engine returned {len(out)} outputs for {len(batch)} inputs")
+        except Exception as e:  # one bad batch fails only its own futures; the worker keeps serving
+            log.exception("batch of %d frames on %s failed", len(batch), model)
+            if self.metrics is not None:
+                self.metrics.batch_errors.labels(model=model).inc()
+            for it in batch:
+                it.future.set_exception(e)
+            return
+        took = time.monotonic() - start
+        self._batch_s = took if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * took
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_compute.observe(took)
+            for it in batch:
+                self.metrics.frames.labels(source=it.source).inc()
+        for it, frame in zip(batch, out, strict=True):
+            it.future.set_result(frame)
+
+    # ---- helpers -----------------------------------------------------------------------------------------------
+
+    def _fail(self, items: list[_Item], exc: Exception, reason: str) -> None:
+        """Fail running-state futures outside the lock (their callbacks may call ``submit``)."""
+        for it in items:
+            self._count_rejected(reason)
+            it.future.set_exception(exc)
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cond:
+            items = [it for q in self._sources.values() for it in q]
+            self._sources.clear()
+            self._prune()
+        self._fail([it for it in items if it.future.set_running_or_notify_cancel()], exc, "shutting_down")
+
+    def _retry_after(self) -> int:
+        batches = math.ceil(self._size / self.max_batch_size)
+        return max(1, math.ceil(batches * self._batch_s))
+
+    def _set_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self._size)
+
+    def _count_rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason=reason).inc()

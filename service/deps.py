@@ -1,0 +1,72 @@
+"""Dependencies: the lifespan's resources from ``app.state``, as ``Annotated`` aliases; API-key checking."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.batcher import Batcher
+from service.engine import Engine
+from service.errors import ApiError
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from ``X-API-Key`` or ``Authorization: Bearer <key>``."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def key_matches(key: str | None, keys: list[str]) -> bool:
+    """Constant-time comparison against every configured key (no early exit on a match)."""
+    if key is None:
+        return False
+    given = key.encode()
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode())
+    return ok
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """401 unless no keys are configured or a configured key was presented."""
+    if not settings.api_keys:
+        return
+    if not key_matches(presented_key(request), settings.api_keys):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+ApiKey = Depends(require_api_key)

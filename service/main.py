@@ -1,0 +1,52 @@
+"""``vsr serve``: settings from the environment (``VSR_*``), overridden by CLI flags; uvicorn runs the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+from vsr.artifact import ArtifactError, resolve
+
+log = logging.getLogger(__name__)
+
+CLI_FIELDS = ("host", "port", "models", "device")
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Env first, then any CLI flag that was given (None means "use the environment / default")."""
+    overrides = {k: v for k in CLI_FIELDS if (v := getattr(args, k, None)) is not None}
+    return Settings(**overrides)
+
+
+def describe_errors(e: ValidationError) -> str:
+    """One line per bad setting, without echoing the values (they may hold API keys)."""
+    lines = []
+    for err in e.errors(include_input=False, include_url=False):
+        field = ".".join(str(x) for x in err["loc"])
+        lines.append(f"  VSR_{field.upper()}: {err['msg']}" if field else f"  {err['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    try:
+        settings = load_settings(args)
+    except ValidationError as e:
+        log.error("%s", describe_errors(e))
+        return 2
+    for entry in settings.models:  # fail fast with a clear message, before binding the port
+        try:
+            resolve(entry)
+        except ArtifactError as e:
+            log.error("cannot serve model %r: %s", entry, e)
+            return 2
+    app = create_app(settings)
+    # log_config=None: uvicorn's loggers propagate to the root handler `vsr` configured (one log format).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    return 0

@@ -1,0 +1,1 @@
+"""HTTP routers, one module per resource; ``service.app.create_app`` includes them."""

@@ -1,0 +1,132 @@
+"""Health and model metadata under Open Inference Protocol (KServe v2) names, and ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.deps import EngineDep
+from service.errors import ApiError, responses
+
+router = APIRouter(tags=["health"])
+models_router = APIRouter(tags=["models"])
+metrics_router = APIRouter(tags=["metrics"])
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class TensorSpec(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """A loaded model: OIP fields (name, versions, platform, inputs, outputs) plus the artifact's card."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "x2",
+                    "versions": ["1"],
+                    "platform": "pytorch",
+                    "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, 3]}],
+                    "outputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, 3]}],
+                    "ready": True,
+                    "arch": "rep_student",
+                    "scale": 2,
+                    "parameters": 29000,
+                    "config": {"scale": 2, "channels": 28, "depth": 3, "fused": True},
+                    "dtype": "bf16",
+                    "device": "cpu",
+                    "scores": {"Set5": {"psnr_y": 37.3, "bicubic_psnr_y": 33.7}},
+                    "created": "2026-11-28T02:00:00+00:00",
+                }
+            ]
+        }
+    )
+
+    name: str
+    versions: list[str] = Field(default_factory=lambda: ["1"])
+    platform: str = "pytorch"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    ready: bool
+    arch: str
+    scale: int
+    parameters: int
+    config: dict[str, Any]
+    dtype: str
+    device: str
+    scores: dict[str, Any]
+    created: str
+    git_commit: str | None = None
+    license: str | None = None
+    notes: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str = "vsr"
+    version: str
+    extensions: list[str] = Field(default_factory=list)
+
+
+@router.get("/v2/health/live", summary="Liveness", response_model=Live)
+async def live() -> Live:
+    return Live(live=True)
+
+
+@router.get("/v2/health/ready", summary="Readiness: 503 until every model is loaded and warm", responses=responses(503))
+async def ready(engine: EngineDep) -> Ready:
+    if not engine.ready:
+        raise ApiError(503, "not_ready", "models are warming up", headers={"Retry-After": "1"})
+    return Ready(ready=True)
+
+
+@router.get("/v2", summary="Server metadata")
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(version=request.app.version)
+
+
+def _metadata(engine: EngineDep, name: str) -> ModelMetadata:
+    if name not in engine.models:
+        raise ApiError(404, "model_not_found", f"no model {name!r}; loaded: {engine.names}")
+    spec = [TensorSpec(name="image", datatype="UINT8", shape=[-1, -1, 3])]
+    return ModelMetadata(inputs=spec, outputs=spec, ready=engine.ready, **engine.describe(name))
+
+
+@models_router.get("/v2/models", summary="Every loaded model")
+async def list_models(engine: EngineDep) -> ModelList:
+    return ModelList(models=[_metadata(engine, n) for n in engine.names])
+
+
+@models_router.get("/v2/models/{name}", summary="Model metadata", responses=responses(404))
+async def model_metadata(name: str, engine: EngineDep) -> ModelMetadata:
+    return _metadata(engine, name)
+
+
+@models_router.get("/v2/models/{name}/ready", summary="Model readiness", responses=responses(404, 503))
+async def model_ready(name: str, engine: EngineDep) -> Ready:
+    _metadata(engine, name)
+    if not engine.ready:
+        raise ApiError(503, "not_ready", "models are warming up", headers={"Retry-After": "1"})
+    return Ready(ready=True)
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

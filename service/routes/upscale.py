@@ -1,0 +1,168 @@
+"""``POST /upscale``: an image in (multipart field ``file`` or the raw body), the upscaled image out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal, NoReturn
+
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
+from service.errors import ApiError, responses
+from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode, default_output_format, encode
+from service.metrics import Metrics
+
+router = APIRouter(tags=["upscale"])
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers allowed on top of the byte cap
+SOURCE = "upload"  # the vsr_frames_total{source} of this route
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        **{
+            t: {"schema": {"type": "string", "format": "binary"}}
+            for t in ("image/png", "image/jpeg", "image/webp", "image/bmp")
+        },
+    },
+}
+
+
+@router.post(
+    "/upscale",
+    summary="Upscale an image",
+    response_class=Response,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        200: {
+            "description": "The upscaled image (headers X-VSR-Model, X-VSR-Scale).",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in OUTPUT_MEDIA_TYPES.values()},
+        },
+        **responses(400, 401, 413, 415, 422, 503, 504),
+    },
+)
+async def upscale(
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    batcher: BatcherDep,
+    metrics: MetricsDep,
+    model: Annotated[
+        str | None, Query(description="loaded model name; default: the first one", examples=["x2"])
+    ] = None,
+    format: Annotated[
+        Literal["png", "jpeg", "webp"] | None, Query(description="output format; default: the input's (png for BMP)")
+    ] = None,
+    quality: Annotated[
+        int | None, Query(ge=1, le=100, description="JPEG/WebP quality (default 90)", examples=[90])
+    ] = None,
+) -> Response:
+    """Send the image as multipart field `file` or as the raw body with its image content type, e.g.
+    `curl -F file=@photo.jpg http://127.0.0.1:8000/upscale -o out.jpg` or
+    `curl --data-binary @photo.png -H 'Content-Type: image/png' http://127.0.0.1:8000/upscale -o out.png`.
+
+    EXIF orientation is applied; grey images stay grey; alpha is upscaled with bicubic (dropped for JPEG output).
+    """
+    deadline = time.monotonic() + settings.request_timeout_s
+    name = model or engine.default_model
+    if name not in engine.models:
+        raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
+    try:
+        decoded = await run_in_threadpool(decode, data, max_pixels=settings.max_input_pixels)
+    except ApiError as e:
+        if e.status == 413:
+            metrics.rejected.labels(reason="too_large").inc()
+        raise
+    del data
+    sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics)
+    fmt = format or default_output_format(decoded)
+    body = await run_in_threadpool(encode, sr, decoded, fmt=fmt, quality=quality)
+    headers = {"X-VSR-Model": name, "X-VSR-Scale": str(engine.scale(name))}
+    return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers=headers)
+
+
+async def infer(batcher: Batcher, frame: np.ndarray, *, model: str, deadline: float, metrics: Metrics) -> np.ndarray:
+    """Submit one frame and await it; maps the batcher's failures to 503 / 504 / 500."""
+    try:
+        future = batcher.submit(frame, model=model, source=SOURCE, deadline=deadline)
+    except QueueFull as e:
+        raise ApiError(503, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+    except BatcherClosed:
+        raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "1"}) from None
+    try:
+        # The worker fails queued work at its deadline; this timeout also covers a worker stuck in a long batch.
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(deadline - time.monotonic(), 0.0))
+    except (TimeoutError, DeadlineExceeded) as e:
+        if isinstance(e, TimeoutError):
+            metrics.rejected.labels(reason="deadline").inc()  # the worker never saw it expire (cancelled)
+        raise ApiError(504, "deadline_exceeded", "the request did not finish before its deadline") from None
+    except BatcherClosed:
+        raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "1"}) from None
+    except Exception:
+        raise ApiError(500, "inference_failed", "inference failed for this request") from None
+
+
+async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> bytes:
+    """The image bytes from a multipart ``file`` field or a raw image body, read with the byte cap enforced."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = ctype == "multipart/form-data"
+    if not multipart and ctype not in IMAGE_CONTENT_TYPES:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send multipart/form-data with a 'file' field, or a raw image body (got {ctype or 'no content type'})",
+        )
+    body_limit = limit + MULTIPART_OVERHEAD if multipart else limit
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        _too_large(limit, metrics)
+    stream = _capped(request, body_limit, metrics)
+    if not multipart:
+        return b"".join([chunk async for chunk in stream])
+    try:
+        form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
+    except MultiPartException as e:
+        raise ApiError(400, "bad_multipart", str(e)) from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "missing_file", "multipart body has no file field named 'file'")
+        part_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if part_type.startswith("image/") and part_type not in IMAGE_CONTENT_TYPES:
+            raise ApiError(415, "unsupported_media_type", f"{part_type} is not supported; send PNG, JPEG, WebP or BMP")
+        data = await upload.read()
+    finally:
+        await form.close()
+    if len(data) > limit:
+        _too_large(limit, metrics)
+    return data
+
+
+async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncIterator[bytes]:
+    """The request body, stopped with 413 as soon as it passes ``limit`` bytes (never buffered beyond it)."""
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            _too_large(limit, metrics)
+        yield chunk
+
+
+def _too_large(limit: int, metrics: Metrics) -> NoReturn:
+    metrics.rejected.labels(reason="too_large").inc()
+    raise ApiError(413, "payload_too_large", f"upload is over the limit of {limit} bytes")

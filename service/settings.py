@@ -1,0 +1,100 @@
+"""Service settings: parsed once at the entry point (env ``VSR_*``, then CLI flags) and passed down.
+
+Lists (``VSR_MODELS``, ``VSR_API_KEYS``) are comma-separated, e.g. ``VSR_MODELS=x2,x4``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from vsr.inference import TileSpec, cpu_has_amx_bf16
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _split_commas(v: object) -> object:
+    if isinstance(v, str):
+        return [s.strip() for s in v.split(",") if s.strip()]
+    return v
+
+
+class Settings(BaseSettings):
+    """Every knob of ``vsr serve``. Env: ``VSR_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="VSR_", extra="ignore", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["x2"], description="artifact names (x2, x4) or paths; the first is the default"
+    )
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
+    )
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000)
+    queue_limit: int = Field(64, ge=1, description="frames waiting for the worker; more get 503 + Retry-After")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request; work past it is failed (504)")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(3840 * 2160, ge=64, description="width*height cap, checked from the image header")
+    tile_size: int = Field(512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
+    tile_overlap: int = Field(16, ge=0)
+    warmup: bool = Field(True, description="run each model once before reporting ready")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, description="if set, requests need X-API-Key or Authorization: Bearer"
+    )
+    metrics_public: bool = Field(True, description="false: /metrics needs an API key too (when keys are set)")
+    docs_public: bool = Field(True, description="false: no /docs, /redoc, /openapi.json")
+
+    _split = field_validator("models", "api_keys", mode="before")(_split_commas)
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one model is needed, e.g. VSR_MODELS=x2")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v == "auto":
+            return v
+        try:
+            torch.device(v)
+        except RuntimeError:
+            raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N") from None
+        return v
+
+    @model_validator(mode="after")
+    def _tiles_fit(self) -> Settings:
+        if self.tile_size and self.tile_overlap * 2 >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be < half of tile_size ({self.tile_size})")
+        return self
+
+    # Derived values, resolved against this machine.
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype != "auto":
+            return DTYPES[self.dtype]
+        if self.torch_device().type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+
+    def tiles(self) -> TileSpec:
+        return TileSpec(self.tile_size, self.tile_overlap)
+
+    @property
+    def max_batch_delay_s(self) -> float:
+        return self.max_batch_delay_ms / 1000.0
