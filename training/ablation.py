@@ -34,26 +34,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     teacher, tdesc = load_teacher(args.teacher)
     rows: dict[str, Any] = {}
     t_res = evaluate_sets(model_upscaler(teacher, args.scale), sets, args.scale)
-    rows["bicubic"] = _row("bicubic", {k: {"psnr_y": v["bicubic_psnr_y"], "ssim_y": v["bicubic_ssim_y"]} for k, v in t_res.items()}, 0)
+    rows["bicubic"] = _row(
+        "bicubic", {k: {"psnr_y": v["bicubic_psnr_y"], "ssim_y": v["bicubic_ssim_y"]} for k, v in t_res.items()}, 0
+    )
     rows["teacher"] = _row(Path(args.teacher).name, t_res, count_parameters(teacher), {"arch": tdesc["arch"]})
     for key, path in (("student_no_kd", args.nokd), ("student_kd", args.kd)):
         model, meta = load_artifact(path)
         res = evaluate_sets(model_upscaler(model, args.scale), sets, args.scale)
         tr = meta.training
-        rows[key] = _row(meta.name, res, meta.parameters, {
-            "steps": tr.get("steps"), "wall_time_s": tr.get("wall_time_s"), "machine": tr.get("machine"),
-            "alpha": tr.get("config", {}).get("alpha"), "artifact": str(path),
-        })
-    gains = {s: rows["student_kd"]["sets"][s]["psnr_y"] - rows["student_no_kd"]["sets"][s]["psnr_y"] for s in rows["teacher"]["sets"]}
-    return {"scale": args.scale, "rows": rows, "kd_gain_psnr_y": gains, "command": " ".join(["python -m training.ablation", *sys.argv[1:]]),
-            "machine": platform.platform()}
+        rows[key] = _row(
+            meta.name,
+            res,
+            meta.parameters,
+            {
+                "steps": tr.get("steps"),
+                "wall_time_s": tr.get("wall_time_s"),
+                "machine": tr.get("machine"),
+                "alpha": tr.get("config", {}).get("alpha"),
+                "artifact": str(path),
+            },
+        )
+    gains = {
+        s: rows["student_kd"]["sets"][s]["psnr_y"] - rows["student_no_kd"]["sets"][s]["psnr_y"]
+        for s in rows["teacher"]["sets"]
+    }
+    return {
+        "scale": args.scale,
+        "rows": rows,
+        "kd_gain_psnr_y": gains,
+        "command": " ".join(["python -m training.ablation", *sys.argv[1:]]),
+        "machine": platform.platform(),
+    }
 
 
 def table(result: dict[str, Any]) -> str:
     sets = list(result["rows"]["teacher"]["sets"])
     head = "| model | params | " + " | ".join(f"{s} PSNR-Y / SSIM-Y" for s in sets) + " |"
     lines = [head, "|---|---|" + "---|" * len(sets)]
-    labels = {"bicubic": "bicubic", "teacher": "teacher", "student_no_kd": "student, no KD (α=1)", "student_kd": "student, KD"}
+    labels = {
+        "bicubic": "bicubic",
+        "teacher": "teacher",
+        "student_no_kd": "student, no KD (α=1)",
+        "student_kd": "student, KD",
+    }
     for key, label in labels.items():
         r = result["rows"][key]
         cells = " | ".join(f"{r['sets'][s]['psnr_y']:.3f} / {r['sets'][s]['ssim_y']:.4f}" for s in sets)
@@ -77,10 +100,10 @@ def install(result: dict[str, Any], name: str) -> Path:
     card = f"""# vsr model `{name}` — x{meta.scale} real-time student
 
 - Architecture: `{meta.arch}` {json.dumps(meta.config)} — {meta.parameters:,} parameters (re-parameterised blocks fused).
-- Distilled from `{', '.join(t['source'] for t in tr.get('teachers', []))}` with
-  `L = α·L1(student, HR) + (1−α)·L1(student, teacher)`, α = {tr['config']['alpha']}, {tr['steps']} steps,
-  batch {tr['config']['batch']}, LR patch {tr['config']['patch']}, on {', '.join(tr['config']['train_sets'])}.
-- Trained on `{tr.get('machine')}` ({tr.get('device')}) in {tr.get('wall_time_s')} s.
+- Distilled from `{", ".join(t["source"] for t in tr.get("teachers", []))}` with
+  `L = α·L1(student, HR) + (1−α)·L1(student, teacher)`, α = {tr["config"]["alpha"]}, {tr["steps"]} steps,
+  batch {tr["config"]["batch"]}, LR patch {tr["config"]["patch"]}, on {", ".join(tr["config"]["train_sets"])}.
+- Trained on `{tr.get("machine")}` ({tr.get("device")}) in {tr.get("wall_time_s")} s.
 - Recipe: `training/recipes/{name}_kd.json` (twin without KD: `{name}_nokd.json`), run by
   `training/recipes/train_default_models.sh`.
 - Input: RGB uint8 frames of any size; output `scale`× larger. Bicubic-degraded training data: on heavily compressed
@@ -89,7 +112,7 @@ def install(result: dict[str, Any], name: str) -> Path:
 ## Evaluation (PSNR-Y / SSIM-Y, BT.601, {meta.scale}-pixel border cropped, LR by bicubic downscale)
 
 {table(result)}
-Produced by: `{result['command']}`
+Produced by: `{result["command"]}`
 """
     (dst / "MODEL_CARD.md").write_text(card)
     return dst

@@ -42,8 +42,27 @@ def config_from_args(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     if teacher:
         base |= {"arch": "edsr", "alpha": 1.0, "name": base.get("name", f"edsr-x{args.scale or base.get('scale', 2)}")}
-    keys = ["name", "scale", "data_root", "steps", "batch", "patch", "lr", "seed", "device", "amp", "threads",
-            "eval_every", "out_dir", "arch_config", "teachers", "teacher_weights", "alpha", "feat_beta", "loss"]
+    keys = [
+        "name",
+        "scale",
+        "data_root",
+        "steps",
+        "batch",
+        "patch",
+        "lr",
+        "seed",
+        "device",
+        "amp",
+        "threads",
+        "eval_every",
+        "out_dir",
+        "arch_config",
+        "teachers",
+        "teacher_weights",
+        "alpha",
+        "feat_beta",
+        "loss",
+    ]
     for k in keys:
         v = getattr(args, k, None)
         if v is not None:
@@ -97,8 +116,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(ck["config"])
         model = build(cfg.arch, cfg.arch_config)
         model.load_state_dict(ck["ema"] or ck["model"])
-        art = export_artifact(model.eval(), out_dir=args.out, name=args.name or cfg.name, arch=cfg.arch,
-                              training={"config": ck["config"], "steps": ck["step"]}, data={"train": cfg.train_sets}, scores={})
+        art = export_artifact(
+            model.eval(),
+            out_dir=args.out,
+            name=args.name or cfg.name,
+            arch=cfg.arch,
+            training={"config": ck["config"], "steps": ck["step"]},
+            data={"train": cfg.train_sets},
+            scores={},
+        )
         out["artifact"] = str(art)
         source = str(art)
     else:

@@ -55,7 +55,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.degradations, dict):
-            self.degradations = DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.degradations.items()})
+            kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.degradations.items()}
+            self.degradations = DegradeConfig(**kwargs)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError("alpha must be in [0, 1]")
         if self.alpha < 1.0 and not self.teachers:

@@ -52,7 +52,10 @@ def evaluate_sets(
 
 def format_table(result: dict) -> str:
     """A markdown table of an ``evaluate_sets`` result."""
-    lines = ["| set | images | bicubic PSNR-Y | model PSNR-Y | gain | bicubic SSIM-Y | model SSIM-Y |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | images | bicubic PSNR-Y | model PSNR-Y | gain | bicubic SSIM-Y | model SSIM-Y |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["sets"].items():
         lines.append(
             f"| {name} | {r['images']} | {r['bicubic_psnr_y']:.3f} | {r['psnr_y']:.3f} | "

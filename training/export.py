@@ -44,20 +44,34 @@ def export_artifact(
     fresh = build(arch, cfg)
     fresh.load_state_dict(state, strict=True)  # validate before writing
     meta = ArtifactMeta(
-        name=name, arch=arch, config=cfg, scale=int(cfg.get("scale", getattr(model, "scale", 1))),
-        parameters=count_parameters(fresh), created=now_iso(), git_commit=git_commit(),
-        data=data, training=training, scores=scores, license=license,
+        name=name,
+        arch=arch,
+        config=cfg,
+        scale=int(cfg.get("scale", getattr(model, "scale", 1))),
+        parameters=count_parameters(fresh),
+        created=now_iso(),
+        git_commit=git_commit(),
+        data=data,
+        training=training,
+        scores=scores,
+        license=license,
     )
     return save_artifact(out_dir, state=state, meta=meta)
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 17, check: bool = True) -> dict[str, float]:
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 17, check: bool = True) -> dict[str, Any]:
     """Export with dynamic batch/H/W and compare to PyTorch on a random frame; returns the max abs difference."""
     model = model.eval().float()
     x = torch.rand(1, 3, 40, 56)
     torch.onnx.export(
-        model, (x,), str(path), opset_version=opset, input_names=["lr"], output_names=["sr"],
-        dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}}, dynamo=False,
+        model,
+        (x,),
+        str(path),
+        opset_version=opset,
+        input_names=["lr"],
+        output_names=["sr"],
+        dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}},
+        dynamo=False,
     )
     if not check:
         return {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training.config import TrainConfig
 from training.data import Pair, list_images, make_pairs, sample_batch
@@ -24,7 +22,7 @@ from training.evaluate import evaluate_sets, model_upscaler
 from training.losses import FeatureAdapters, feature_loss, kd_loss, pick_layers
 from training.soft_targets import attach_soft_targets
 from training.teachers import load_teacher
-from vsr.archs import build, count_parameters
+from vsr.archs import build
 from vsr.inference import cpu_has_amx_bf16
 
 log = logging.getLogger(__name__)
@@ -79,7 +77,7 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
     if cfg.feat_beta > 0 and cfg.feat_adapters and teacher is not None:
         probe = torch.zeros(1, 3, 16, 16, device=device)
         with torch.no_grad():
-            s_feats, t_feats = model.forward_features(probe), teacher.forward_features(probe)
+            s_feats, t_feats = model.forward_features(probe), teacher.forward_features(probe)  # type: ignore[operator]
         pairs = pick_layers(len(s_feats), len(t_feats))
         adapters = FeatureAdapters(
             student_channels=[s_feats[i].shape[1] for i, _ in pairs],
@@ -93,7 +91,9 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
 def train_step(
     state: State, cfg: TrainConfig, pairs: list[Pair], device: torch.device, teacher: nn.Module | None
 ) -> dict[str, float]:
-    batch = sample_batch(pairs, scale=cfg.scale, batch=cfg.batch, patch=cfg.patch, rng=state.rng, degradations=cfg.degradations)
+    batch = sample_batch(
+        pairs, scale=cfg.scale, batch=cfg.batch, patch=cfg.patch, rng=state.rng, degradations=cfg.degradations
+    )
     lr_img, hr = batch.lr.to(device, non_blocking=True), batch.hr.to(device, non_blocking=True)
     soft = batch.soft.to(device, non_blocking=True) if batch.soft is not None else None
     for g in state.optimizer.param_groups:
@@ -104,8 +104,8 @@ def train_step(
         loss, parts = kd_loss(out.float(), hr, soft, alpha=cfg.alpha, kind=cfg.loss)
         if cfg.feat_beta > 0 and teacher is not None:
             with torch.no_grad():
-                t_feats = teacher.forward_features(lr_img)
-            s_feats = state.model.forward_features(lr_img)
+                t_feats = teacher.forward_features(lr_img)  # type: ignore[operator]
+            s_feats = state.model.forward_features(lr_img)  # type: ignore[operator]
             idx = pick_layers(len(s_feats), len(t_feats))
             f_loss = feature_loss([s_feats[i] for i, _ in idx], [t_feats[j] for _, j in idx], state.adapters)
             loss = loss + cfg.feat_beta * f_loss
@@ -128,7 +128,9 @@ def train_step(
 def evaluate(state: State, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     model = state.ema or state.model
     model.eval()
-    res = evaluate_sets(model_upscaler(model, cfg.scale, device=str(device)), cfg.data_paths(cfg.val_sets), cfg.scale, progress=False)
+    res = evaluate_sets(
+        model_upscaler(model, cfg.scale, device=str(device)), cfg.data_paths(cfg.val_sets), cfg.scale, progress=False
+    )
     state.model.train()
     return res
 
@@ -171,11 +173,15 @@ def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Modul
     return models, weights, descs
 
 
-def prepare_data(cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]) -> list[Pair]:
+def prepare_data(
+    cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
+) -> list[Pair]:
     pairs = make_pairs(list_images(cfg.data_paths(cfg.train_sets)), cfg.scale, min_lr=cfg.patch)
     if teachers and cfg.alpha < 1.0:
         ids = [f"{d['source']}" for d in descs]
-        attach_soft_targets(pairs, teachers, weights, teacher_ids=ids, device=device, cache_dir=Path(".cache") / f"x{cfg.scale}")
+        attach_soft_targets(
+            pairs, teachers, weights, teacher_ids=ids, device=device, cache_dir=Path(".cache") / f"x{cfg.scale}"
+        )
     return pairs
 
 

@@ -6,7 +6,7 @@ alpha = 1 is the no-KD baseline; alpha = 0 is pure imitation of the teacher.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,7 +18,10 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
 
 
-PIXEL_LOSSES = {"l1": F.l1_loss, "charbonnier": charbonnier}
+PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "charbonnier": charbonnier,
+}
 
 
 def kd_loss(

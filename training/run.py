@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,7 +62,15 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         bar.update(1)
         if state.step % 50 == 0:
             bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{state.best_psnr:.2f}")
-            log_row(metrics_path, {"step": state.step, "time_s": round(time.time() - t_start, 2), "lr": state.optimizer.param_groups[0]["lr"], **parts})
+            log_row(
+                metrics_path,
+                {
+                    "step": state.step,
+                    "time_s": round(time.time() - t_start, 2),
+                    "lr": state.optimizer.param_groups[0]["lr"],
+                    **parts,
+                },
+            )
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             last = evaluate(state, cfg, device)
             psnr = next(iter(last.values()))["psnr_y"]
@@ -86,9 +93,12 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         "machine": f"{platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()}",
     }
     art = export_artifact(
-        state.ema or state.model, out_dir=run_dir / "artifact", name=cfg.name, arch=cfg.arch, training=training_info,
-        data={"train": cfg.train_sets, "val": cfg.val_sets, "data_root": cfg.data_root}, scores={"val": last},
+        state.ema or state.model,
+        out_dir=run_dir / "artifact",
+        name=cfg.name,
+        arch=cfg.arch,
+        training=training_info,
+        data={"train": cfg.train_sets, "val": cfg.val_sets, "data_root": cfg.data_root},
+        scores={"val": last},
     )
     return {"artifact": str(art), "wall_time_s": wall, "val": last, "steps": state.step}
-
-

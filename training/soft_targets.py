@@ -11,6 +11,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,9 @@ def _cache_key(teacher_ids: Sequence[str], weights: Sequence[float], pairs: Sequ
 
 
 @torch.inference_mode()
-def teacher_sr(teachers: Sequence[nn.Module], weights: Sequence[float], lr: np.ndarray, device: torch.device) -> np.ndarray:
+def teacher_sr(
+    teachers: Sequence[nn.Module], weights: Sequence[float], lr: np.ndarray, device: torch.device
+) -> np.ndarray:
     """Weighted sum of the teachers' SR of one LR image, HWC float16 in [0, 1]."""
     x = to_tensor(lr, device=device, dtype=torch.float32)
     out = None
@@ -67,5 +70,6 @@ def attach_soft_targets(
         p.soft = teacher_sr(teachers, weights, p.lr, device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{f"a{i}": p.soft for i, p in enumerate(pairs)})
+        arrays: dict[str, Any] = {f"a{i}": p.soft for i, p in enumerate(pairs)}  # Any: numpy stubs misread **kwargs
+        np.savez(path, **arrays)
         log.info("soft targets cached at %s", path)

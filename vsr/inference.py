@@ -25,10 +25,8 @@ def to_tensor(frames: np.ndarray, *, device: torch.device, dtype: torch.dtype) -
     if not frames.flags.writeable:
         frames = frames.copy()  # torch refuses read-only buffers (e.g. PIL-backed arrays)
     t = torch.from_numpy(frames)
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)  # pinned host memory -> async H2D copy
-    else:
-        t = t.to(device)
+    # on CUDA: pinned host memory -> async H2D copy
+    t = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
     t = t.permute(0, 3, 1, 2).to(dtype).div_(255.0)
     return t.contiguous(memory_format=torch.channels_last)
 
@@ -78,7 +76,8 @@ def autocast_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | No
 def cpu_has_amx_bf16() -> bool:
     """True when this CPU runs bf16 convs fast (AVX512-BF16 / AMX); else bf16 is slower than fp32."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags

@@ -15,6 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """A conv's bias (all convs here have one; typed as optional by torch)."""
+    assert conv.bias is not None
+    return conv.bias
+
+
 class RepConv(nn.Module):
     """A 3x3 conv that trains with extra linear branches and fuses to one 3x3 conv.
 
@@ -44,7 +50,7 @@ class RepConv(nn.Module):
         if self.expand > 0:
             # Pad the 1x1 output with its bias (not zeros) so that the branch is exactly one 3x3 conv after fusion.
             z = self.es_1x1(x)
-            b = self.es_1x1.bias.view(1, -1, 1, 1)
+            b = _bias(self.es_1x1).view(1, -1, 1, 1)
             z = F.pad(z - b, (1, 1, 1, 1)) + b
             y = y + self.es_3x3(z)
         if self.identity:
@@ -55,14 +61,14 @@ class RepConv(nn.Module):
     def fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the (weight, bias) of the single 3x3 conv equivalent to all branches."""
         w = self.conv3.weight.clone()
-        b = self.conv3.bias.clone()
+        b = _bias(self.conv3).clone()
         w[:, :, 1:2, 1:2] += self.conv1.weight
-        b += self.conv1.bias
+        b += _bias(self.conv1)
         if self.expand > 0:
             k1 = self.es_1x1.weight[:, :, 0, 0]  # mid x in
             k3 = self.es_3x3.weight  # out x mid x 3 x 3
             w += torch.einsum("omhw,mi->oihw", k3, k1)
-            b += self.es_3x3.bias + torch.einsum("omhw,m->o", k3, self.es_1x1.bias)
+            b += _bias(self.es_3x3) + torch.einsum("omhw,m->o", k3, _bias(self.es_1x1))
         if self.identity:
             idx = torch.arange(self.out_ch)
             w[idx, idx, 1, 1] += 1.0
@@ -73,7 +79,7 @@ class RepConv(nn.Module):
         w, b = self.fused_kernel()
         conv = nn.Conv2d(self.in_ch, self.out_ch, 3, padding=1).to(w.device, w.dtype)
         conv.weight.copy_(w)
-        conv.bias.copy_(b)
+        _bias(conv).copy_(b)
         for name in ("conv3", "conv1", "es_1x1", "es_3x3"):
             if hasattr(self, name):
                 delattr(self, name)
@@ -142,7 +148,7 @@ def fused_state_dict(model: RepStudent) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, m in model.named_modules():
         if isinstance(m, RepConv):
-            w, b = (m.fused.weight, m.fused.bias) if m.fused is not None else m.fused_kernel()
+            w, b = (m.fused.weight, _bias(m.fused)) if m.fused is not None else m.fused_kernel()
             out[f"{name}.weight"] = w.detach().clone()
             out[f"{name}.bias"] = b.detach().clone()
     return out
