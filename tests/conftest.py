@@ -4,6 +4,7 @@
   FAILS in CI (``CI=true``), so CI can never go green by skipping.
 - :func:`synthetic_image` / :func:`write_images`: smooth, seeded uint8 RGB test images (tiny; no real data).
 - ``one_thread``: torch on one thread for the test (use on anything that trains or runs many small forwards).
+- :func:`export_tiny`: export any model as an artifact with empty provenance (teachers for KD tests, etc.).
 - ``tiny_artifact``: tiny x2 and x4 student artifacts, built once per session.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,12 +87,21 @@ def one_thread():
 # -- artifacts -----------------------------------------------------------------------------------------------------
 
 
+def export_tiny(
+    model: Any, out_dir: Path, *, arch: str = "rep_student", config: dict | None = None, **meta: Any
+) -> Path:
+    """Export ``model`` as an artifact with empty provenance (``meta`` overrides name/training/data/scores)."""
+    from training.export import export_artifact
+
+    fields = {"name": out_dir.name, "training": {}, "data": {}, "scores": {}} | meta
+    return export_artifact(model, out_dir=out_dir, arch=arch, config=config, **fields)
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"x2": folder, "x4": folder}``: tiny RepStudent artifacts (random but non-trivial weights, seeded)."""
     import torch
 
-    from training.export import export_artifact
     from vsr.archs.student import RepStudent
 
     root = tmp_path_factory.mktemp("artifacts")
@@ -101,8 +112,5 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         with torch.no_grad():  # the tail starts at zero (pure anchor); perturb it so outputs depend on the body
             for p in model.tail.parameters():
                 p.add_(0.01 * torch.randn_like(p))
-        name = f"x{scale}"
-        out[name] = export_artifact(
-            model, out_dir=root / name, name=name, arch="rep_student", training={}, data={}, scores={}
-        )
+        out[f"x{scale}"] = export_tiny(model, root / f"x{scale}")
     return out

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from training.export import export_artifact
+from tests.conftest import export_tiny
 from vsr.archs import count_parameters
 from vsr.archs.edsr import EDSR
 from vsr.archs.student import RepStudent
@@ -28,8 +28,8 @@ def _student(seed: int = 0) -> RepStudent:
 
 
 def _export(model: torch.nn.Module, out: Path, arch: str = "rep_student") -> Path:
-    return export_artifact(
-        model, out_dir=out, name="tiny", arch=arch, training={"steps": 3}, data={"train": ["x"]}, scores={"val": 1.0}
+    return export_tiny(
+        model, out, arch=arch, name="tiny", training={"steps": 3}, data={"train": ["x"]}, scores={"val": 1.0}
     )
 
 
@@ -55,16 +55,7 @@ def test_round_trip_student(tmp_path: Path) -> None:
 
 def test_round_trip_edsr(tmp_path: Path) -> None:
     model = EDSR(scale=3, channels=8, blocks=1).eval()
-    folder = export_artifact(
-        model,
-        out_dir=tmp_path / "e",
-        name="edsr",
-        arch="edsr",
-        training={},
-        data={},
-        scores={},
-        config={"scale": 3, "channels": 8, "blocks": 1},
-    )
+    folder = export_tiny(model, tmp_path / "e", arch="edsr", config={"scale": 3, "channels": 8, "blocks": 1})
     loaded, meta = load_artifact(folder)
     x = torch.rand(1, 3, 7, 9)
     with torch.no_grad():

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_images
+from tests.conftest import export_tiny, write_images
 from training.config import TrainConfig
 from training.data import sample_batch
-from training.export import export_artifact
 from training.loop import build_state, checkpoint, load_teachers, pick_device, prepare_data, restore, train_step
 from training.losses import kd_loss
 from vsr.archs.edsr import EDSR
@@ -30,14 +29,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_images(tmp_path / "data" / "train" / "A", 4, height=48, width=48, seed=0)
     write_images(tmp_path / "data" / "test" / "V", 1, height=32, width=32, seed=1)
     torch.manual_seed(0)
-    export_artifact(
+    export_tiny(
         EDSR(scale=2, channels=8, blocks=1),
-        out_dir=tmp_path / "teacher",
-        name="t",
+        tmp_path / "teacher",
         arch="edsr",
-        training={},
-        data={},
-        scores={},
         config={"scale": 2, "channels": 8, "blocks": 1},
     )
     monkeypatch.chdir(tmp_path)
