@@ -1,0 +1,62 @@
+"""``vsr bench [engine] [service] [streams]``: run benchmarks, write JSON under bench/results/, refresh bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path("bench/results")
+
+
+def machine() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def _write(name: str, payload: dict[str, Any], device: torch.device) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{device.type}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    repeat = 3 if args.quick else 10
+    command = "vsr bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "vsr bench"
+    meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "command": command,
+            "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+    if "engine" in args.what:
+        from bench.engine import engine_table, run_engine
+
+        res = run_engine(["x2", "x4"], batches=[1, 2, 4, 8], repeat=repeat, device=device)
+        print(engine_table(res))
+        print(_write("engine", meta | res, device))
+    if "service" in args.what:
+        from bench.service import run_service, service_table
+
+        res = run_service(device=device, quick=args.quick)
+        print(service_table(res))
+        print(_write("service", meta | res, device))
+    if "streams" in args.what:
+        from bench.streams import run_streams, streams_table
+
+        res = run_streams(device=device, quick=args.quick)
+        print(streams_table(res))
+        print(_write("streams", meta | res, device))
+    return 0
