@@ -22,8 +22,10 @@ from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_handlers
 from service.metrics import Metrics, new_registry
-from service.routes import health, upscale
+from service.routes import health, stream, upscale, video, web
 from service.settings import Settings
+from service.streams.manager import start_streams
+from service.videojobs import JobManager
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,14 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         ).start()
         app.state.engine = engine
         app.state.batcher = batcher
-        # ---- stream manager: create and start it here (app.state.streams = ...) --------------------------------
+        app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
+        app.state.video_jobs = JobManager.from_settings(settings, batcher.submit)
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield
         finally:
-            # ---- stream manager: stop it here, before the batcher drains ---------------------------------------
+            await run_in_threadpool(app.state.streams.close)
+            await run_in_threadpool(app.state.video_jobs.close)
             await run_in_threadpool(lambda: batcher.close(drain=True, timeout=settings.request_timeout_s))
 
     docs = settings.docs_public
@@ -86,7 +90,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(health.models_router, dependencies=[ApiKey])
     app.include_router(health.metrics_router, dependencies=[] if settings.metrics_public else [ApiKey])
     app.include_router(upscale.router, dependencies=[ApiKey])
-    # ---- stream/video routers: include them here ---------------------------------------------------------------
+    app.include_router(stream.router, dependencies=[ApiKey])
+    app.include_router(video.router, dependencies=[ApiKey])
+    app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
 
 

@@ -79,6 +79,32 @@ class Metrics:
         self.ready = Gauge("vsr_ready", "1 once the models are loaded and warm", registry=r)
 
         # --- stream metrics (service/streams/) go below this line ---
+        # The `stream` label is the operator's stream name, bounded by VSR_MAX_STREAMS (removed when a stream is).
+        self.stream_frames = Counter(
+            "vsr_stream_frames_total",
+            "stream frames decoded (in) and emitted (out)",
+            ["stream", "direction"],
+            registry=r,
+        )
+        self.stream_dropped = Counter(
+            "vsr_stream_dropped_frames_total", "stream frames dropped, by reason", ["stream", "reason"], registry=r
+        )
+        self.stream_reconnects = Counter(
+            "vsr_stream_reconnects_total", "stream reconnect attempts", ["stream"], registry=r
+        )
+        self.stream_state = Gauge(
+            "vsr_stream_state",
+            "1 for the stream's current state (connecting|live|backoff|failed|stopped)",
+            ["stream", "state"],
+            registry=r,
+        )
+        self.stream_latency = Histogram(
+            "vsr_stream_latency_seconds",
+            "decode -> upscaled frame emitted",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def enable_gpu_memory(self, allocated: Callable[[], float], reserved: Callable[[], float]) -> None:
         """GPU memory gauges, read at scrape time. Only called on CUDA."""

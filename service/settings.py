@@ -11,6 +11,8 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.streams.config import StreamSpec
+from service.urlpolicy import parse_cidrs
 from vsr.inference import TileSpec, cpu_has_amx_bf16
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -51,7 +53,42 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(True, description="false: /metrics needs an API key too (when keys are set)")
     docs_public: bool = Field(True, description="false: no /docs, /redoc, /openapi.json")
 
-    _split = field_validator("models", "api_keys", mode="before")(_split_commas)
+    # Live streams (service/streams/) and recorded video (POST /upscale/video)
+    streams: list[StreamSpec] = Field(
+        default_factory=list,
+        description='cameras started with the service, JSON: [{"url": "rtsp://...", "name": "gate-1"}]',
+    )
+    streams_file: str | None = Field(
+        None, description="YAML list of cameras (or {streams: [...]}) started with the service"
+    )
+    stream_allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="networks streams may connect to besides public addresses, e.g. 192.168.0.0/16 (loopback, "
+        "private, link-local and metadata addresses are denied unless listed)",
+    )
+    stream_allow_file: bool = Field(False, description="allow file:// stream sources (development only)")
+    max_streams: int = Field(8, ge=0, le=1000, description="concurrent streams")
+    stream_open_timeout_s: float = Field(10.0, gt=0)
+    stream_read_timeout_s: float = Field(5.0, gt=0, description="a source silent this long is reconnected")
+    stream_backoff_base_s: float = Field(0.25, gt=0)
+    stream_backoff_max_s: float = Field(2.0, gt=0)
+    stream_max_attempts: int = Field(0, ge=0, description="failed connects in a row before 'failed' (0 = forever)")
+    stream_max_pending: int = Field(2, ge=1, le=64, description="frames of one stream in the batcher at once")
+    stream_max_frame_age_s: float = Field(1.0, gt=0, description="older frames are dropped as stale")
+    stream_jpeg_quality: int = Field(80, ge=1, le=100)
+    video_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
+    video_max_seconds: float = Field(600.0, gt=0, description="duration cap of an uploaded video")
+    video_max_jobs: int = Field(8, ge=1, description="video jobs kept at once (queued, running, finished)")
+    video_workers: int = Field(1, ge=1, le=16)
+    video_job_ttl_s: float = Field(3600.0, gt=0, description="a finished job's result is kept this long")
+
+    _split = field_validator("models", "api_keys", "stream_allow_cidrs", mode="before")(_split_commas)
+
+    @field_validator("stream_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        parse_cidrs(v)  # raises ValueError on a bad network
+        return v
 
     @field_validator("models")
     @classmethod

@@ -60,10 +60,18 @@ class EncodeOptions:
     batch: int = 4  # frames handed to ``upscale`` at once
 
 
-def probe(path: str | Path) -> VideoInfo:
+# For files from untrusted users: only these demuxers, and no protocol but the local file itself (an uploaded
+# playlist such as HLS or concat could otherwise make FFmpeg read other local files or fetch URLs).
+SAFE_INPUT_OPTIONS = {
+    "format_whitelist": "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts,avi",
+    "protocol_whitelist": "file",
+}
+
+
+def probe(path: str | Path, input_options: dict[str, str] | None = None) -> VideoInfo:
     """Read the header (no decoding). Raises :class:`VideoError` when there is no video stream."""
     try:
-        with av.open(str(path)) as c:
+        with av.open(str(path), options=dict(input_options or {})) as c:
             if not c.streams.video:
                 raise VideoError("the file has no video stream")
             v = c.streams.video[0]
@@ -203,17 +211,19 @@ def transcode(
     opts: EncodeOptions = EncodeOptions(),
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    input_options: dict[str, str] | None = None,
 ) -> TranscodeReport:
     """Upscale ``in_path`` into ``out_path`` (container from its extension). Streams: holds ~``opts.batch`` frames.
 
-    ``should_stop`` is polled once per frame; returning True aborts with :class:`VideoError` (e.g. a cancelled job).
+    ``should_stop`` is polled once per packet; returning True aborts with :class:`VideoError` (e.g. a cancelled job).
+    ``input_options`` go to ``av.open`` (pass :data:`SAFE_INPUT_OPTIONS` for untrusted files).
     """
     out_path = Path(out_path)
-    info = probe(in_path)
+    info = probe(in_path, input_options)
     vcodec, afallback = _codecs_for(out_path)
     report = TranscodeReport(fps=info.fps)
     try:
-        with av.open(str(in_path)) as src, av.open(str(out_path), "w") as out:
+        with av.open(str(in_path), options=dict(input_options or {})) as src, av.open(str(out_path), "w") as out:
             vin = src.streams.video[0]
             vin.thread_type = "AUTO"
             video = _VideoPath(vin, out, upscale, scale, vcodec, opts)

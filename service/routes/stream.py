@@ -1,0 +1,114 @@
+"""``/stream``: register live sources, inspect them, watch them upscaled (MJPEG or the newest JPEG), remove them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.errors import ApiError, responses
+from service.streams.config import StreamSpec
+from service.streams.manager import StreamConflict, StreamManager, TooManyStreams, UnknownStream
+from service.streams.pipeline import Stream
+from service.urlpolicy import UrlRejected
+
+BOUNDARY = "vsrframe"
+KEEPALIVE_S = 5.0  # an MJPEG viewer re-checks for a closed stream this often while no frame arrives
+
+
+def get_streams(request: Request) -> StreamManager:
+    return request.app.state.streams
+
+
+StreamsDep = Annotated[StreamManager, Depends(get_streams)]
+
+router = APIRouter(prefix="/stream", tags=["streams"])
+
+
+def _stream(manager: StreamManager, stream_id: str) -> Stream:
+    try:
+        return manager.get(stream_id)
+    except UnknownStream:
+        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
+
+
+@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422, 429))
+async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) -> dict[str, Any]:
+    """Start upscaling a live source. The URL's host is resolved once and checked against the address policy."""
+    try:
+        stream = await run_in_threadpool(manager.add, spec)  # DNS resolution blocks: off the event loop
+    except UrlRejected as e:
+        raise ApiError(e.status, e.code, e.message) from None
+    except StreamConflict as e:
+        code = 422 if "model" in str(e) else 409
+        raise ApiError(code, "invalid_model" if code == 422 else "conflict", str(e)) from None
+    except TooManyStreams as e:
+        raise ApiError(429, "too_many_streams", str(e)) from None
+    response.headers["Location"] = f"/stream/{stream.id}"
+    return stream.info()
+
+
+@router.get("")
+async def list_streams(manager: StreamsDep) -> dict[str, Any]:
+    """Every stream with its state and counters."""
+    return {"streams": [s.info() for s in manager.list()], "max_streams": manager.max_streams}
+
+
+@router.get("/{stream_id}", responses=responses(404))
+async def get_stream(stream_id: str, manager: StreamsDep) -> dict[str, Any]:
+    """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
+    return _stream(manager, stream_id).info()
+
+
+@router.delete("/{stream_id}", status_code=204, responses=responses(404))
+async def delete_stream(stream_id: str, manager: StreamsDep) -> Response:
+    """Stop the reader and free the stream (its threads exit within the read timeout)."""
+    try:
+        manager.remove(stream_id)
+    except UnknownStream:
+        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{stream_id}/mjpeg",
+    response_class=StreamingResponse,
+    responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}, **responses(404)},
+)
+async def mjpeg(stream_id: str, manager: StreamsDep) -> StreamingResponse:
+    """The upscaled video as ``multipart/x-mixed-replace`` JPEGs: always the newest frame; slow viewers skip frames."""
+    stream = _stream(manager, stream_id)
+
+    async def parts() -> AsyncIterator[bytes]:
+        seq = 0
+        out = stream.output
+        while not out.closed:
+            frame = await out.wait_newer(seq, KEEPALIVE_S)
+            if frame is None:
+                continue
+            seq = frame.seq
+            head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n\r\n"
+            yield head.encode() + frame.jpeg + b"\r\n"
+
+    return StreamingResponse(
+        parts(),
+        media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{stream_id}/frame.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **responses(404, 503)},
+)
+async def frame_jpg(stream_id: str, manager: StreamsDep, wait: float = 2.0) -> Response:
+    """The newest upscaled frame. Waits up to ``wait`` seconds (max 10) for the first one; 503 if none yet."""
+    stream = _stream(manager, stream_id)
+    frame = stream.output.latest or await stream.output.wait_newer(0, min(max(wait, 0.0), 10.0))
+    if frame is None:
+        raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})
+    return Response(frame.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

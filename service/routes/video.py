@@ -1,0 +1,184 @@
+"""``POST /upscale/video`` (a job), ``GET /jobs/{id}`` (progress), ``GET /jobs/{id}/result`` (the MP4), ``DELETE``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.deps import EngineDep, SettingsDep
+from service.errors import ApiError, responses
+from service.videojobs import JobManager, TooManyJobs
+from vsr.video import SAFE_INPUT_OPTIONS, VideoError, probe
+
+VIDEO_TYPES = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/x-matroska": ".mkv",
+    "video/webm": ".webm",
+    "video/mp2t": ".ts",
+    "application/octet-stream": ".bin",
+}
+EXTS = (".mp4", ".mkv", ".mov", ".ts", ".webm")
+MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 1 << 20
+
+
+def get_jobs(request: Request) -> JobManager:
+    return request.app.state.video_jobs
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+router = APIRouter(tags=["video"])
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+        **{t: {"schema": {"type": "string", "format": "binary"}} for t in VIDEO_TYPES},
+    },
+}
+
+
+@router.post(
+    "/upscale/video",
+    status_code=202,
+    summary="Upscale a recorded video (as a job)",
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses=responses(400, 401, 413, 415, 422, 429),
+)
+async def upscale_video(
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    jobs: JobsDep,
+    response: Response,
+    model: Annotated[str | None, Query(description="loaded model name; default: the first one")] = None,
+) -> dict[str, Any]:
+    """Send an mp4/mkv/mov/ts/webm as multipart field `file` or as the raw body. Returns `202` with a job:
+    poll `GET /jobs/{id}` (state, progress) and download `GET /jobs/{id}/result` (H.264 yuv420p MP4 with the same
+    frame count, frame rate and timestamps; audio copied). E.g.
+    `curl -F file=@clip.mp4 http://127.0.0.1:8000/upscale/video`."""
+    name = model or engine.default_model
+    if name not in engine.models:
+        raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    path = jobs.new_file(".upload")
+    try:
+        await _receive(request, path, settings.video_max_bytes)
+        try:
+            info = await run_in_threadpool(probe, path, SAFE_INPUT_OPTIONS)
+        except VideoError as e:
+            raise ApiError(415, "unsupported_video", f"not a supported video (mp4, mkv, mov, ts, webm): {e}") from None
+        if info.width * info.height > settings.max_input_pixels:
+            raise ApiError(413, "too_many_pixels", f"{info.width}x{info.height} is over the frame-size cap")
+        if info.duration_s is None or info.duration_s > settings.video_max_seconds:
+            raise ApiError(
+                413, "too_long", f"video duration {info.duration_s} s is unknown or over {settings.video_max_seconds} s"
+            )
+        job = jobs.create(path, info, model=name, scale=engine.scale(name))
+    except TooManyJobs as e:
+        _discard(path)
+        raise ApiError(429, "too_many_jobs", str(e), headers={"Retry-After": "10"}) from None
+    except BaseException:
+        _discard(path)
+        raise
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job.describe()
+
+
+@router.get("/jobs/{job_id}", responses=responses(401, 404))
+async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+    """A video job: state (queued|running|done|failed|cancelled), progress in [0, 1], frames done/total."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r} (finished jobs expire)")
+    return job.describe()
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}}, **responses(401, 404, 409)},
+)
+async def job_result(job_id: str, jobs: JobsDep) -> FileResponse:
+    """The upscaled MP4 once the job is `done` (409 before)."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r} (finished jobs expire)")
+    if job.state != "done":
+        raise ApiError(409, "not_ready", f"job is {job.state}", headers={"Retry-After": "2"})
+    return FileResponse(job.out_path, media_type="video/mp4", filename=f"vsr-{job.id}.mp4")
+
+
+@router.delete("/jobs/{job_id}", status_code=204, responses=responses(401, 404))
+async def delete_job(job_id: str, jobs: JobsDep) -> Response:
+    """Cancel a job (if running) and delete its files."""
+    if not jobs.delete(job_id):
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return Response(status_code=204)
+
+
+async def _receive(request: Request, path: Path, limit: int) -> None:
+    """Write the upload (multipart ``file`` or raw body) to ``path``, stopping with 413 past ``limit`` bytes."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = ctype == "multipart/form-data"
+    if not multipart and ctype not in VIDEO_TYPES:
+        raise ApiError(415, "unsupported_media_type", f"send a video (mp4, mkv, mov, ts, webm), got {ctype or 'none'}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + (MULTIPART_OVERHEAD if multipart else 0):
+        _too_large(limit)
+    with path.open("wb") as out:
+        if not multipart:
+            n = 0
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > limit:
+                    _too_large(limit)
+                out.write(chunk)
+            return
+        try:  # the parser spools the part to an anonymous temporary file (private, removed on close)
+            form = await MultiPartParser(
+                request.headers, _capped(request, limit + MULTIPART_OVERHEAD), max_files=1, max_fields=8
+            ).parse()
+        except MultiPartException as e:
+            raise ApiError(400, "bad_multipart", str(e)) from None
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "missing_file", "multipart body has no file field named 'file'")
+            n = 0
+            while chunk := await upload.read(CHUNK):
+                n += len(chunk)
+                if n > limit:
+                    _too_large(limit)
+                out.write(chunk)
+        finally:
+            await form.close()
+
+
+async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            _too_large(limit)
+        yield chunk
+
+
+def _too_large(limit: int) -> NoReturn:
+    raise ApiError(413, "payload_too_large", f"upload is over the limit of {limit} bytes")
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

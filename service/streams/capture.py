@@ -1,0 +1,162 @@
+"""The reader thread of one stream: connect with PyAV, decode to uint8 RGB HWC, offer frames; reconnect on loss.
+
+It never waits on inference: :meth:`CaptureSink.offer` must return at once. Every loop checks the stop event; a
+blocked network read returns within ``read_timeout_s`` (PyAV's interrupt callback), so stopping takes at most that.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from fractions import Fraction
+from typing import Protocol
+
+import av
+import numpy as np
+
+from service.streams.config import StreamOptions
+from service.urlpolicy import CheckedUrl
+
+log = logging.getLogger(__name__)
+
+STATES = ("connecting", "live", "backoff", "failed", "stopped")
+
+
+class CaptureSink(Protocol):
+    def set_state(self, state: str, error: str | None = None) -> None: ...
+    def set_source(self, width: int, height: int, fps: float | None) -> None: ...
+    def offer(self, frame: np.ndarray, t_decoded: float) -> None: ...
+    def dropped(self, reason: str, n: int = 1) -> None: ...
+    def reconnected(self) -> None: ...
+
+
+class SourceEnded(Exception):
+    """The source reached its end (a file, or a server that closed the stream)."""
+
+
+def backoff_delay(attempt: int, opts: StreamOptions, rng: random.Random) -> float:
+    """Exponential backoff with jitter: ``min(max, base * 2**(attempt-1))`` scaled by a factor in [0.5, 1]."""
+    cap = min(opts.backoff_max_s, opts.backoff_base_s * (2 ** max(attempt - 1, 0)))
+    return cap * rng.uniform(0.5, 1.0)
+
+
+def av_options(src: CheckedUrl, transport: str, opts: StreamOptions) -> dict[str, str]:
+    """Demuxer/protocol options for ``av.open``: the policy's whitelist plus timeouts and low-latency flags."""
+    o = dict(src.options)
+    us = str(int(opts.read_timeout_s * 1_000_000))
+    if src.scheme in ("rtsp", "rtsps"):
+        o.update(rtsp_transport=transport, timeout=us, fflags="nobuffer", max_delay="500000")
+    elif src.scheme in ("http", "https"):
+        o.update(rw_timeout=us, fflags="nobuffer")
+    return o
+
+
+class Capture:
+    """One reader thread (``capture:{name}``). States: connecting, live, backoff, failed, stopped."""
+
+    def __init__(self, name: str, src: CheckedUrl, transport: str, opts: StreamOptions, sink: CaptureSink) -> None:
+        self.name, self.src, self.transport, self.opts, self.sink = name, src, transport, opts, sink
+        self.stop_event = threading.Event()
+        self._rng = random.Random()
+        self.thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self.stop_event.is_set():
+            self.sink.set_state("connecting")
+            try:
+                got_frames = self._session()
+                error = "source ended"
+            except SourceEnded as e:
+                got_frames, error = bool(e.args and e.args[0]), "source ended"
+            except Exception as e:  # noqa: BLE001 - any failure of the source means: reconnect
+                got_frames, error = getattr(e, "got_frames", False), f"{type(e).__name__}: {e}"
+            if self.stop_event.is_set():
+                break
+            if self.src.scheme == "file" and error == "source ended" and got_frames:
+                continue  # a file plays in a loop, like a camera that never stops
+            attempt = 1 if got_frames else attempt + 1
+            if self.opts.max_attempts and attempt >= self.opts.max_attempts and not got_frames:
+                self.sink.set_state("failed", error)
+                log.warning("stream %s failed after %d attempts: %s", self.name, attempt, error)
+                return
+            delay = backoff_delay(attempt, self.opts, self._rng)
+            self.sink.set_state("backoff", error)
+            log.info("stream %s lost (%s); retrying in %.2fs", self.name, error, delay)
+            if self.stop_event.wait(delay):
+                break
+            self.sink.reconnected()
+        self.sink.set_state("stopped")
+
+    def _session(self) -> bool:
+        """Connect and read until the source ends or fails. Returns whether any frame was decoded."""
+        got = False
+        try:
+            container = av.open(
+                self.src.connect_url,
+                options=av_options(self.src, self.transport, self.opts),
+                timeout=(self.opts.open_timeout_s, self.opts.read_timeout_s),
+            )
+        except av.error.FFmpegError as e:
+            raise ConnectionError(f"cannot open source: {e}") from None
+        try:
+            if not container.streams.video:
+                raise ValueError("the source has no video stream")
+            vs = container.streams.video[0]
+            rate = vs.average_rate or vs.guessed_rate
+            fps = float(rate) if rate else None
+            pace = _Pacer(vs.time_base) if self.src.scheme == "file" and self.opts.pace_files else None
+            for packet in container.demux(vs):
+                if self.stop_event.is_set():
+                    return got
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    self.sink.dropped("decode_error")
+                    continue
+                for frame in frames:
+                    if pace is not None and pace.wait(frame.pts, self.stop_event):
+                        return got
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if not got:
+                        got = True
+                        self.sink.set_source(frame.width, frame.height, fps)
+                        self.sink.set_state("live")
+                    self.sink.offer(rgb, time.monotonic())
+        except Exception as e:
+            e.got_frames = got  # type: ignore[attr-defined]
+            raise
+        finally:
+            container.close()
+        raise SourceEnded(got)
+
+
+class _Pacer:
+    """Plays a file at its own speed (like ``ffmpeg -re``)."""
+
+    def __init__(self, time_base: Fraction | None) -> None:
+        self.tb = float(time_base) if time_base else 0.0
+        self.t0: float | None = None
+        self.pts0: int = 0
+
+    def wait(self, pts: int | None, stop: threading.Event) -> bool:
+        if pts is None or not self.tb:
+            return stop.is_set()
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0, self.pts0 = now, pts
+            return stop.is_set()
+        due = self.t0 + (pts - self.pts0) * self.tb
+        return stop.wait(max(0.0, due - now))

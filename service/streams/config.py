@@ -1,0 +1,70 @@
+"""What a stream is, and the knobs every stream shares (built once from the service settings)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class StreamSpec(BaseModel):
+    """A source to watch. ``name`` is the operator's label (also the Prometheus ``stream`` label)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, examples=["rtsp://192.168.1.20:554/stream1"])
+    name: str | None = Field(None, pattern=NAME_RE.pattern, examples=["gate-1"])
+    model: str | None = Field(None, description="a loaded model; default: the service's first", examples=["x2"])
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Timeouts, backoff and the staying-live caps, shared by all streams."""
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 2.0
+    max_attempts: int = 0  # consecutive failed connects before ``failed``; 0 = retry forever
+    max_pending: int = 2  # frames of one stream in the batcher at once (a newer one waits in a 1-frame slot)
+    max_frame_age_s: float = 1.0  # older frames are dropped (``stale``) instead of upscaled
+    jpeg_quality: int = 80
+    pace_files: bool = True  # file sources play at their frame rate (and loop), like a camera
+
+    @classmethod
+    def from_settings(cls, s: Any) -> StreamOptions:
+        return cls(
+            open_timeout_s=s.stream_open_timeout_s,
+            read_timeout_s=s.stream_read_timeout_s,
+            backoff_base_s=s.stream_backoff_base_s,
+            backoff_max_s=s.stream_backoff_max_s,
+            max_attempts=s.stream_max_attempts,
+            max_pending=s.stream_max_pending,
+            max_frame_age_s=s.stream_max_frame_age_s,
+            jpeg_quality=s.stream_jpeg_quality,
+        )
+
+
+_SPECS = TypeAdapter(list[StreamSpec])
+
+
+def load_stream_specs(inline: str | list[Any] | None, file: str | Path | None) -> list[StreamSpec]:
+    """Streams from ``VSR_STREAMS`` (a JSON list) and ``VSR_STREAMS_FILE`` (YAML: a list, or ``{streams: [...]}``)."""
+    specs: list[StreamSpec] = []
+    if inline:
+        data = json.loads(inline) if isinstance(inline, str) else inline
+        specs += _SPECS.validate_python(data)
+    if file:
+        data = yaml.safe_load(Path(file).read_text()) or []
+        if isinstance(data, dict):
+            data = data.get("streams") or []
+        specs += _SPECS.validate_python(data)
+    return specs

@@ -1,0 +1,143 @@
+"""All streams of the service: created by the app's lifespan, capped, stopped on shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
+from service.streams.pipeline import Stream
+from service.urlpolicy import UrlPolicy, UrlRejected, policy_from
+
+log = logging.getLogger(__name__)
+
+
+class TooManyStreams(Exception):
+    """The concurrent-stream cap is reached (429)."""
+
+
+class UnknownStream(KeyError):
+    """No stream with that id (404)."""
+
+
+class StreamConflict(ValueError):
+    """The name is taken, or the model is unknown (409 / 422)."""
+
+
+class StreamManager:
+    """Owns every :class:`Stream`. ``models`` maps a model name to its scale; ``submit`` is ``Batcher.submit``."""
+
+    def __init__(
+        self,
+        *,
+        submit: Callable[..., Any],
+        models: Mapping[str, int],
+        metrics: Any,
+        policy: UrlPolicy,
+        opts: StreamOptions,
+        max_streams: int = 8,
+    ) -> None:
+        self.submit, self.models, self.metrics = submit, dict(models), metrics
+        self.policy, self.opts, self.max_streams = policy, opts, max_streams
+        self._streams: dict[str, Stream] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def default_model(self) -> str:
+        return next(iter(self.models))
+
+    def add(self, spec: StreamSpec) -> Stream:
+        """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
+
+        Raises :class:`UrlRejected` (400/403), :class:`StreamConflict`, :class:`TooManyStreams`.
+        """
+        model = spec.model or self.default_model
+        if model not in self.models:
+            raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+        src = self.policy.check(spec.url)
+        with self._lock:
+            if self._closed:
+                raise TooManyStreams("the service is shutting down")
+            if len(self._streams) >= self.max_streams:
+                raise TooManyStreams(f"at most {self.max_streams} concurrent streams")
+            name = spec.name or self._free_name()
+            if any(s.name == name for s in self._streams.values()):
+                raise StreamConflict(f"a stream named {name!r} exists")
+            stream = Stream(
+                spec,
+                src,
+                name=name,
+                model=model,
+                scale=self.models[model],
+                submit=self.submit,
+                metrics=self.metrics,
+                opts=self.opts,
+            )
+            self._streams[stream.id] = stream
+        stream.start()
+        log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, src.redacted, model)
+        return stream
+
+    def _free_name(self) -> str:
+        i = 1
+        names = {s.name for s in self._streams.values()}
+        while f"stream-{i}" in names:
+            i += 1
+        return f"stream-{i}"
+
+    def get(self, stream_id: str) -> Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise UnknownStream(stream_id) from None
+
+    def list(self) -> list[Stream]:
+        return list(self._streams.values())
+
+    def remove(self, stream_id: str, join_timeout: float = 0.0) -> None:
+        """Stop and forget a stream. Its threads exit within the read timeout; ``join_timeout`` waits for that."""
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            raise UnknownStream(stream_id)
+        stream.stop()
+        stream.forget_metrics()
+        if join_timeout:
+            stream.join(join_timeout)
+        log.info("stream %s (%s) removed", stream.name, stream.id)
+
+    def start_configured(self, specs: list[StreamSpec]) -> None:
+        """Start the streams listed in the settings; a bad entry is logged, not fatal."""
+        for spec in specs:
+            try:
+                self.add(spec)
+            except (UrlRejected, StreamConflict, TooManyStreams) as e:
+                log.error("configured stream %s not started: %s", spec.name or spec.url, e)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every stream (the app's shutdown)."""
+        with self._lock:
+            self._closed = True
+            streams, self._streams = list(self._streams.values()), {}
+        for s in streams:
+            s.stop()
+        for s in streams:
+            if not s.join(timeout / max(len(streams), 1)):
+                log.warning("stream %s did not stop in time", s.name)
+
+
+def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> StreamManager:
+    """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
+    manager = StreamManager(
+        submit=batcher.submit,
+        models={name: engine.scale(name) for name in engine.names},
+        metrics=metrics,
+        policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
+        opts=StreamOptions.from_settings(settings),
+        max_streams=settings.max_streams,
+    )
+    manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
+    return manager

@@ -1,0 +1,296 @@
+"""One stream: reader -> a one-frame pending slot -> the shared batcher -> JPEG -> viewers.
+
+Staying live: at most ``max_pending`` frames of this stream are in the batcher; a newer decoded frame waits in a
+one-frame slot and replaces an older one there (the replaced frame counts as dropped ``queue_full``). Frames older
+than ``max_frame_age_s`` are not upscaled (``stale``); the batcher gets the same age as its deadline. Only the
+pump thread (``stream:{name}``) talks to the batcher; the batcher's completion callbacks only record the result and
+wake the pump, so neither the reader nor the model's worker thread ever waits on this stream.
+
+Drop reasons: ``queue_full`` (replaced while pending), ``overloaded`` (the batcher's queue was full), ``stale``,
+``decode_error``, ``late`` (an older result arrived after a newer one was shown), ``error`` (inference failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from service.batcher import DeadlineExceeded, QueueFull
+from service.streams.capture import STATES, Capture
+from service.streams.config import StreamOptions, StreamSpec
+from service.streams.output import EncodedFrame, FrameBroadcast
+from service.urlpolicy import CheckedUrl
+
+log = logging.getLogger(__name__)
+
+DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error")
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds (for the API; Prometheus computes its own rates)."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self.times: deque[float] = deque(maxlen=1024)
+
+    def tick(self, t: float) -> None:
+        self.times.append(t)
+
+    def rate(self, now: float) -> float:
+        while self.times and now - self.times[0] > self.window:
+            self.times.popleft()
+        n = len(self.times)
+        if n < 2:
+            return 0.0
+        return (n - 1) / max(self.times[-1] - self.times[0], 1e-6)
+
+
+@dataclass
+class StreamStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    reconnects: int = 0
+    last_error: str | None = None
+    source_width: int | None = None
+    source_height: int | None = None
+    source_fps: float | None = None
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+    in_rate: RateMeter = field(default_factory=RateMeter)
+    out_rate: RateMeter = field(default_factory=RateMeter)
+
+
+@dataclass
+class _Pending:
+    frame: np.ndarray
+    t_decoded: float
+    seq: int
+
+
+class Stream:
+    """A running stream. ``submit`` is the batcher's ``submit``; ``metrics`` the service's :class:`Metrics`."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        src: CheckedUrl,
+        *,
+        name: str,
+        model: str,
+        scale: int,
+        submit: Any,
+        metrics: Any,
+        opts: StreamOptions,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.opts, self._submit, self.metrics = opts, submit, metrics
+        self.state = "connecting"
+        self.created = time.time()
+        self.stats = StreamStats()
+        self.output = FrameBroadcast()
+        self._cond = threading.Condition()
+        self._slot: _Pending | None = None
+        self._inflight = 0
+        self._done: list[tuple[Future[np.ndarray], _Pending]] = []
+        self._seq = 0
+        self._last_shown = 0
+        self._stop = threading.Event()
+        self.capture = Capture(name, src, spec.transport, opts, self)
+        self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
+        self._set_state_metric("connecting")
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        self._pump.start()
+        self.capture.start()
+
+    def stop(self) -> None:
+        """Signal both threads; returns at once (see :meth:`join`)."""
+        self.capture.stop()
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.output.close()
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._pump.join(max(0.0, deadline - time.monotonic()))
+        return self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
+
+    # -- CaptureSink (called on the reader thread) --
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        if self._stop.is_set() and state != "stopped":
+            return
+        self.state = state
+        if error is not None:
+            self.stats.last_error = error
+        self._set_state_metric(state)
+
+    def set_source(self, width: int, height: int, fps: float | None) -> None:
+        s = self.stats
+        s.source_width, s.source_height, s.source_fps = width, height, fps
+
+    def offer(self, frame: np.ndarray, t_decoded: float) -> None:
+        self.stats.frames_in += 1
+        self.stats.in_rate.tick(t_decoded)
+        self.metrics.stream_frames.labels(stream=self.name, direction="in").inc()
+        with self._cond:
+            self._seq += 1
+            if self._slot is not None:
+                self.dropped("queue_full")
+            self._slot = _Pending(frame, t_decoded, self._seq)
+            self._cond.notify()
+
+    def dropped(self, reason: str, n: int = 1) -> None:
+        self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
+        self.metrics.stream_dropped.labels(stream=self.name, reason=reason).inc(n)
+
+    def reconnected(self) -> None:
+        self.stats.reconnects += 1
+        self.metrics.stream_reconnects.labels(stream=self.name).inc()
+
+    # -- the pump thread --
+
+    def _pump_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait_for(self._has_work, timeout=0.5)
+                todo = None
+                if self._slot is not None and self._inflight < self.opts.max_pending:
+                    todo, self._slot = self._slot, None
+                    self._inflight += 1
+                done, self._done = self._done, []
+            if todo is not None:
+                self._send(todo)
+            for fut, item in done:
+                self._finish(fut, item)
+
+    def _has_work(self) -> bool:
+        return (
+            self._stop.is_set()
+            or bool(self._done)
+            or (self._slot is not None and self._inflight < self.opts.max_pending)
+        )
+
+    def _send(self, item: _Pending) -> None:
+        deadline = item.t_decoded + self.opts.max_frame_age_s
+        if time.monotonic() >= deadline:
+            self._release()
+            self.dropped("stale")
+            return
+        try:
+            fut = self._submit(item.frame, model=self.model, source=f"stream:{self.name}", deadline=deadline)
+        except QueueFull:
+            self._release()
+            self.dropped("overloaded")
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. shutting down: count it, keep the stream alive
+            self._release()
+            self.dropped("error")
+            self.stats.last_error = f"inference: {type(e).__name__}: {e}"
+            return
+        fut.add_done_callback(lambda f, item=item: self._on_done(f, item))
+
+    def _release(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+
+    def _on_done(self, fut: Future[np.ndarray], item: _Pending) -> None:
+        # Runs on the batcher's worker thread: record and wake the pump, nothing else.
+        with self._cond:
+            self._inflight -= 1
+            self._done.append((fut, item))
+            self._cond.notify()
+
+    def _finish(self, fut: Future[np.ndarray], item: _Pending) -> None:
+        try:
+            out = fut.result()
+        except DeadlineExceeded:
+            self.dropped("stale")
+            return
+        except Exception as e:  # noqa: BLE001
+            self.dropped("error")
+            self.stats.last_error = f"inference: {type(e).__name__}: {e}"
+            return
+        if item.seq <= self._last_shown:
+            self.dropped("late")
+            return
+        self._last_shown = item.seq
+        buf = io.BytesIO()
+        Image.fromarray(out).save(buf, "JPEG", quality=self.opts.jpeg_quality)
+        now = time.monotonic()
+        h, w = out.shape[:2]
+        self.output.publish(EncodedFrame(item.seq, buf.getvalue(), w, h, now))
+        latency = now - item.t_decoded
+        s = self.stats
+        s.frames_out += 1
+        s.out_rate.tick(now)
+        s.latencies.append(latency)
+        self.metrics.stream_frames.labels(stream=self.name, direction="out").inc()
+        self.metrics.stream_latency.labels(stream=self.name).observe(latency)
+
+    # -- reporting --
+
+    def _set_state_metric(self, state: str) -> None:
+        for st in STATES:
+            self.metrics.stream_state.labels(stream=self.name, state=st).set(1 if st == state else 0)
+
+    def forget_metrics(self) -> None:
+        """Remove this stream's label sets (keeps the ``stream`` label bounded by the live streams)."""
+        for metric, labelsets in (
+            (self.metrics.stream_frames, [(self.name, d) for d in ("in", "out")]),
+            (self.metrics.stream_dropped, [(self.name, r) for r in self.stats.dropped]),
+            (self.metrics.stream_state, [(self.name, st) for st in STATES]),
+            (self.metrics.stream_reconnects, [(self.name,)]),
+            (self.metrics.stream_latency, [(self.name,)]),
+        ):
+            for labels in labelsets:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+
+    def info(self) -> dict[str, Any]:
+        s, now = self.stats, time.monotonic()
+        lat = sorted(s.latencies)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else None
+
+        latest = self.output.latest
+        return {
+            "id": self.id,
+            "name": self.name,
+            "url": self.src.redacted,
+            "model": self.model,
+            "scale": self.scale,
+            "transport": self.spec.transport,
+            "state": self.state,
+            "source": {"width": s.source_width, "height": s.source_height, "fps": s.source_fps},
+            "output": {
+                "width": latest.width if latest else None,
+                "height": latest.height if latest else None,
+                "fps": round(s.out_rate.rate(now), 2),
+            },
+            "input_fps": round(s.in_rate.rate(now), 2),
+            "frames_in": s.frames_in,
+            "frames_out": s.frames_out,
+            "dropped": {k: v for k, v in s.dropped.items()},
+            "reconnects": s.reconnects,
+            "last_error": s.last_error,
+            "latency_seconds": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
+            "mjpeg_url": f"/stream/{self.id}/mjpeg",
+            "frame_url": f"/stream/{self.id}/frame.jpg",
+        }

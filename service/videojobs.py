@@ -1,0 +1,226 @@
+"""Recorded-video jobs: an upload becomes a job; ``video:{n}`` worker threads transcode it through the shared batcher.
+
+Why jobs, not one long response: a long video takes minutes, longer than proxies and clients wait, and a job lets
+the client poll progress and download the result when it is ready (``202`` + ``GET /jobs/{id}`` +
+``GET /jobs/{id}/result``). Files live in one private folder (``mkdtemp``: 0700, files ``mkstemp``: 0600); a job's
+files are removed when it is deleted, fails, expires (``ttl_s`` after it finished) and at shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.batcher import QueueFull
+from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
+
+log = logging.getLogger(__name__)
+
+
+class TooManyJobs(Exception):
+    """The job cap is reached (429)."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    max_jobs: int = 8  # jobs kept at once (queued, running or finished and not yet expired)
+    workers: int = 1
+    ttl_s: float = 3600.0
+    tmp_dir: str | None = None
+    encode: EncodeOptions = EncodeOptions()
+
+
+@dataclass
+class Job:
+    id: str
+    model: str
+    scale: int
+    info: VideoInfo
+    in_path: Path
+    out_path: Path
+    state: str = "queued"  # queued | running | done | failed | cancelled
+    frames_done: int = 0
+    error: str | None = None
+    audio: str | None = None
+    notes: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def describe(self) -> dict[str, Any]:
+        total = self.info.frames
+        progress = 1.0 if self.state == "done" else (min(self.frames_done / total, 0.99) if total else None)
+        return {
+            "id": self.id,
+            "state": self.state,
+            "model": self.model,
+            "progress": progress,
+            "frames_done": self.frames_done,
+            "frames_total": total,
+            "input": {
+                "width": self.info.width,
+                "height": self.info.height,
+                "fps": float(self.info.fps) if self.info.fps else None,
+                "duration_s": self.info.duration_s,
+                "audio_codec": self.info.audio_codec,
+            },
+            "output": {"width": self.info.width * self.scale, "height": self.info.height * self.scale},
+            "audio": self.audio,
+            "notes": self.notes,
+            "error": self.error,
+            "status_url": f"/jobs/{self.id}",
+            "result_url": f"/jobs/{self.id}/result" if self.state == "done" else None,
+        }
+
+
+def batcher_upscale(
+    submit: Callable[..., Any], model: str, stop: threading.Event
+) -> Callable[[np.ndarray], np.ndarray]:
+    """An ``upscale(frames)`` for :func:`vsr.video.transcode` that goes through the shared batcher.
+
+    Video frames are not live: when the queue is full they wait and retry (live callers come first).
+    """
+
+    def run(frames: np.ndarray) -> np.ndarray:
+        futures = []
+        for f in frames:
+            while True:
+                if stop.is_set():
+                    raise VideoError("cancelled")
+                try:
+                    futures.append(submit(np.ascontiguousarray(f), model=model, source="video"))
+                    break
+                except QueueFull as e:
+                    stop.wait(min(max(e.retry_after_s, 0.05), 0.5) if e.retry_after_s else 0.05)
+        return np.stack([fut.result() for fut in futures])
+
+    return run
+
+
+class JobManager:
+    @classmethod
+    def from_settings(cls, settings: Any, submit: Callable[..., Any]) -> JobManager:
+        opts = JobOptions(
+            max_jobs=settings.video_max_jobs, workers=settings.video_workers, ttl_s=settings.video_job_ttl_s
+        )
+        return cls(submit, opts)
+
+    def __init__(self, submit: Callable[..., Any], opts: JobOptions = JobOptions()) -> None:
+        self.submit, self.opts = submit, opts
+        self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"video:{i}", daemon=True) for i in range(opts.workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def new_file(self, suffix: str) -> Path:
+        """A private (0600) empty file in the job folder; the caller removes it if no job takes it."""
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.dir)
+        os.close(fd)
+        return Path(name)
+
+    def create(self, in_path: Path, info: VideoInfo, *, model: str, scale: int) -> Job:
+        """Queue a job for the (already validated) upload at ``in_path``; the job owns the file from here."""
+        self._expire()
+        with self._lock:
+            if len(self._jobs) >= self.opts.max_jobs:
+                raise TooManyJobs(f"at most {self.opts.max_jobs} video jobs at once; delete finished ones")
+            job = Job(uuid.uuid4().hex[:16], model, scale, info, in_path, self.new_file(".mp4"))
+            self._jobs[job.id] = job
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        self._expire()
+        return self._jobs.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is None:
+            return False
+        job.cancel.set()
+        if job.state != "running":  # a running job's worker removes its files when it notices
+            _remove(job.in_path, job.out_path)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            job.cancel.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _expire(self) -> None:
+        now = time.time()
+        with self._lock:
+            old = [j for j in self._jobs.values() if j.finished and now - j.finished > self.opts.ttl_s]
+            for j in old:
+                del self._jobs[j.id]
+        for j in old:
+            _remove(j.in_path, j.out_path)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.cancel.is_set():
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        job.state = "running"
+
+        def progress(done: int, _total: int | None) -> None:
+            job.frames_done = done
+
+        try:
+            report = transcode(
+                job.in_path,
+                job.out_path,
+                batcher_upscale(self.submit, job.model, job.cancel),
+                scale=job.scale,
+                opts=self.opts.encode,
+                progress=progress,
+                should_stop=job.cancel.is_set,
+                input_options=SAFE_INPUT_OPTIONS,
+            )
+            job.audio, job.notes, job.frames_done = report.audio, report.notes, report.frames
+            job.state = "done"
+        except Exception as e:  # noqa: BLE001 - any failure ends this job only
+            job.state = "cancelled" if job.cancel.is_set() else "failed"
+            job.error = str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+            log.warning("video job %s %s: %s", job.id, job.state, job.error)
+            with contextlib.suppress(OSError):
+                job.out_path.unlink()
+        finally:
+            job.finished = time.time()
+            with contextlib.suppress(OSError):
+                job.in_path.unlink()  # the upload is not needed any more
+            if job.id not in self._jobs:  # deleted while running
+                _remove(job.in_path, job.out_path)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
