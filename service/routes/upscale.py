@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from typing import Annotated, Literal, NoReturn
 
 import numpy as np
@@ -107,14 +108,18 @@ async def infer(batcher: Batcher, frame: np.ndarray, *, model: str, deadline: fl
     try:
         # The worker fails queued work at its deadline; this timeout also covers a worker stuck in a long batch.
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(deadline - time.monotonic(), 0.0))
-    except (TimeoutError, DeadlineExceeded) as e:
-        if isinstance(e, TimeoutError):
-            metrics.rejected.labels(reason="deadline").inc()  # the worker never saw it expire (cancelled)
+    except (TimeoutError, DeadlineExceeded):
+        if not _failed_by_worker(future):  # the worker counts what it expires; count the rest here
+            metrics.rejected.labels(reason="deadline").inc()
         raise ApiError(504, "deadline_exceeded", "the request did not finish before its deadline") from None
     except BatcherClosed:
         raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "1"}) from None
     except Exception:
         raise ApiError(500, "inference_failed", "inference failed for this request") from None
+
+
+def _failed_by_worker(future: Future[np.ndarray]) -> bool:
+    return future.done() and not future.cancelled() and isinstance(future.exception(), DeadlineExceeded)
 
 
 async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> bytes:
