@@ -180,7 +180,7 @@ class Engine:
 
 def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Eval mode, channels-last on ``device``; reduced-precision weights on CUDA (CPU keeps fp32 + autocast)."""
-    model = model.eval().to(device, memory_format=torch.channels_last)
+    model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda" and dtype != torch.float32:
         model = model.to(dtype)
     for p in model.parameters():

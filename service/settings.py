@@ -30,28 +30,32 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VSR_", extra="ignore", validate_default=True)
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["x2"], description="artifact names (x2, x4) or paths; the first is the default"
     )
-    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
+        default="auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
     )
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000)
-    queue_limit: int = Field(64, ge=1, description="frames waiting for the worker; more get 503 + Retry-After")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request; work past it is failed (504)")
-    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
-    max_input_pixels: int = Field(3840 * 2160, ge=64, description="width*height cap, checked from the image header")
-    tile_size: int = Field(512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
-    tile_overlap: int = Field(16, ge=0)
-    warmup: bool = Field(True, description="run each model once before reporting ready")
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
+    queue_limit: int = Field(default=64, ge=1, description="frames waiting for the worker; more get 503 + Retry-After")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="deadline of a request; work past it is failed (504)"
+    )
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(
+        default=3840 * 2160, ge=64, description="width*height cap, checked from the image header"
+    )
+    tile_size: int = Field(default=512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
+    tile_overlap: int = Field(default=16, ge=0)
+    warmup: bool = Field(default=True, description="run each model once before reporting ready")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="if set, requests need X-API-Key or Authorization: Bearer"
     )
-    metrics_public: bool = Field(True, description="false: /metrics needs an API key too (when keys are set)")
-    docs_public: bool = Field(True, description="false: no /docs, /redoc, /openapi.json")
+    metrics_public: bool = Field(default=True, description="false: /metrics needs an API key too (when keys are set)")
+    docs_public: bool = Field(default=True, description="false: no /docs, /redoc, /openapi.json")
 
     # Live streams (service/streams/) and recorded video (POST /upscale/video)
     streams: list[StreamSpec] = Field(
@@ -59,28 +63,30 @@ class Settings(BaseSettings):
         description='cameras started with the service, JSON: [{"url": "rtsp://...", "name": "gate-1"}]',
     )
     streams_file: str | None = Field(
-        None, description="YAML list of cameras (or {streams: [...]}) started with the service"
+        default=None, description="YAML list of cameras (or {streams: [...]}) started with the service"
     )
     stream_allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="networks streams may connect to besides public addresses, e.g. 192.168.0.0/16 (loopback, "
         "private, link-local and metadata addresses are denied unless listed)",
     )
-    stream_allow_file: bool = Field(False, description="allow file:// stream sources (development only)")
-    max_streams: int = Field(8, ge=0, le=1000, description="concurrent streams")
-    stream_open_timeout_s: float = Field(10.0, gt=0)
-    stream_read_timeout_s: float = Field(5.0, gt=0, description="a source silent this long is reconnected")
-    stream_backoff_base_s: float = Field(0.25, gt=0)
-    stream_backoff_max_s: float = Field(2.0, gt=0)
-    stream_max_attempts: int = Field(0, ge=0, description="failed connects in a row before 'failed' (0 = forever)")
-    stream_max_pending: int = Field(2, ge=1, le=64, description="frames of one stream in the batcher at once")
-    stream_max_frame_age_s: float = Field(1.0, gt=0, description="older frames are dropped as stale")
-    stream_jpeg_quality: int = Field(80, ge=1, le=100)
-    video_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
-    video_max_seconds: float = Field(600.0, gt=0, description="duration cap of an uploaded video")
-    video_max_jobs: int = Field(8, ge=1, description="video jobs kept at once (queued, running, finished)")
-    video_workers: int = Field(1, ge=1, le=16)
-    video_job_ttl_s: float = Field(3600.0, gt=0, description="a finished job's result is kept this long")
+    stream_allow_file: bool = Field(default=False, description="allow file:// stream sources (development only)")
+    max_streams: int = Field(default=8, ge=0, le=1000, description="concurrent streams")
+    stream_open_timeout_s: float = Field(default=10.0, gt=0)
+    stream_read_timeout_s: float = Field(default=5.0, gt=0, description="a source silent this long is reconnected")
+    stream_backoff_base_s: float = Field(default=0.25, gt=0)
+    stream_backoff_max_s: float = Field(default=2.0, gt=0)
+    stream_max_attempts: int = Field(
+        default=0, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    )
+    stream_max_pending: int = Field(default=2, ge=1, le=64, description="frames of one stream in the batcher at once")
+    stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
+    stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
+    video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
+    video_max_seconds: float = Field(default=600.0, gt=0, description="duration cap of an uploaded video")
+    video_max_jobs: int = Field(default=8, ge=1, description="video jobs kept at once (queued, running, finished)")
+    video_workers: int = Field(default=1, ge=1, le=16)
+    video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
 
     _split = field_validator("models", "api_keys", "stream_allow_cidrs", mode="before")(_split_commas)
 

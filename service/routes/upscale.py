@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import Future
 from typing import Annotated, Literal, NoReturn
 
@@ -158,7 +158,7 @@ async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> by
     return data
 
 
-async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncIterator[bytes]:
+async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncGenerator[bytes, None]:
     """The request body, stopped with 413 as soon as it passes ``limit`` bytes (never buffered beyond it)."""
     n = 0
     async for chunk in request.stream():
