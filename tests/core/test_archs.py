@@ -81,11 +81,6 @@ def test_student_fuses_to_plain_convs(scale: int) -> None:
     assert count_parameters(plain) < count_parameters(RepStudent(scale=scale, channels=8, depth=2, expand=2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: RepStudent zero-inits the tail's 3x3 weights and biases but not its 1x1 branch weights, so a fresh "
-    "student is anchor + noise, not the documented pure anchor. Left as is while the bundled models train.",
-)
 def test_untrained_student_is_nearest_neighbour() -> None:
     """The zero-initialised tail should make a fresh student output the anchor (nearest-neighbour upsampling)."""
     model = RepStudent(scale=2, channels=8, depth=1).eval()

@@ -117,8 +117,10 @@ class RepStudent(nn.Module):
         self.shuffle = nn.PixelShuffle(scale)
         if not fused:
             # Start as nearest-neighbour upsampling (the anchor) instead of anchor + noise: ~+20 dB at step 0.
-            for prm in self.tail.parameters():
-                nn.init.zeros_(prm) if prm.ndim == 1 or prm.shape[-1] == 3 else None
+            # Every branch's last layer and bias is zeroed; es_1x1 keeps its init so gradients reach es_3x3.
+            for name, prm in self.tail.named_parameters():
+                if not name.startswith("es_1x1"):
+                    nn.init.zeros_(prm)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features after the head and after each body block (for feature distillation)."""
