@@ -156,11 +156,14 @@ class Batcher:
             except Exception:
                 log.exception("worker start hook failed")
         while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
-            if batch:
-                self._run(batch)
+            try:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                if batch:
+                    self._run(batch)
+            except Exception:  # a bug here must not kill the only worker; callers' deadlines bound the damage
+                log.exception("inference worker error; continuing")
         log.info("inference worker stopped")
 
     def _next_batch(self) -> list[_Item] | None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import EngineDep
+from service.deps import BatcherDep, EngineDep
 from service.errors import ApiError, responses
 
 router = APIRouter(tags=["health"])
@@ -85,13 +85,17 @@ class ServerMetadata(BaseModel):
     extensions: list[str] = Field(default_factory=list)
 
 
-@router.get("/v2/health/live", summary="Liveness", response_model=Live)
-async def live() -> Live:
+@router.get("/v2/health/live", summary="Liveness: 503 when the inference worker has died", responses=responses(503))
+async def live(batcher: BatcherDep) -> Live:
+    if not batcher.alive:
+        raise ApiError(503, "worker_dead", "the inference worker is not running")
     return Live(live=True)
 
 
 @router.get("/v2/health/ready", summary="Readiness: 503 until every model is loaded and warm", responses=responses(503))
-async def ready(engine: EngineDep) -> Ready:
+async def ready(engine: EngineDep, batcher: BatcherDep) -> Ready:
+    if not batcher.alive:
+        raise ApiError(503, "worker_dead", "the inference worker is not running")
     if not engine.ready:
         raise ApiError(503, "not_ready", "models are warming up", headers={"Retry-After": "1"})
     return Ready(ready=True)

@@ -249,3 +249,11 @@ def test_shutdown_drains_the_worker(make_client: ClientFactory) -> None:
     assert post(client, rgb()).status_code == 200
     client.__exit__(None, None, None)
     assert not batcher.alive
+
+
+def test_health_reports_a_dead_worker(make_client: ClientFactory) -> None:
+    client = make_client()
+    client.app.state.batcher.close(drain=True, timeout=TIMEOUT)
+    assert_error(client.get("/v2/health/live"), 503, "worker_dead")
+    assert_error(client.get("/v2/health/ready"), 503, "worker_dead")
+    assert_error(post(client, rgb()), 503, "shutting_down")
