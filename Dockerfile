@@ -44,7 +44,7 @@ COPY bench ./bench
 RUN pip install --no-cache-dir . "torch==${TORCH_VERSION}" \
     && python -c "import importlib.resources as r, sys; \
 m = r.files('vsr') / 'models'; \
-missing = [n for n in ('x2',) if not (m / n / 'model.safetensors').is_file()]; \
+missing = [n for n in ('x2', 'x4') if not (m / n / 'model.safetensors').is_file()]; \
 sys.exit(f'bundled models missing: {missing}' if missing else 0)"
 
 # ---------------------------------------------------------------- runtime: the venv, a non-root user, nothing else

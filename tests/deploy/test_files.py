@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -95,6 +96,25 @@ def test_demo_camera_is_ingested_and_allowed(variant: tuple[str, dict]) -> None:
     allowed = [ipaddress.ip_network(c.strip()) for c in env["VSR_STREAM_ALLOW_CIDRS"].split(",")]
     subnets = [ipaddress.ip_network(c["subnet"]) for c in cfg["networks"]["vsr"]["ipam"]["config"]]
     assert all(any(sub.subnet_of(a) for a in allowed) for sub in subnets)
+
+
+def test_compose_environment_is_valid_service_settings(
+    variant: tuple[str, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The VSR_* values compose passes parse as the service's own Settings (no drift between the two)."""
+    from service.settings import Settings
+
+    _, cfg = variant
+    for k in [k for k in os.environ if k.startswith("VSR_")]:
+        monkeypatch.delenv(k)
+    env = cfg["services"]["vsr"]["environment"]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert (s.host, s.port) == ("0.0.0.0", 8000)
+    assert [spec.name for spec in s.streams] == ["demo"]
+    assert s.stream_allow_cidrs and s.device in ("cuda", "cpu")
+    assert {k.removeprefix("VSR_").lower() for k in env if k.startswith("VSR_")} <= set(Settings.model_fields)
 
 
 def test_compose_secrets_and_binding_come_from_env() -> None:
@@ -209,3 +229,15 @@ def test_dashboard_covers_the_issue() -> None:
     for q in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({q}, sum by (le, route) (rate(vsr_http_request_duration_seconds_bucket" in exprs
     assert any(q.gpu_only for q in queries(dashboard()))
+
+
+def test_docs_name_only_real_settings() -> None:
+    """Every VSR_* variable docs/deploy.md mentions is a service setting or one of the compose file's own."""
+    from service.settings import Settings
+
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    compose_vars = set(re.findall(r"\$\{(VSR_\w+?)(?::-[^}]*)?\}", COMPOSE.read_text()))
+    settings = {f"VSR_{name.upper()}" for name in Settings.model_fields}
+    unknown = set(re.findall(r"\bVSR_[A-Z0-9_]+\b", docs)) - settings - compose_vars
+    assert not unknown, f"docs/deploy.md mentions unknown variables: {sorted(unknown)}"
+    assert set(VARIANTS) and "docker-compose.cpu.yml" in docs
