@@ -257,3 +257,12 @@ def test_health_reports_a_dead_worker(make_client: ClientFactory) -> None:
     assert_error(client.get("/v2/health/live"), 503, "worker_dead")
     assert_error(client.get("/v2/health/ready"), 503, "worker_dead")
     assert_error(post(client, rgb()), 503, "shutting_down")
+
+
+def test_serve_refuses_bad_settings_and_missing_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.main import cmd_serve
+
+    args = argparse.Namespace(host=None, port=None, models="/nonexistent/model", device=None)
+    assert cmd_serve(args) == 2  # before binding any port
+    monkeypatch.setenv("VSR_MAX_BATCH_SIZE", "0")
+    assert cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None)) == 2
