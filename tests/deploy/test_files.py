@@ -241,3 +241,32 @@ def test_docs_name_only_real_settings() -> None:
     unknown = set(re.findall(r"\bVSR_[A-Z0-9_]+\b", docs)) - settings - compose_vars
     assert not unknown, f"docs/deploy.md mentions unknown variables: {sorted(unknown)}"
     assert set(VARIANTS) and "docker-compose.cpu.yml" in docs
+
+
+def tracked_files(folder: Path) -> list[Path]:
+    """Files git tracks under ``folder`` (what a clone, and so the image, has); all files outside a git checkout."""
+    r = subprocess.run(["git", "ls-files", "-z", "--", str(folder)], cwd=REPO, capture_output=True, timeout=30)
+    if r.returncode != 0:
+        return [f for f in folder.rglob("*") if f.is_file()]
+    return [REPO / name for name in r.stdout.decode().split("\0") if name]
+
+
+def test_image_gets_every_runtime_file() -> None:
+    """The image installs the project as a wheel (not editable): the packages must be copied into the build context,
+    and the service's non-Python files (web page, bundled models) must be package data, or the image lacks them."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tops = {p.rstrip("*") for p in project["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE.read_text(), re.M))
+    assert tops <= copied, f"packages not copied into the image: {tops - copied}"
+    missing = []
+    for pkg in ("service", "vsr"):
+        patterns = project["package-data"].get(pkg, [])
+        for f in tracked_files(REPO / pkg):
+            if f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
+                continue
+            rel = f.relative_to(REPO / pkg)
+            if not any(rel.match(p) and len(rel.parts) == len(Path(p).parts) for p in patterns):
+                missing.append(str(f.relative_to(REPO)))
+    assert not missing, f"not package data (add to [tool.setuptools.package-data]): {missing}"
