@@ -10,6 +10,7 @@ from typing import Annotated, Literal, NoReturn
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -43,6 +44,13 @@ _REQUEST_BODY = {
 }
 
 
+def _normalize_format(v: object) -> object:
+    if isinstance(v, str):
+        v = v.strip().lower()
+        return "jpeg" if v == "jpg" else v
+    return v
+
+
 @router.post(
     "/upscale",
     summary="Upscale an image",
@@ -66,7 +74,9 @@ async def upscale(
         str | None, Query(description="loaded model name; default: the first one", examples=["x2"])
     ] = None,
     format: Annotated[
-        Literal["png", "jpeg", "webp"] | None, Query(description="output format; default: the input's (png for BMP)")
+        Literal["png", "jpeg", "webp"] | None,
+        BeforeValidator(_normalize_format),
+        Query(description="output format (case-insensitive, jpg = jpeg); default: the input's (png for BMP)"),
     ] = None,
     quality: Annotated[
         int | None, Query(ge=1, le=100, description="JPEG/WebP quality (default 90)", examples=[90])

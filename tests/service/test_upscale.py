@@ -48,7 +48,8 @@ def test_output_is_the_models(client, tiny_artifact: dict[str, Path]) -> None:  
 
 
 @pytest.mark.parametrize(
-    ("query", "fmt"), [("format=jpeg&quality=30", "JPEG"), ("format=webp", "WEBP"), ("format=png", "PNG")]
+    ("query", "fmt"),
+    [("format=jpeg&quality=30", "JPEG"), ("format=WebP", "WEBP"), ("format=png", "PNG"), ("format=jpg", "JPEG")],
 )
 def test_output_format_and_quality(client, query: str, fmt: str) -> None:  # type: ignore[no-untyped-def]
     r = client.post(f"/upscale?{query}", content=encode(rgb(), "JPEG"), headers={"content-type": "image/jpeg"})
@@ -201,7 +202,12 @@ def test_unsupported_types_are_415(client) -> None:  # type: ignore[no-untyped-d
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [("model=nope", "unknown_model"), ("format=gif", "invalid_parameters"), ("quality=101", "invalid_parameters")],
+    [
+        ("model=nope", "unknown_model"),
+        ("format=gif", "invalid_parameters"),
+        ("format=", "invalid_parameters"),
+        ("quality=101", "invalid_parameters"),
+    ],
 )
 def test_bad_parameters_are_422(client, query: str, code: str) -> None:  # type: ignore[no-untyped-def]
     r = client.post(f"/upscale?{query}", content=encode(rgb()), headers={"content-type": "image/png"})
