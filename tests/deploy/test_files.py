@@ -270,3 +270,24 @@ def test_image_gets_every_runtime_file() -> None:
             if not any(rel.match(p) and len(rel.parts) == len(Path(p).parts) for p in patterns):
                 missing.append(str(f.relative_to(REPO)))
     assert not missing, f"not package data (add to [tool.setuptools.package-data]): {missing}"
+
+
+def test_docs_override_example_and_camera_file_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The override in docs/deploy.md merges cleanly (demo off, cameras from a file) and its settings parse."""
+    from service.settings import Settings
+    from service.streams.config import load_stream_specs
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "deploy.md").read_text(), re.S)
+    (override,) = [b for b in blocks if "VSR_STREAMS_FILE" in b]
+    (tmp_path / "override.yml").write_text(override)
+    cfg = compose_config([COMPOSE, tmp_path / "override.yml"])
+    assert "camera" not in cfg["services"] and "camera-feed" not in cfg["services"]
+    for k in [k for k in os.environ if k.startswith("VSR_")]:
+        monkeypatch.delenv(k)
+    for k, v in cfg["services"]["vsr"]["environment"].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("VSR_STREAMS_FILE", str(REPO / "deploy" / "cameras.example.yml"))
+    s = Settings()
+    assert s.streams == [] and s.api_keys
+    specs = load_stream_specs(None, s.streams_file)
+    assert [spec.name for spec in specs] == ["gate-1", "yard"]
