@@ -289,3 +289,15 @@ def test_every_dashboard_query_returns_data(stack: dict) -> None:
     for q in gpu:
         prom_query(prom, substitute(q.expr, dash))
     assert traffic.codes.get(200, 0) > 0 and traffic.codes.get(400, 0) > 0, traffic.codes
+
+
+def test_dockerfile_healthcheck_command(stack: dict) -> None:
+    """The image's HEALTHCHECK (python + urllib, no curl) passes against a ready service and fails without one."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    cmd = json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].strip().splitlines()[0])
+    assert cmd[0] == "python"
+    port = stack["base"].rsplit(":", 1)[1]
+    ok = subprocess.run([sys.executable, *cmd[1:]], env={**os.environ, "VSR_PORT": port}, timeout=30)
+    assert ok.returncode == 0
+    down = subprocess.run([sys.executable, *cmd[1:]], env={**os.environ, "VSR_PORT": str(free_port())}, timeout=30)
+    assert down.returncode != 0
