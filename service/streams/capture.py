@@ -69,6 +69,8 @@ class Capture:
         self.stop_event.set()
 
     def join(self, timeout: float | None = None) -> bool:
+        if self.thread.ident is None:  # never started
+            return True
         self.thread.join(timeout)
         return not self.thread.is_alive()
 
@@ -82,7 +84,7 @@ class Capture:
             except SourceEnded as e:
                 got_frames, error = bool(e.args and e.args[0]), "source ended"
             except Exception as e:  # noqa: BLE001 - any failure of the source means: reconnect
-                got_frames, error = getattr(e, "got_frames", False), f"{type(e).__name__}: {e}"
+                got_frames, error = getattr(e, "got_frames", False), self._describe(e)
             if self.stop_event.is_set():
                 break
             if self.src.scheme == "file" and error == "source ended" and got_frames:
@@ -99,6 +101,13 @@ class Capture:
                 break
             self.sink.reconnected()
         self.sink.set_state("stopped")
+
+    def _describe(self, e: Exception) -> str:
+        """The error for the API and logs, without the URL's credentials (FFmpeg's messages quote the URL)."""
+        text = f"{type(e).__name__}: {e}"
+        for secret in {self.src.connect_url, self.src.url}:
+            text = text.replace(secret, self.src.redacted)
+        return text
 
     def _session(self) -> bool:
         """Connect and read until the source ends or fails. Returns whether any frame was decoded."""

@@ -127,7 +127,8 @@ class Stream:
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        self._pump.join(max(0.0, deadline - time.monotonic()))
+        if self._pump.ident is not None:
+            self._pump.join(max(0.0, deadline - time.monotonic()))
         return self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
 
     # -- CaptureSink (called on the reader thread) --

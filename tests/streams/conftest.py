@@ -31,6 +31,18 @@ SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on one thread: on this shared 2-core box (training jobs beside the tests) two OpenMP threads
+    make a 160x90 frame take ~300 ms instead of ~7 ms, which would turn every live test into a load test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
