@@ -202,6 +202,14 @@ def test_dashboard_is_wired_to_the_provisioned_datasource() -> None:
         for t in p["targets"]:
             assert t.get("datasource", p["datasource"])["uid"] == ds["uid"]
     assert dash["uid"] and dash["title"] and json.loads(DASHBOARD.read_text()) == dash
+    cells: dict[tuple[int, int], str] = {}  # the 24-column grid: no two panels on one cell
+    for p in panels:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
 
 
 def test_dashboard_covers_the_issue() -> None:
