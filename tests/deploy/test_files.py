@@ -205,7 +205,7 @@ def test_dashboard_is_wired_to_the_provisioned_datasource() -> None:
     cells: dict[tuple[int, int], str] = {}  # the 24-column grid: no two panels on one cell
     for p in panels:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
