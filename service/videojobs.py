@@ -29,6 +29,8 @@ from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, 
 
 log = logging.getLogger(__name__)
 
+FRAME_TIMEOUT_S = 300.0  # a wedged worker fails the job instead of hanging it forever
+
 
 class TooManyJobs(Exception):
     """The job cap is reached (429)."""
@@ -105,7 +107,10 @@ def batcher_upscale(
                     break
                 except QueueFull as e:
                     stop.wait(min(max(e.retry_after_s, 0.05), 0.5) if e.retry_after_s else 0.05)
-        return np.stack([fut.result() for fut in futures])
+        try:
+            return np.stack([fut.result(timeout=FRAME_TIMEOUT_S) for fut in futures])
+        except TimeoutError:
+            raise VideoError(f"the inference worker did not return a frame within {FRAME_TIMEOUT_S} s") from None
 
     return run
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -108,8 +109,8 @@ class _AudioPath:
     def __init__(self, src: av.container.InputContainer, out: av.container.OutputContainer, fallback: str) -> None:
         self.in_stream = src.streams.audio[0]
         self.out = out
-        self.encoder: av.AudioCodecContext | None = None
         self.resampler: av.AudioResampler | None = None
+        self.out_stream: Any  # PyAV types add_stream's result as a union of stream kinds
         name = self.in_stream.codec_context.name
         if name in out.supported_codecs:
             self.out_stream = out.add_stream_from_template(self.in_stream)
@@ -118,7 +119,7 @@ class _AudioPath:
             rate = self.in_stream.codec_context.sample_rate or 48000
             if fallback == "libopus":
                 rate = 48000
-            self.out_stream = out.add_stream(fallback, rate=rate)
+            self.out_stream = cast(Any, out.add_stream(fallback, rate=rate))
             self.out_stream.layout = "stereo"
             self.resampler = av.AudioResampler(format=self.out_stream.format.name, layout="stereo", rate=rate)
             self.mode = f"reencoded:{fallback}"
@@ -130,7 +131,7 @@ class _AudioPath:
             packet.stream = self.out_stream
             self.out.mux(packet)
             return
-        frames = packet.decode() if packet.size else []
+        frames: list[Any] = list(packet.decode()) if packet.size else []
         for frame in frames:
             frame.pts = None
             for rf in self.resampler.resample(frame):  # type: ignore[union-attr]
@@ -157,7 +158,7 @@ class _VideoPath:
     ) -> None:
         self.upscale, self.opts, self.out = upscale, opts, out
         rate = in_stream.average_rate or in_stream.guessed_rate or Fraction(25)
-        self.stream = out.add_stream(codec, rate=rate)
+        self.stream: Any = cast(Any, out.add_stream(codec, rate=rate))
         w, h = in_stream.codec_context.width * scale, in_stream.codec_context.height * scale
         self.width, self.height = w - w % 2, h - h % 2  # yuv420p needs even sizes (crop one pixel when odd)
         self.stream.width, self.stream.height = self.width, self.height
@@ -172,7 +173,7 @@ class _VideoPath:
         self.frames = 0
         self.last_pts: int | None = None
 
-    def add(self, frame: av.VideoFrame) -> None:
+    def add(self, frame: Any) -> None:
         pts = frame.pts if frame.pts is not None else None
         self.pending.append((frame.to_ndarray(format="rgb24"), pts))
         if len(self.pending) >= self.opts.batch:
@@ -193,7 +194,8 @@ class _VideoPath:
                 pts = (self.last_pts + 1) if self.last_pts is not None else 0  # repair missing/non-monotonic pts
             vf.pts, self.last_pts = pts, pts
             vf.time_base = self.stream.codec_context.time_base
-            self.out.mux(self.stream.encode(vf.reformat(format="yuv420p")))
+            # reformat also covers a mid-stream resolution change (the encoder's size is fixed)
+            self.out.mux(self.stream.encode(vf.reformat(width=self.width, height=self.height, format="yuv420p")))
             self.frames += 1
         self.pending.clear()
 

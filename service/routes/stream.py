@@ -54,7 +54,7 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
 @router.get("")
 async def list_streams(manager: StreamsDep) -> dict[str, Any]:
     """Every stream with its state and counters."""
-    return {"streams": [s.info() for s in manager.list()], "max_streams": manager.max_streams}
+    return {"streams": [s.info() for s in manager.all()], "max_streams": manager.max_streams}
 
 
 @router.get("/{stream_id}", responses=responses(404))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -166,7 +166,7 @@ async def _receive(request: Request, path: Path, limit: int) -> None:
             await form.close()
 
 
-async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _capped(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     n = 0
     async for chunk in request.stream():
         n += len(chunk)

@@ -123,7 +123,7 @@ function card(s) {
   el.dataset.id = s.id;
   el.innerHTML = `<div class="head"><strong class="name"></strong><span class="state"></span>
     <button class="del" title="stop and remove">Remove</button></div>
-    <img class="live" alt="live stream"><div class="stats"></div>`;
+    <img class="live" alt=""><div class="stats"></div>`;
   el.querySelector(".name").textContent = s.name;
   el.querySelector(".del").addEventListener("click", async () => {
     try { await api(`/stream/${s.id}`, { method: "DELETE" }); } catch (_) { /* gone already */ }

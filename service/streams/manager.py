@@ -94,7 +94,7 @@ class StreamManager:
         except KeyError:
             raise UnknownStream(stream_id) from None
 
-    def list(self) -> list[Stream]:
+    def all(self) -> list[Stream]:
         return list(self._streams.values())
 
     def remove(self, stream_id: str, join_timeout: float = 0.0) -> None:

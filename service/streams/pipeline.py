@@ -101,6 +101,7 @@ class Stream:
         self.stats = StreamStats()
         self.output = FrameBroadcast()
         self._cond = threading.Condition()
+        self._drop_lock = threading.Lock()
         self._slot: _Pending | None = None
         self._inflight = 0
         self._done: list[tuple[Future[np.ndarray], _Pending]] = []
@@ -157,7 +158,8 @@ class Stream:
             self._cond.notify()
 
     def dropped(self, reason: str, n: int = 1) -> None:
-        self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
+        with self._drop_lock:  # called from the reader and the pump thread
+            self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
         self.metrics.stream_dropped.labels(stream=self.name, reason=reason).inc(n)
 
     def reconnected(self) -> None:
