@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -48,5 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     app = create_app(settings)
     # log_config=None: uvicorn's loggers propagate to the root handler `vsr` configured (one log format).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def exit_and_end_viewers(sig: int, frame: Any) -> None:  # MJPEG responses never end by themselves
+        if (streams := getattr(app.state, "streams", None)) is not None:
+            streams.disconnect_viewers()
+        handle_exit(sig, frame)
+
+    server.handle_exit = exit_and_end_viewers  # type: ignore[method-assign]
+    server.run()
     return 0

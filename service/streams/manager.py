@@ -117,6 +117,11 @@ class StreamManager:
             except (UrlRejected, StreamConflict, TooManyStreams) as e:
                 log.error("configured stream %s not started: %s", spec.name or spec.url, e)
 
+    def disconnect_viewers(self) -> None:
+        """End every MJPEG response now (server shutdown: they would otherwise hold it until its grace timeout)."""
+        for s in self.all():
+            s.output.close()
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop every stream (the app's shutdown)."""
         with self._lock:

@@ -48,6 +48,10 @@ def test_register_watch_delete(live_service: LiveService, rtsp_server: RtspServe
     assert 'vsr_stream_frames_total{direction="in",stream="cam-1"}' in metrics
 
     assert svc.client.delete(f"/stream/{s['id']}").status_code == 204
+    end = time.monotonic() + 3  # the reader and pump threads exit (within the read timeout)
+    while any(t.name in ("capture:cam-1", "stream:cam-1") for t in threading.enumerate()):
+        assert time.monotonic() < end, "stream threads still running after DELETE"
+        time.sleep(0.05)
     r = svc.client.get(f"/stream/{s['id']}")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert svc.sample("vsr_stream_state", {**labels, "state": "live"}) == 0  # label set removed
