@@ -104,9 +104,11 @@ class StreamManager:
         if stream is None:
             raise UnknownStream(stream_id)
         stream.stop()
-        stream.forget_metrics()
+        reap_timeout = self.opts.read_timeout_s + self.opts.open_timeout_s + 1.0
         if join_timeout:
-            stream.join(join_timeout)
+            stream.reap(join_timeout)
+        else:  # the reader may sit in a network read up to its timeout: let it end off the caller's thread
+            threading.Thread(target=stream.reap, args=(reap_timeout,), name=f"reap:{stream.name}", daemon=True).start()
         log.info("stream %s (%s) removed", stream.name, stream.id)
 
     def start_configured(self, specs: list[StreamSpec]) -> None:
@@ -130,8 +132,7 @@ class StreamManager:
         for s in streams:
             s.stop()
         for s in streams:
-            if not s.join(timeout / max(len(streams), 1)):
-                log.warning("stream %s did not stop in time", s.name)
+            s.reap(timeout / max(len(streams), 1))
 
 
 def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> StreamManager:

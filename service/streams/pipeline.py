@@ -149,7 +149,8 @@ class Stream:
     def offer(self, frame: np.ndarray, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
-        self.metrics.stream_frames.labels(stream=self.name, direction="in").inc()
+        if (m := self._live_metrics()) is not None:
+            m.stream_frames.labels(stream=self.name, direction="in").inc()
         with self._cond:
             self._seq += 1
             if self._slot is not None:
@@ -160,11 +161,13 @@ class Stream:
     def dropped(self, reason: str, n: int = 1) -> None:
         with self._drop_lock:  # called from the reader and the pump thread
             self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
-        self.metrics.stream_dropped.labels(stream=self.name, reason=reason).inc(n)
+        if (m := self._live_metrics()) is not None:
+            m.stream_dropped.labels(stream=self.name, reason=reason).inc(n)
 
     def reconnected(self) -> None:
         self.stats.reconnects += 1
-        self.metrics.stream_reconnects.labels(stream=self.name).inc()
+        if (m := self._live_metrics()) is not None:
+            m.stream_reconnects.labels(stream=self.name).inc()
 
     # -- the pump thread --
 
@@ -243,14 +246,27 @@ class Stream:
         s.frames_out += 1
         s.out_rate.tick(now)
         s.latencies.append(latency)
-        self.metrics.stream_frames.labels(stream=self.name, direction="out").inc()
-        self.metrics.stream_latency.labels(stream=self.name).observe(latency)
+        if (m := self._live_metrics()) is not None:
+            m.stream_frames.labels(stream=self.name, direction="out").inc()
+            m.stream_latency.labels(stream=self.name).observe(latency)
 
     # -- reporting --
 
+    def _live_metrics(self) -> Any | None:
+        """The metrics while the stream runs; None once it is stopping (its label sets are being removed)."""
+        return None if self._stop.is_set() else self.metrics
+
     def _set_state_metric(self, state: str) -> None:
+        if self._stop.is_set():
+            return
         for st in STATES:
             self.metrics.stream_state.labels(stream=self.name, state=st).set(1 if st == state else 0)
+
+    def reap(self, timeout: float) -> None:
+        """Wait for the threads to end, then drop this stream's metric label sets (run after :meth:`stop`)."""
+        if not self.join(timeout):
+            log.warning("stream %s: threads still running after %.1f s", self.name, timeout)
+        self.forget_metrics()
 
     def forget_metrics(self) -> None:
         """Remove this stream's label sets (keeps the ``stream`` label bounded by the live streams)."""

@@ -49,12 +49,14 @@ def test_register_watch_delete(live_service: LiveService, rtsp_server: RtspServe
 
     assert svc.client.delete(f"/stream/{s['id']}").status_code == 204
     end = time.monotonic() + 3  # the reader and pump threads exit (within the read timeout)
-    while any(t.name in ("capture:cam-1", "stream:cam-1") for t in threading.enumerate()):
+    while any(t.name in ("capture:cam-1", "stream:cam-1", "reap:cam-1") for t in threading.enumerate()):
         assert time.monotonic() < end, "stream threads still running after DELETE"
         time.sleep(0.05)
     r = svc.client.get(f"/stream/{s['id']}")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    assert svc.sample("vsr_stream_state", {**labels, "state": "live"}) == 0  # label set removed
+    registry = svc.app.state.registry
+    for name, extra in (("vsr_stream_state", {"state": "live"}), ("vsr_stream_frames_total", {"direction": "out"})):
+        assert registry.get_sample_value(name, {**labels, **extra}) is None  # label sets removed
     assert svc.client.delete(f"/stream/{s['id']}").status_code == 404
 
 
