@@ -6,6 +6,7 @@ and private, always-removed temporary files.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import http.server
 import ipaddress
@@ -403,10 +404,8 @@ def test_temp_files_are_private_and_removed(server_factory: Callable[..., Server
     def watch() -> None:  # the job's files while it runs
         while not stop.is_set():
             for p in list(jobs.dir.iterdir()):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     seen_modes.add(stat.S_IMODE(p.stat().st_mode))
-                except FileNotFoundError:
-                    pass
             time.sleep(0.002)
 
     watcher = threading.Thread(target=watch)
