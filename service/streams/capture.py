@@ -1,4 +1,7 @@
-"""The reader thread of one stream: connect with PyAV, decode to uint8 RGB HWC, offer frames; reconnect on loss.
+"""The reader thread of one stream: connect with PyAV, decode, offer frames; reconnect on loss.
+
+Frames are offered as decoded ``av.VideoFrame`` (or uint8 RGB HWC arrays): the conversion to RGB, which costs more
+than decoding, happens only for frames that are actually sent to the model (``to_rgb``), never for dropped ones.
 
 It never waits on inference: :meth:`CaptureSink.offer` must return at once. Every loop checks the stop event; a
 blocked network read returns within ``read_timeout_s`` (PyAV's interrupt callback), so stopping takes at most that.
@@ -27,9 +30,14 @@ STATES = ("connecting", "live", "backoff", "failed", "stopped")
 class CaptureSink(Protocol):
     def set_state(self, state: str, error: str | None = None) -> None: ...
     def set_source(self, width: int, height: int, fps: float | None) -> None: ...
-    def offer(self, frame: np.ndarray, t_decoded: float) -> None: ...
+    def offer(self, frame: av.VideoFrame | np.ndarray, t_decoded: float) -> None: ...
     def dropped(self, reason: str, n: int = 1) -> None: ...
     def reconnected(self) -> None: ...
+
+
+def to_rgb(frame: av.VideoFrame | np.ndarray) -> np.ndarray:
+    """The one frame format of every boundary: uint8 RGB HWC."""
+    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
 class SourceEnded(Exception):
@@ -138,12 +146,11 @@ class Capture:
                 for frame in frames:
                     if pace is not None and pace.wait(frame.pts, self.stop_event):
                         return got
-                    rgb = frame.to_ndarray(format="rgb24")
                     if not got:
                         got = True
                         self.sink.set_source(frame.width, frame.height, fps)
                         self.sink.set_state("live")
-                    self.sink.offer(rgb, time.monotonic())
+                    self.sink.offer(frame, time.monotonic())
         except Exception as e:
             e.got_frames = got  # type: ignore[attr-defined]
             raise

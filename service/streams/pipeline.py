@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from service.batcher import DeadlineExceeded, QueueFull
-from service.streams.capture import STATES, Capture
+from service.streams.capture import STATES, Capture, to_rgb
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.output import EncodedFrame, FrameBroadcast
 from service.urlpolicy import CheckedUrl
@@ -73,7 +73,7 @@ class StreamStats:
 
 @dataclass
 class _Pending:
-    frame: np.ndarray
+    frame: Any  # av.VideoFrame (converted to RGB only when sent) or uint8 RGB HWC
     t_decoded: float
     seq: int
 
@@ -146,7 +146,7 @@ class Stream:
         s = self.stats
         s.source_width, s.source_height, s.source_fps = width, height, fps
 
-    def offer(self, frame: np.ndarray, t_decoded: float) -> None:
+    def offer(self, frame: Any, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
         if (m := self._live_metrics()) is not None:
@@ -199,7 +199,9 @@ class Stream:
             self.dropped("stale")
             return
         try:
-            fut = self._submit(item.frame, model=self.model, source=f"stream:{self.name}", deadline=deadline)
+            rgb = to_rgb(item.frame)
+            item.frame = None  # the decoded frame's buffers go back to the decoder now
+            fut = self._submit(rgb, model=self.model, source=f"stream:{self.name}", deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")
