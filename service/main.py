@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.error("cannot serve model %r: %s", entry, e)
             return 2
     app = create_app(settings)
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler installed before it ran: make that
+    # a clean exit, so a graceful stop ends with status 0 (orchestrators read death-by-signal as a crash).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     # log_config=None: uvicorn's loggers propagate to the root handler `vsr` configured (one log format).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
@@ -61,3 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.handle_exit = exit_and_end_viewers  # type: ignore[method-assign]
     server.run()
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    log.info("stopped by %s", signal.Signals(signum).name)
+    raise SystemExit(0)
