@@ -102,3 +102,16 @@ def test_duplicate_model_names_are_refused(tiny_artifact: dict[str, Path]) -> No
     settings = Settings(models=[str(tiny_artifact["x2"]), str(tiny_artifact["x2"])])
     with pytest.raises(ArtifactError, match="two models"):
         Engine.load(settings)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp16_matches_cpu_fp32(tiny_artifact: dict[str, Path]) -> None:
+    gpu = load(tiny_artifact, device="cuda")  # dtype auto -> fp16 weights
+    assert gpu.dtype == torch.float16 and gpu.describe("x2")["dtype"] == "fp16"
+    frames = np.stack([rgb(seed=i) for i in range(4)])
+    out = gpu.run("x2", frames)
+    ref = load(tiny_artifact, device="cpu", dtype="fp32").run("x2", frames)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 2
+    assert gpu.metrics is not None
+    assert (gpu.metrics.registry.get_sample_value("vsr_gpu_memory_reserved_bytes") or 0) > 0
