@@ -64,3 +64,21 @@ def test_bicubic_endpoint(live_service: LiveService) -> None:
     Image.fromarray(synthetic_image(np.random.default_rng(1), 24, 32)).save(buf, "PNG")
     r = live_service.client.post("/upscale/bicubic", content=buf.getvalue(), headers={"content-type": "image/png"})
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (64, 48)
+
+
+def test_page_with_api_key(live_service_factory, rtsp_server: RtspServer) -> None:
+    exe = chromium_path()
+    require_or_skip(exe is not None, "chromium is not installed (apt-get install chromium)")
+    svc = live_service_factory(api_keys=["sesame"])
+    r = svc.client.post("/stream", json={"url": rtsp_server.url}, headers={"X-API-Key": "sesame"})
+    assert r.status_code == 201
+    browser = Browser(exe)  # type: ignore[arg-type]
+    try:
+        browser.goto(svc.base + "/")
+        browser.wait_for("document.getElementById('stream-status').textContent.includes('API key')")
+        browser.eval(
+            "const k = document.getElementById('apikey'); k.value = 'sesame'; k.dispatchEvent(new Event('change'))"
+        )
+        assert browser.wait_for("document.querySelector('img.live')?.naturalWidth", timeout=15) == 320
+    finally:
+        browser.close()
