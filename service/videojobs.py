@@ -63,7 +63,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def describe(self) -> dict[str, Any]:
-        total = self.info.frames
+        total = self.info.expected_frames
         progress = 1.0 if self.state == "done" else (min(self.frames_done / total, 0.99) if total else None)
         return {
             "id": self.id,

@@ -41,6 +41,15 @@ class VideoInfo:
     audio_codec: str | None
     format: str
 
+    @property
+    def expected_frames(self) -> int | None:
+        """The header's frame count, else duration x fps (Matroska/WebM headers carry no count)."""
+        if self.frames:
+            return self.frames
+        if self.duration_s and self.fps:
+            return round(self.duration_s * float(self.fps))
+        return None
+
 
 @dataclass
 class TranscodeReport:
@@ -253,7 +262,7 @@ def transcode(
                 for frame in frames:
                     video.add(frame)
                     if progress is not None and video.pending == []:
-                        progress(video.frames, info.frames)
+                        progress(video.frames, info.expected_frames)
             video.flush()
             if audio is not None:
                 audio.flush()
@@ -287,7 +296,7 @@ def upscale_video_file(
     def run(frames: np.ndarray) -> np.ndarray:
         return upscale_frames(model, frames, scale=scale, device=dev, dtype=dtype, tiles=TileSpec(512, 16))  # type: ignore[arg-type]
 
-    bar = tqdm(total=probe(in_path).frames, unit="frame", disable=not progress, desc=Path(in_path).name)
+    bar = tqdm(total=probe(in_path).expected_frames, unit="frame", disable=not progress, desc=Path(in_path).name)
 
     def tick(done: int, total: int | None) -> None:
         bar.update(done - bar.n)
