@@ -14,6 +14,10 @@ resolver and by the IPv6 embedding checks below, so they are judged as the addre
 FFmpeg's ``protocol_whitelist`` is set per scheme, so a source can never make FFmpeg open ``file``, ``concat``,
 ``subfile`` or any other protocol (unless ``file`` sources are enabled for development). HTTP redirects are refused
 (``max_redirects=0``) since a redirect target would escape the address check.
+
+Known gap: FFmpeg's RTSP client follows ``3xx`` redirects (``Location:``) and has no option to refuse them, so a
+public RTSP server could point the reader at another host (it sends that host an RTSP ``OPTIONS``). Where that
+matters, back the policy with an egress firewall for the service (only the camera networks and the internet).
 """
 
 from __future__ import annotations
