@@ -32,6 +32,12 @@ from service.settings import Settings
 from tests.conftest import synthetic_image
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def png(height: int = 24, width: int = 32, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(synthetic_image(np.random.default_rng(seed), height, width)).save(buf, format="PNG")

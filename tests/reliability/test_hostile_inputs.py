@@ -260,12 +260,14 @@ def test_absurd_query_values(srv: Server, query: str) -> None:
 # ---- videos ----------------------------------------------------------------------------------------------------
 
 
-def make_video(path: Path, container: str, frames: int = 12) -> bytes:
+def make_video(
+    path: Path, container: str, frames: int = 12, *, width: int = 32, height: int = 24, fps: int = 12
+) -> bytes:
     with av.open(str(path), "w", format=container) as out:
-        s = out.add_stream("libx264" if container != "webm" else "libvpx", rate=Fraction(12))
-        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        s = out.add_stream("libx264" if container != "webm" else "libvpx", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
-            for packet in s.encode(av.VideoFrame.from_ndarray(img(seed=i), format="rgb24")):
+            for packet in s.encode(av.VideoFrame.from_ndarray(img(i, height, width), format="rgb24")):
                 out.mux(packet)
         for packet in s.encode():
             out.mux(packet)

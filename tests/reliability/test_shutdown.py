@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import REPO
-from tests.reliability.conftest import png
+from tests.reliability.conftest import free_port, png
 from tests.reliability.test_hostile_inputs import make_video
 from tests.reliability.test_overload import report
-from tests.streams.conftest import free_port
 
 EXIT_BOUND_S = 30.0
 IN_FLIGHT = 4
