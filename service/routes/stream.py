@@ -3,20 +3,67 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
 from service.streams.manager import StreamConflict, StreamManager, TooManyStreams, UnknownStream
-from service.streams.pipeline import Stream
+from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
 
 BOUNDARY = "vsrframe"
 KEEPALIVE_S = 5.0  # an MJPEG viewer re-checks for a closed stream this often while no frame arrives
+
+
+class SourceInfo(BaseModel):
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = Field(None, description="the source's nominal frame rate")
+
+
+class OutputInfo(BaseModel):
+    width: int | None = None
+    height: int | None = None
+    fps: float = Field(description="upscaled frames per second over the last 2 s")
+
+
+class Latency(BaseModel):
+    """Decode -> upscaled frame emitted, over the last 512 frames."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+
+class StreamInfo(BaseModel):
+    id: str
+    name: str
+    url: str = Field(description="the source URL without its password")
+    model: str
+    scale: int
+    transport: str
+    state: Literal["connecting", "live", "backoff", "failed", "stopped"]
+    source: SourceInfo
+    output: OutputInfo
+    input_fps: float = Field(description="decoded frames per second over the last 2 s")
+    frames_in: int
+    frames_out: int
+    dropped: dict[str, int] = Field(description="frames dropped, by reason: " + ", ".join(DROP_REASONS))
+    reconnects: int
+    last_error: str | None
+    latency_seconds: Latency
+    mjpeg_url: str
+    frame_url: str
+
+
+class StreamList(BaseModel):
+    streams: list[StreamInfo]
+    max_streams: int
 
 
 def get_streams(request: Request) -> StreamManager:
@@ -36,7 +83,7 @@ def _stream(manager: StreamManager, stream_id: str) -> Stream:
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422, 429))
-async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) -> dict[str, Any]:
+async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) -> StreamInfo:
     """Start upscaling a live source. The URL's host is resolved once and checked against the address policy."""
     try:
         stream = await run_in_threadpool(manager.add, spec)  # DNS resolution blocks: off the event loop
@@ -48,19 +95,20 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
     except TooManyStreams as e:
         raise ApiError(429, "too_many_streams", str(e)) from None
     response.headers["Location"] = f"/stream/{stream.id}"
-    return stream.info()
+    return StreamInfo.model_validate(stream.info())
 
 
 @router.get("")
-async def list_streams(manager: StreamsDep) -> dict[str, Any]:
+async def list_streams(manager: StreamsDep) -> StreamList:
     """Every stream with its state and counters."""
-    return {"streams": [s.info() for s in manager.all()], "max_streams": manager.max_streams}
+    streams = [StreamInfo.model_validate(s.info()) for s in manager.all()]
+    return StreamList(streams=streams, max_streams=manager.max_streams)
 
 
 @router.get("/{stream_id}", responses=responses(404))
-async def get_stream(stream_id: str, manager: StreamsDep) -> dict[str, Any]:
+async def get_stream(stream_id: str, manager: StreamsDep) -> StreamInfo:
     """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
-    return _stream(manager, stream_id).info()
+    return StreamInfo.model_validate(_stream(manager, stream_id).info())
 
 
 @router.delete("/{stream_id}", status_code=204, responses=responses(404))

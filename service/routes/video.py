@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -29,6 +30,35 @@ VIDEO_TYPES = {
 EXTS = (".mp4", ".mkv", ".mov", ".ts", ".webm")
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1 << 20
+
+
+class VideoInput(BaseModel):
+    width: int
+    height: int
+    fps: float | None
+    duration_s: float | None
+    audio_codec: str | None
+
+
+class VideoOutput(BaseModel):
+    width: int
+    height: int
+
+
+class JobInfo(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    model: str
+    progress: float | None = Field(description="0..1; null when the frame count is unknown")
+    frames_done: int
+    frames_total: int | None
+    input: VideoInput
+    output: VideoOutput
+    audio: str | None = Field(description="none | copied | reencoded:<codec>, once done")
+    notes: list[str]
+    error: str | None
+    status_url: str
+    result_url: str | None = Field(description="set once the job is done")
 
 
 def get_jobs(request: Request) -> JobManager:
@@ -64,7 +94,7 @@ async def upscale_video(
     jobs: JobsDep,
     response: Response,
     model: Annotated[str | None, Query(description="loaded model name; default: the first one")] = None,
-) -> dict[str, Any]:
+) -> JobInfo:
     """Send an mp4/mkv/mov/ts/webm as multipart field `file` or as the raw body. Returns `202` with a job:
     poll `GET /jobs/{id}` (state, progress) and download `GET /jobs/{id}/result` (H.264 yuv420p MP4 with the same
     frame count, frame rate and timestamps; audio copied). E.g.
@@ -93,16 +123,16 @@ async def upscale_video(
         _discard(path)
         raise
     response.headers["Location"] = f"/jobs/{job.id}"
-    return job.describe()
+    return JobInfo.model_validate(job.describe())
 
 
 @router.get("/jobs/{job_id}", responses=responses(401, 404))
-async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+async def get_job(job_id: str, jobs: JobsDep) -> JobInfo:
     """A video job: state (queued|running|done|failed|cancelled), progress in [0, 1], frames done/total."""
     job = jobs.get(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r} (finished jobs expire)")
-    return job.describe()
+    return JobInfo.model_validate(job.describe())
 
 
 @router.get(
