@@ -71,6 +71,13 @@ class UnsupportedUrl(UrlRejected):
     code = "unsupported_url"
 
 
+class UnresolvableHost(UrlRejected):
+    """DNS gave no answer (may be temporary: a camera's name appears when it comes up)."""
+
+    status = 400
+    code = "unresolvable_host"
+
+
 class DeniedUrl(UrlRejected):
     status = 403
     code = "url_denied"
@@ -160,14 +167,14 @@ class UrlPolicy:
         try:
             infos = self.resolver(host, port, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError) as e:
-            raise UrlRejected(f"cannot resolve host {host!r}: {e}") from None
+            raise UnresolvableHost(f"cannot resolve host {host!r}: {e}") from None
         addrs: list[IPAddress] = []
         for info in infos:
             ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             if ip not in addrs:
                 addrs.append(ip)
         if not addrs:
-            raise UrlRejected(f"host {host!r} resolves to no address")
+            raise UnresolvableHost(f"host {host!r} resolves to no address")
         return addrs
 
     def check(self, url: str) -> CheckedUrl:

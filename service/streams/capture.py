@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Protocol
 
@@ -20,7 +21,7 @@ import av
 import numpy as np
 
 from service.streams.config import StreamOptions
-from service.urlpolicy import CheckedUrl
+from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlRejected
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,19 @@ def av_options(src: CheckedUrl, transport: str, opts: StreamOptions) -> dict[str
 class Capture:
     """One reader thread (``capture:{name}``). States: connecting, live, backoff, failed, stopped."""
 
-    def __init__(self, name: str, src: CheckedUrl, transport: str, opts: StreamOptions, sink: CaptureSink) -> None:
+    def __init__(
+        self,
+        name: str,
+        src: CheckedUrl | None,
+        transport: str,
+        opts: StreamOptions,
+        sink: CaptureSink,
+        check: Callable[[], CheckedUrl] | None = None,
+    ) -> None:
+        """``src`` is the checked URL; None defers the check to ``check()`` before each connect until it passes
+        (a configured camera whose name does not resolve yet)."""
         self.name, self.src, self.transport, self.opts, self.sink = name, src, transport, opts, sink
+        self.check = check
         self.stop_event = threading.Event()
         self._rng = random.Random()
         self.thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
@@ -91,11 +103,16 @@ class Capture:
                 error = "source ended"
             except SourceEnded as e:
                 got_frames, error = bool(e.args and e.args[0]), "source ended"
+            except UrlRejected as e:
+                if not isinstance(e, UnresolvableHost):  # denied by the policy: retrying cannot help
+                    self.sink.set_state("failed", e.message)
+                    return
+                got_frames, error = False, e.message
             except Exception as e:  # noqa: BLE001 - any failure of the source means: reconnect
                 got_frames, error = getattr(e, "got_frames", False), self._describe(e)
             if self.stop_event.is_set():
                 break
-            if self.src.scheme == "file" and error == "source ended" and got_frames:
+            if self.src is not None and self.src.scheme == "file" and error == "source ended" and got_frames:
                 continue  # a file plays in a loop, like a camera that never stops
             attempt = 1 if got_frames else attempt + 1
             if self.opts.max_attempts and attempt >= self.opts.max_attempts and not got_frames:
@@ -113,17 +130,22 @@ class Capture:
     def _describe(self, e: Exception) -> str:
         """The error for the API and logs, without the URL's credentials (FFmpeg's messages quote the URL)."""
         text = f"{type(e).__name__}: {e}"
-        for secret in {self.src.connect_url, self.src.url}:
-            text = text.replace(secret, self.src.redacted)
+        if self.src is not None:
+            for secret in {self.src.connect_url, self.src.url}:
+                text = text.replace(secret, self.src.redacted)
         return text
 
     def _session(self) -> bool:
         """Connect and read until the source ends or fails. Returns whether any frame was decoded."""
         got = False
+        if self.src is None:
+            assert self.check is not None
+            self.src = self.check()  # raises UrlRejected; resolved once, then pinned
+        src = self.src
         try:
             container = av.open(
-                self.src.connect_url,
-                options=av_options(self.src, self.transport, self.opts),
+                src.connect_url,
+                options=av_options(src, self.transport, self.opts),
                 timeout=(self.opts.open_timeout_s, self.opts.read_timeout_s),
             )
         except av.error.FFmpegError as e:
@@ -134,7 +156,7 @@ class Capture:
             vs = container.streams.video[0]
             rate = vs.average_rate or vs.guessed_rate
             fps = float(rate) if rate else None
-            pace = _Pacer(vs.time_base) if self.src.scheme == "file" and self.opts.pace_files else None
+            pace = _Pacer(vs.time_base) if src.scheme == "file" and self.opts.pace_files else None
             for packet in container.demux(vs):
                 if self.stop_event.is_set():
                     return got

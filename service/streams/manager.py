@@ -9,7 +9,7 @@ from typing import Any
 
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.pipeline import Stream
-from service.urlpolicy import UrlPolicy, UrlRejected, policy_from
+from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,24 @@ class StreamManager:
     def default_model(self) -> str:
         return next(iter(self.models))
 
-    def add(self, spec: StreamSpec) -> Stream:
+    def add(self, spec: StreamSpec, *, wait_for_dns: bool = False) -> Stream:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
-        Raises :class:`UrlRejected` (400/403), :class:`StreamConflict`, :class:`TooManyStreams`.
+        ``wait_for_dns``: a host that does not resolve yet (a camera container still starting) is not an error;
+        the reader checks again before each connect attempt. Raises :class:`UrlRejected` (400/403),
+        :class:`StreamConflict`, :class:`TooManyStreams`.
         """
         model = spec.model or self.default_model
         if model not in self.models:
             raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
-        src = self.policy.check(spec.url)
+        src: CheckedUrl | None
+        try:
+            src = self.policy.check(spec.url)
+        except UnresolvableHost as e:
+            if not wait_for_dns:
+                raise
+            log.warning("stream %s: %s; will retry", spec.name or redact(spec.url), e)
+            src = None
         with self._lock:
             if self._closed:
                 raise TooManyStreams("the service is shutting down")
@@ -75,10 +84,11 @@ class StreamManager:
                 submit=self.submit,
                 metrics=self.metrics,
                 opts=self.opts,
+                check=lambda: self.policy.check(spec.url),
             )
             self._streams[stream.id] = stream
         stream.start()
-        log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, src.redacted, model)
+        log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
         return stream
 
     def _free_name(self) -> str:
@@ -115,7 +125,7 @@ class StreamManager:
         """Start the streams listed in the settings; a bad entry is logged, not fatal."""
         for spec in specs:
             try:
-                self.add(spec)
+                self.add(spec, wait_for_dns=True)
             except (UrlRejected, StreamConflict, TooManyStreams) as e:
                 log.error("configured stream %s not started: %s", spec.name or spec.url, e)
 

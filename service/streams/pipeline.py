@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from service.batcher import DeadlineExceeded, QueueFull
 from service.streams.capture import STATES, Capture, to_rgb
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.output import EncodedFrame, FrameBroadcast
-from service.urlpolicy import CheckedUrl
+from service.urlpolicy import CheckedUrl, redact
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Stream:
     def __init__(
         self,
         spec: StreamSpec,
-        src: CheckedUrl,
+        src: CheckedUrl | None,
         *,
         name: str,
         model: str,
@@ -92,7 +93,9 @@ class Stream:
         submit: Any,
         metrics: Any,
         opts: StreamOptions,
+        check: Callable[[], CheckedUrl] | None = None,
     ) -> None:
+        """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
         self.opts, self._submit, self.metrics = opts, submit, metrics
@@ -108,7 +111,7 @@ class Stream:
         self._seq = 0
         self._last_shown = 0
         self._stop = threading.Event()
-        self.capture = Capture(name, src, spec.transport, opts, self)
+        self.capture = Capture(name, src, spec.transport, opts, self, check)
         self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
         self._set_state_metric("connecting")
 
@@ -294,7 +297,7 @@ class Stream:
         return {
             "id": self.id,
             "name": self.name,
-            "url": self.src.redacted,
+            "url": redact(self.spec.url),
             "model": self.model,
             "scale": self.scale,
             "transport": self.spec.transport,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -191,3 +192,50 @@ def test_stream_specs_from_json_and_yaml(tmp_path) -> None:
     assert [(s.name, s.transport) for s in specs] == [("a", "tcp"), ("b", "udp")]
     with pytest.raises(ValueError):
         load_stream_specs('[{"url": "rtsp://x/", "bogus": 1}]', None)
+
+
+def test_configured_stream_waits_for_its_host_to_resolve() -> None:
+    """A configured camera whose name does not resolve yet (its container is starting) is kept and retried; the
+    same name from the API is a 400; a name that resolves to a denied address fails without retrying."""
+    from service.streams.manager import StreamManager
+    from service.urlpolicy import UnresolvableHost, UrlPolicy, parse_cidrs
+
+    answers: dict[str, list[str]] = {}
+    calls: list[str] = []
+
+    def resolver(host, port, family=0, type=0):
+        calls.append(host)
+        if host not in answers:
+            raise OSError(-2, "Name or service not known")
+        return [(2, type, 6, "", (a, port)) for a in answers[host]]
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    policy = UrlPolicy(allow_cidrs=parse_cidrs("127.0.0.0/8"), resolver=resolver)
+    opts = StreamOptions(open_timeout_s=0.5, read_timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.1)
+    mgr = StreamManager(
+        submit=FakeBatcher().submit, models={"x2": 2}, metrics=Metrics(CollectorRegistry()), policy=policy, opts=opts
+    )
+    try:
+        with pytest.raises(UnresolvableHost):
+            mgr.add(StreamSpec(url="rtsp://camera:1/x", name="api"))
+        mgr.start_configured(
+            [
+                StreamSpec(url=f"rtsp://camera:{silent.getsockname()[1]}/demo", name="demo"),
+                StreamSpec(url="rtsp://metadata/x", name="evil"),
+            ]
+        )
+        demo, evil = mgr.all()
+        wait_until(lambda: demo.state == "backoff" and "cannot resolve" in (demo.stats.last_error or ""))
+        answers["camera"] = ["127.0.0.1"]  # the camera comes up
+        answers["metadata"] = ["169.254.169.254"]
+        wait_until(lambda: demo.capture.src is not None and demo.capture.src.address == "127.0.0.1")
+        wait_until(lambda: evil.state == "failed")
+        assert "metadata" in (evil.stats.last_error or "")
+        tries = calls.count("metadata")
+        time.sleep(0.3)
+        assert calls.count("metadata") == tries  # denied: no more attempts
+    finally:
+        mgr.close(2)
+        silent.close()
