@@ -74,10 +74,13 @@ class Capture:
         sink: CaptureSink,
         check: Callable[[], CheckedUrl] | None = None,
     ) -> None:
-        """``src`` is the checked URL; None defers the check to ``check()`` before each connect until it passes
-        (a configured camera whose name does not resolve yet)."""
+        """``src`` is the checked URL for the first connect (None: call ``check()`` first, e.g. a configured camera
+        whose name does not resolve yet). Every reconnect calls ``check()`` again — resolve and check once per
+        connection, then connect to exactly that address — so a camera that moved (DHCP, a restarted container)
+        is found again, and an address that became denied is not used."""
         self.name, self.src, self.transport, self.opts, self.sink = name, src, transport, opts, sink
         self.check = check
+        self._recheck = src is None
         self.stop_event = threading.Event()
         self._rng = random.Random()
         self.thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
@@ -138,9 +141,11 @@ class Capture:
     def _session(self) -> bool:
         """Connect and read until the source ends or fails. Returns whether any frame was decoded."""
         got = False
-        if self.src is None:
-            assert self.check is not None
-            self.src = self.check()  # raises UrlRejected; resolved once, then pinned
+        if self._recheck and self.check is not None:
+            self.src = None
+            self.src = self.check()  # raises UrlRejected
+        assert self.src is not None
+        self._recheck = True  # the next connect re-resolves
         src = self.src
         try:
             container = av.open(
