@@ -1,8 +1,8 @@
 """Which source URLs a stream may open: scheme allow-list, one DNS resolution, address checks, FFmpeg options.
 
-The host is resolved ONCE (``getaddrinfo``) and every address it resolves to is checked; for plain-text schemes the
-reader then connects to the checked IP (``connect_url``), so a DNS answer that changes later (rebinding) cannot steer
-it elsewhere. TLS schemes (``rtsps``, ``https``) keep the host name for certificate/SNI reasons, so FFmpeg resolves
+The host is resolved ONCE per connection (``getaddrinfo``) and every address it resolves to is checked; for
+plain-text schemes the reader then connects to the checked IP (``connect_url``), so a DNS answer that changes later
+(rebinding) cannot steer it elsewhere. A reconnect checks again (cameras move). TLS schemes (``rtsps``, ``https``) keep the host name for certificate/SNI reasons, so FFmpeg resolves
 again there; the check still rejects names that resolve to denied addresses now.
 
 Denied unless the operator's CIDR allow-list admits them: loopback, private (RFC 1918, ULA), link-local, shared
