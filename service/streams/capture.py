@@ -98,9 +98,11 @@ class Capture:
         return not self.thread.is_alive()
 
     def _run(self) -> None:
-        attempt = 0
+        attempt, looping = 0, False
         while not self.stop_event.is_set():
-            self.sink.set_state("connecting")
+            if not looping:
+                self.sink.set_state("connecting")
+            looping = False
             try:
                 got_frames = self._session()
                 error = "source ended"
@@ -116,7 +118,8 @@ class Capture:
             if self.stop_event.is_set():
                 break
             if self.src is not None and self.src.scheme == "file" and error == "source ended" and got_frames:
-                continue  # a file plays in a loop, like a camera that never stops
+                looping = True  # a file plays in a loop, like a camera that never stops
+                continue
             attempt = 1 if got_frames else attempt + 1
             if self.opts.max_attempts and attempt >= self.opts.max_attempts and not got_frames:
                 self.sink.set_state("failed", error)
