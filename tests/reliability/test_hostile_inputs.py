@@ -341,3 +341,25 @@ def test_video_whose_first_packets_are_garbage(srv: Server, tmp_path: Path) -> N
             assert j["error"]
         srv.client.delete(f"/jobs/{j['id']}")
     still_serving(srv)
+
+
+def test_non_finite_numbers_in_every_query(srv: Server) -> None:
+    """``nan``/``inf`` are valid Python floats but not valid JSON numbers, so schema fuzzers never send them: every
+    numeric query parameter in the schema gets them by hand (a NaN timeout once crashed a handler with a 500)."""
+    spec = srv.client.get("/openapi.json").json()
+    sid = srv.client.post("/stream", json={"url": "rtsp://127.0.0.1:9/none", "name": "nan-probe"}).json()["id"]
+    tried = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for p in op.get("parameters", []):
+                schema = p.get("schema", {})
+                types = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", [])}
+                if p["in"] != "query" or not types & {"number", "integer"}:
+                    continue
+                url = path.replace("{stream_id}", sid).replace("{name}", "x2").replace("{job_id}", "nope")
+                for value in ("nan", "inf", "-inf", "NaN", "1e999"):
+                    r = srv.client.request(method.upper(), f"{url}?{p['name']}={value}", timeout=15)
+                    tried += 1
+                    assert 400 <= r.status_code < 500 and error_body_ok(r), (method, url, p["name"], value, r.text)
+    assert tried >= 5
+    srv.client.delete(f"/stream/{sid}")
