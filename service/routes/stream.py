@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -153,7 +153,11 @@ async def mjpeg(stream_id: str, manager: StreamsDep) -> StreamingResponse:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **responses(404, 503)},
 )
-async def frame_jpg(stream_id: str, manager: StreamsDep, wait: float = 2.0) -> Response:
+async def frame_jpg(
+    stream_id: str,
+    manager: StreamsDep,
+    wait: Annotated[float, Query(allow_inf_nan=False, description="seconds to wait for a first frame (max 10)")] = 2.0,
+) -> Response:
     """The newest upscaled frame. Waits up to ``wait`` seconds (max 10) for the first one; 503 if none yet."""
     stream = _stream(manager, stream_id)
     frame = stream.output.latest or await stream.output.wait_newer(0, min(max(wait, 0.0), 10.0))
