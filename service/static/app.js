@@ -75,6 +75,43 @@ $("cmp-slider").addEventListener("input", (ev) => {
   $("cmp-top").style.clipPath = `inset(0 ${100 - ev.target.value}% 0 0)`;
 });
 
+// ---- video: a job, polled until done ------------------------------------------------------------------------------
+
+let videoUrl = null;
+$("video-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const file = $("video-file").files[0];
+  if (!file) return;
+  const status = $("video-status"), bar = $("video-progress"), link = $("video-download");
+  link.hidden = true;
+  status.className = "muted";
+  status.textContent = "uploading…";
+  try {
+    const form = new FormData();
+    form.append("file", file);
+    let job = await (await api("/upscale/video", { method: "POST", body: form })).json();
+    bar.hidden = false;
+    while (job.state === "queued" || job.state === "running") {
+      bar.value = job.progress || 0;
+      status.textContent = `${job.state}: ${job.frames_done} / ${job.frames_total ?? "?"} frames`;
+      await new Promise((r) => setTimeout(r, 500));
+      job = await (await api(job.status_url)).json();
+    }
+    if (job.state !== "done") throw new Error(job.error || job.state);
+    bar.value = 1;
+    const blob = await (await api(job.result_url)).blob();
+    if (videoUrl) URL.revokeObjectURL(videoUrl);
+    videoUrl = URL.createObjectURL(blob);
+    link.href = videoUrl;
+    link.download = file.name.replace(/\.[^.]*$/, "") + "_vsr.mp4";
+    link.hidden = false;
+    status.textContent = `done: ${job.output.width}×${job.output.height}, ${job.frames_done} frames, audio ${job.audio}`;
+  } catch (e) {
+    status.className = "error";
+    status.textContent = e.message;
+  }
+});
+
 // ---- streams --------------------------------------------------------------------------------------------------------
 
 const viewers = new Map(); // stream id -> {card, abort}

@@ -1,5 +1,5 @@
 """The web page in headless Chromium: it loads, lists a live stream and shows its upscaled frames; the image
-comparison works. Chromium comes from Debian (``.ci/run``); missing, this skips locally and fails in CI."""
+comparison and the video upload (a job, then a download) work. Chromium comes from Debian (``.ci/run``); missing, this skips locally and fails in CI."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 from tests.conftest import require_or_skip, synthetic_image
 from tests.streams.cdp import Browser, chromium_path
 from tests.streams.conftest import LiveService, RtspServer
+from tests.streams.test_video import make_clip
 
 IMG_BOX = """(() => { const r = document.querySelector('img.live').getBoundingClientRect();
   return [r.left, r.top, r.width, r.height].map((v) => v * devicePixelRatio); })()"""
@@ -55,6 +56,14 @@ def test_page_shows_live_stream_and_compares_images(
         assert browser.eval("document.getElementById('cmp-bicubic').naturalWidth") == 64
         assert browser.eval("document.getElementById('compare').hidden") is False
         assert browser.eval("document.getElementById('download').href").startswith("blob:")
+
+        # video upload: a job with progress, then a download link
+        clip = make_clip(tmp_path / "clip.mp4", n=8)
+        node = browser.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#video-file")
+        browser.call("DOM.setFileInputFiles", files=[str(clip)], nodeId=node["nodeId"])
+        browser.eval("document.querySelector('#video-form').requestSubmit()")
+        browser.wait_for("!document.getElementById('video-download').hidden", timeout=20)
+        assert "64×48, 8 frames, audio copied" in browser.eval("document.getElementById('video-status').textContent")
     finally:
         browser.close()
 
