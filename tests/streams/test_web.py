@@ -1,5 +1,6 @@
 """The web page in headless Chromium: it loads, lists a live stream and shows its upscaled frames; the image
-comparison and the video upload (a job, then a download) work. Chromium comes from Debian (``.ci/run``); missing, this skips locally and fails in CI."""
+comparison and the video upload (a job, then a download) work. Chromium comes from Debian (``.ci/run``); when it is
+missing this skips locally and fails in CI."""
 
 from __future__ import annotations
 
