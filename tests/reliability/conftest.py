@@ -183,3 +183,11 @@ def error_body_ok(response: Any) -> bool:
         and isinstance(body["error"], dict)
         and set(body["error"]) == {"code", "message"}
     )
+
+
+def report(name: str, data: dict) -> None:
+    """Print a figure set and write it to ``$VSR_RELIABILITY_DIR/<name>.json`` (docs/reliability.md quotes them)."""
+    print(f"\n{name}:", json.dumps(data))
+    if out := os.environ.get("VSR_RELIABILITY_DIR"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))

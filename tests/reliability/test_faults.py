@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reliability.conftest import Server, error_body_ok, png, wait_until
-from tests.reliability.test_overload import report
+from tests.reliability.conftest import Server, error_body_ok, png, report, wait_until
 
 FIGURES: dict[str, dict] = {}
 

@@ -7,13 +7,11 @@ inference worker must be alive and serving afterwards.
 
 DNS is never used: the stream URL policy gets a resolver that only accepts numeric hosts (a generated public IP is
 accepted and its reader fails to connect, which is the documented ``backoff`` path). The totals are printed
-(``-s``) and written to ``$VSR_FUZZ_REPORT`` when set (docs/reliability.md quotes them).
+(``-s``) and written to ``$VSR_RELIABILITY_DIR/fuzz.json`` when set (docs/reliability.md quotes them).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from service.urlpolicy import UrlPolicy, parse_cidrs
-from tests.reliability.conftest import Server, error_body_ok, png
+from tests.reliability.conftest import Server, error_body_ok, png, report
 
 MIN_REQUESTS = 1000
 # Per operation and mode. Operations with bodies or many parameters get more; ~20 operations x 2 modes.
@@ -120,12 +118,8 @@ def test_fuzz_every_operation(fuzz_server: Server) -> None:
                 assert mode is GenerationMode.NEGATIVE, op.label  # nothing to violate (no parameters)
 
     by_status = Counter(k.rsplit(" ", 1)[1] for k in statuses.elements())
-    report = {"requests": sent, "operations": len(operations), "by_status": dict(sorted(by_status.items()))}
-    print("\nfuzz:", json.dumps(report))
-    if out := os.environ.get("VSR_FUZZ_REPORT"):
-        with open(out, "w") as f:
-            json.dump(report | {"by_operation_status": dict(sorted(statuses.items()))}, f, indent=1)
-
+    summary = {"requests": sent, "operations": len(operations), "by_status": dict(sorted(by_status.items()))}
+    report("fuzz", summary | {"by_operation_status": dict(sorted(statuses.items()))})
     assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:15])
     assert sent >= MIN_REQUESTS
     # afterwards: the worker is alive and serves a real image; nothing is stuck in the queue

@@ -16,7 +16,6 @@ The figures (throughput held, p50/p99 of admitted requests, status counts, recov
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ import httpx
 import numpy as np
 
 from tests.conftest import REPO
-from tests.reliability.conftest import Server, error_body_ok, png
+from tests.reliability.conftest import Server, error_body_ok, png, report
 
 BATCH_S = 0.02  # simulated model time per batch
 MAX_BATCH = 4
@@ -43,13 +42,6 @@ MAX_MARGIN_S = 1.0  # the same, for the slowest admitted request
 
 def slow_model(_model: str, _frames: np.ndarray) -> None:
     time.sleep(BATCH_S)
-
-
-def report(name: str, data: dict) -> None:
-    print(f"\n{name}:", json.dumps(data))
-    if out := os.environ.get("VSR_RELIABILITY_DIR"):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
 def test_overload_sheds_load_meets_deadlines_and_recovers(

@@ -27,8 +27,7 @@ from service import deps
 from service.main import describe_errors
 from service.settings import Settings
 from service.urlpolicy import DeniedUrl, UnsupportedUrl, UrlPolicy, UrlRejected, parse_cidrs, policy_from
-from tests.reliability.conftest import Server, error_body_ok, png, temp_entries, wait_until
-from tests.reliability.test_overload import report
+from tests.reliability.conftest import Server, error_body_ok, png, report, temp_entries, wait_until
 
 KEY = "k3y-S3CRET-7f1e9a"
 OTHER = "wrong-K3Y-0d2b44"

@@ -1,10 +1,12 @@
 """Graceful shutdown of the real ``vsr serve`` process (uvicorn, 127.0.0.1, a tiny model): SIGTERM while requests
-are in flight and a video job is running → every in-flight request completes, the partial job output is removed,
-the process exits 0 within a bound, and nothing is left in its temporary directory.
+are in flight, a video job is running and an MJPEG viewer watches a live stream → every in-flight request
+completes, the viewer's response ends, the partial job output is removed, the process exits 0 within a bound,
+and nothing is left in its temporary directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,16 +18,17 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import REPO
-from tests.reliability.conftest import free_port, png
+from tests.reliability.conftest import free_port, png, report
 from tests.reliability.test_hostile_inputs import make_video
-from tests.reliability.test_overload import report
 
 EXIT_BOUND_S = 30.0
 IN_FLIGHT = 4
 
 
-def start_server(artifact: Path, port: int, tmp: Path) -> subprocess.Popen[str]:
+def start_server(artifact: Path, port: int, tmp: Path, camera: Path) -> subprocess.Popen[str]:
     env = os.environ | {
+        "VSR_STREAM_ALLOW_FILE": "true",
+        "VSR_STREAMS": json.dumps([{"url": f"file://{camera}", "name": "cam"}]),
         "VSR_DTYPE": "fp32",
         "VSR_MAX_BATCH_SIZE": "1",  # in-flight requests run one after another: some are surely mid-way at SIGTERM
         "VSR_TILE_SIZE": "0",
@@ -54,9 +57,26 @@ def test_sigterm_drains_in_flight_work_and_exits_0(tiny_artifact: dict[str, Path
     tmp.mkdir()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(tiny_artifact["x2"], port, tmp)
+    camera = tmp_path / "cam.mp4"
+    make_video(camera, "mp4", frames=48)
+    proc = start_server(tiny_artifact["x2"], port, tmp, camera)
+    viewer_frames = 0
+    viewer_done = threading.Event()
+
+    def viewer() -> None:  # an MJPEG viewer that would read forever
+        nonlocal viewer_frames
+        try:
+            with httpx.stream("GET", f"{base}/stream/{sid}/mjpeg", timeout=30) as r:
+                for chunk in r.iter_bytes():
+                    viewer_frames += chunk.count(b"Content-Type: image/jpeg")
+        except httpx.HTTPError:
+            pass
+        viewer_done.set()
+
     try:
         wait_ready(base, proc)
+        sid = httpx.get(f"{base}/stream").json()["streams"][0]["id"]
+        threading.Thread(target=viewer, daemon=True).start()
         video = make_video(tmp_path / "v.mp4", "mp4", frames=120)
         job = httpx.post(f"{base}/upscale/video", content=video, headers={"content-type": "video/mp4"}, timeout=10)
         assert job.status_code == 202, job.text
@@ -73,6 +93,7 @@ def test_sigterm_drains_in_flight_work_and_exits_0(tiny_artifact: dict[str, Path
         for t in threads:
             t.start()
         time.sleep(0.5)  # uploaded and queued / running
+        assert viewer_frames > 0 and not viewer_done.is_set()
         t_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         for t in threads:
@@ -90,6 +111,7 @@ def test_sigterm_drains_in_flight_work_and_exits_0(tiny_artifact: dict[str, Path
     assert finished_after_term >= 1, "no request was in flight at SIGTERM; the test proved nothing"
     assert not list(tmp.iterdir()), list(tmp.rglob("*"))  # the unfinished job's files are gone
     assert "Traceback" not in log, log[-3000:]
+    assert viewer_done.is_set()  # the MJPEG response was ended, not left hanging
     report(
         "shutdown",
         {
@@ -99,5 +121,6 @@ def test_sigterm_drains_in_flight_work_and_exits_0(tiny_artifact: dict[str, Path
             "sigterm_to_exit_s": round(t_exit - t_term, 3),
             "exit_code": code,
             "temp_files_left": 0,
+            "mjpeg_viewer_ended": True,
         },
     )

@@ -27,9 +27,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import require_or_skip
-from tests.reliability.conftest import Server, open_fds, png, wait_until
+from tests.reliability.conftest import Server, open_fds, png, report, wait_until
 from tests.reliability.test_hostile_inputs import make_video
-from tests.reliability.test_overload import report
 from tests.streams.conftest import RtspServer, read_mjpeg, rtsp_server_available
 
 FIGURES: dict[str, Any] = {}
