@@ -22,6 +22,7 @@ from typing import Any
 
 import av
 import pytest
+from pydantic import ValidationError
 
 from service import deps
 from service.main import describe_errors
@@ -102,6 +103,28 @@ def test_keys_from_env_are_not_in_settings_errors(monkeypatch: pytest.MonkeyPatc
     assert KEY not in describe_errors(e.value)  # type: ignore[arg-type]
     monkeypatch.setenv("VSR_PORT", "8000")
     assert Settings().api_keys == [KEY] and KEY not in repr(Settings())
+
+
+def test_keys_from_a_file(
+    server_factory: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "keys"
+    f.write_text(f"# mounted secret\n{KEY}\n\n  other-key  \n")
+    f.chmod(0o600)
+    monkeypatch.setenv("VSR_API_KEYS_FILE", str(f))
+    assert Settings().api_keys == [KEY, "other-key"] and KEY not in repr(Settings())
+    monkeypatch.setenv("VSR_API_KEYS", "env-key")
+    assert Settings().api_keys == ["env-key", KEY, "other-key"]
+    monkeypatch.setenv("VSR_API_KEYS_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert KEY not in describe_errors(e.value)
+    monkeypatch.delenv("VSR_API_KEYS")
+    monkeypatch.delenv("VSR_API_KEYS_FILE")
+    srv = server_factory(api_keys_file=str(f))
+    body, ctype = png(), {"content-type": "image/png"}
+    assert srv.client.post("/upscale", content=body, headers=ctype).status_code == 401
+    assert srv.client.post("/upscale", content=body, headers={**ctype, "x-api-key": "other-key"}).status_code == 200
 
 
 @pytest.mark.parametrize(
