@@ -5,6 +5,7 @@ Lists (``VSR_MODELS``, ``VSR_API_KEYS``) are comma-separated, e.g. ``VSR_MODELS=
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     warmup: bool = Field(default=True, description="run each model once before reporting ready")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="if set, requests need X-API-Key or Authorization: Bearer"
+    )
+    api_keys_file: str | None = Field(
+        default=None, description="a file with one API key per line (e.g. a mounted secret), added to api_keys"
     )
     metrics_public: bool = Field(default=True, description="false: /metrics needs an API key too (when keys are set)")
     docs_public: bool = Field(default=True, description="false: no /docs, /redoc, /openapi.json")
@@ -114,6 +118,17 @@ class Settings(BaseSettings):
         except RuntimeError:
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N") from None
         return v
+
+    @model_validator(mode="after")
+    def _keys_from_file(self) -> Settings:
+        if self.api_keys_file:
+            try:
+                lines = Path(self.api_keys_file).read_text().splitlines()
+            except OSError as e:  # the message names the file, never its contents
+                raise ValueError(f"cannot read the API key file: {e.strerror}") from None
+            keys = [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
+            self.api_keys = [*self.api_keys, *(k for k in keys if k not in self.api_keys)]
+        return self
 
     @model_validator(mode="after")
     def _tiles_fit(self) -> Settings:
