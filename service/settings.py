@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         default_factory=list, repr=False, description="if set, requests need X-API-Key or Authorization: Bearer"
     )
     api_keys_file: str | None = Field(
-        default=None, description="a file with one API key per line (e.g. a mounted secret), added to api_keys"
+        default=None,
+        repr=False,
+        description="a file with one API key per line (e.g. a mounted secret), added to api_keys",
     )
     metrics_public: bool = Field(default=True, description="false: /metrics needs an API key too (when keys are set)")
     docs_public: bool = Field(default=True, description="false: no /docs, /redoc, /openapi.json")
