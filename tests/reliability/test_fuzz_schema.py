@@ -28,6 +28,7 @@ from service.urlpolicy import UrlPolicy, parse_cidrs
 from tests.reliability.conftest import Server, error_body_ok, png, report
 
 MIN_REQUESTS = 1000
+pytestmark = pytest.mark.slow  # ~30 s: `pytest -m 'not slow'` leaves it out
 # Per operation and mode. Operations with bodies or many parameters get more; ~20 operations x 2 modes.
 EXAMPLES = {"default": 40, "body": 100}
 

@@ -1,4 +1,4 @@
-"""The short soak of CI: ``scripts/soak.py`` for ``$VSR_SOAK_SECONDS`` (default 40 s) — the real ``vsr serve`` in a
+"""The short soak of CI: ``scripts/soak.py`` for ``$VSR_SOAK_SECONDS`` (default 35 s) — the real ``vsr serve`` in a
 subprocess, images at 5/s, 2 live file streams with an MJPEG viewer each, a video job every 10 s — asserting bounded
 RSS growth after warm-up and no leaked threads, file descriptors or temporary files, no frame backlog, a clean exit.
 
@@ -32,7 +32,7 @@ def load_soak():  # type: ignore[no-untyped-def]
 
 def test_short_soak(tmp_path: Path) -> None:
     soak = load_soak()
-    seconds = float(os.environ.get("VSR_SOAK_SECONDS", "40"))
+    seconds = float(os.environ.get("VSR_SOAK_SECONDS", "35"))
     cfg = soak.SoakConfig(
         seconds=seconds,
         streams=2,
