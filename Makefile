@@ -29,7 +29,8 @@ lint: install
 	$(BIN)/mypy vsr service training
 
 bench: install
-	$(BIN)/vsr bench
+	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH_PIN)"
+	$(BIN)/vsr bench engine service streams
 
 # pip-audit over the installed environment; fails only on known vulnerabilities with a fix (scripts/audit.py)
 audit: install

@@ -59,4 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         res = run_streams(device=device, quick=args.quick)
         print(streams_table(res))
         print(_write("streams", meta | res, device))
+    from bench.report import write_readme
+
+    print(write_readme(RESULTS))
     return 0

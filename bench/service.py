@@ -1,0 +1,320 @@
+"""Service benchmark: the real ``vsr serve`` on loopback under 1, 4 and 16 concurrent HTTP clients, against the bare
+engine measured in the same run.
+
+- The service runs with its default settings (bundled ``x2``, dynamic batching) in a subprocess; the load generator
+  is one asyncio loop with ``httpx`` in this process, on the same CPU (its CPU share is reported).
+- The bare engine is the service's own :class:`service.engine.Engine`, built from the same settings (same dtype,
+  tiling and thread count), run in this process at the batch sizes the service formed, while the service idles.
+- Where the time goes: the decode of each request image and the encode of each response are timed on their own
+  (``service.imaging``, the service's code), and the CPU seconds of the service process, the load generator and the
+  whole machine are read from ``/proc`` over every window. Throughput is counted from responses that *ended* in the
+  measured window (after a warm-up at the same concurrency), latency is the client's, request start to body read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.serve import CpuMeter, ServiceProcess, delta, percentile, scrape
+from service.engine import DTYPE_NAMES, Engine
+from service.imaging import decode, encode
+from service.settings import Settings
+
+PHOTO = Path("../shared/datasets/test/Set14/monarch.png")  # 768x512; center crop to 16:9, then resized
+CLIENTS = [1, 4, 16]
+MEDIA = {"png": "image/png", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: list[tuple[int, int]]
+    warmup_s: float
+    window_s: float
+    small_window_s: float  # for sizes after the first
+    engine_repeat: int
+    one_thread_variant: bool  # also run the service with one torch thread (the other core left to the edges)
+    max_requests: int = 20_000
+
+
+def plan(quick: bool) -> Plan:
+    if quick:
+        return Plan(
+            sizes=[(640, 360)],
+            warmup_s=1.0,
+            window_s=3.0,
+            small_window_s=2.0,
+            engine_repeat=3,
+            one_thread_variant=False,
+        )
+    return Plan(
+        sizes=[(640, 360), (320, 180)],
+        warmup_s=3.0,
+        window_s=15.0,
+        small_window_s=8.0,
+        engine_repeat=10,
+        one_thread_variant=True,
+    )
+
+
+def test_image(width: int, height: int) -> np.ndarray:
+    """A real photo (Set14 monarch) cropped to 16:9 and resized; a smooth synthetic image without the dataset."""
+    if PHOTO.is_file():
+        img = Image.open(PHOTO).convert("RGB")
+        w, h = img.size
+        ch = round(w * 9 / 16)
+        top = (h - ch) // 2
+        return np.asarray(img.crop((0, top, w, top + ch)).resize((width, height), Image.Resampling.BICUBIC))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    rgb = [0.5 + 0.4 * np.sin(xx / (7 + 5 * c) + yy / (11 + 3 * c) + c) for c in range(3)]
+    return np.clip(np.stack(rgb, -1) * 255, 0, 255).astype(np.uint8)
+
+
+def encoded(rgb: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt.upper(), **({"quality": 90} if fmt == "jpeg" else {}))
+    return buf.getvalue()
+
+
+# ---- load generator -------------------------------------------------------------------------------------------
+
+
+async def _drive(
+    base: str, body: bytes, fmt: str, clients: int, warmup_s: float, window_s: float, max_requests: int
+) -> tuple[list[tuple[float, float, int]], float, float]:
+    """``clients`` loops POSTing ``body`` back to back; returns (end, latency, status) of every response and the
+    window's bounds (monotonic). Status 0 = a transport error."""
+    done: list[tuple[float, float, int]] = []
+    t_start = time.monotonic() + warmup_s
+    t_end = t_start + window_s
+    headers = {"content-type": MEDIA[fmt]}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def one_client() -> None:
+            while time.monotonic() < t_end and len(done) < max_requests:
+                t0 = time.monotonic()
+                try:
+                    r = await client.post("/upscale", content=body, headers=headers)
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = 0
+                t1 = time.monotonic()
+                done.append((t1, t1 - t0, status))
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return done, t_start, t_end
+
+
+def run_level(svc: ServiceProcess, body: bytes, fmt: str, clients: int, p: Plan, window_s: float) -> dict[str, Any]:
+    """One concurrency level: warm-up, then a measured window with /metrics and CPU read at both ends."""
+    meter = CpuMeter({"service": [svc.pid]})
+    state: dict[str, Any] = {}
+
+    async def main() -> tuple[list[tuple[float, float, int]], float, float]:
+        task = asyncio.create_task(_drive(svc.base, body, fmt, clients, p.warmup_s, window_s, p.max_requests))
+        await asyncio.sleep(p.warmup_s)
+        state["m0"] = await asyncio.to_thread(scrape, svc.base)
+        meter.start()
+        await asyncio.sleep(window_s)
+        state["cpu"] = meter.stop()
+        state["m1"] = await asyncio.to_thread(scrape, svc.base)
+        return await task
+
+    done, t_start, t_end = asyncio.run(main())
+    inside = [(lat, st) for end, lat, st in done if t_start <= end <= t_end]
+    ok = [lat for lat, st in inside if st == 200]
+    m0, m1 = state["m0"], state["m1"]
+    batches = delta(m1, m0, "vsr_batch_size_count")
+    frames = delta(m1, m0, "vsr_batch_size_sum")
+    compute = delta(m1, m0, "vsr_batch_compute_seconds_sum")
+    fps = len(ok) / window_s
+    cpu = state["cpu"]
+    per_frame = {k: round(1000 * v / fps, 1) if fps else None for k, v in cpu["cores_busy"].items()}
+    return {
+        "clients": clients,
+        "requests": len(inside),
+        "errors": len(inside) - len(ok),
+        "fps": round(fps, 2),
+        "latency_ms": {q: _ms(percentile(ok, v)) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "avg_batch": round(frames / batches, 2) if batches else None,
+        "worker_busy": round(compute / window_s, 3),  # share of the window the worker spent in the model
+        "model_ms_per_frame_in_service": round(1000 * compute / frames, 2) if frames else None,
+        "cpu": cpu,
+        "cpu_ms_per_frame": per_frame,
+    }
+
+
+def one_thread_level(rgb: np.ndarray, p: Plan, window_s: float) -> dict[str, Any]:
+    """PNG at the most clients against a service whose model runs on ONE torch thread (``OMP_NUM_THREADS=1``): does
+    leaving a core to decode/encode beat two OpenMP threads that the edges keep preempting?"""
+    clients = CLIENTS[-1]
+    with ServiceProcess(env={"OMP_NUM_THREADS": "1"}) as svc:
+        row = run_level(svc, encoded(rgb, "png"), "png", clients, p, window_s)
+    return {"format": "png", "service_torch_threads": 1, **row}
+
+
+def _ms(s: float | None) -> float | None:
+    return None if s is None else round(1000 * s, 1)
+
+
+# ---- the bare engine and the edges ----------------------------------------------------------------------------
+
+
+def bare_engine(engine: Engine, rgb: np.ndarray, batch: int, repeat: int) -> dict[str, Any]:
+    """Frames/s of ``Engine.run`` on ``batch`` copies of ``rgb`` (median of ``repeat``) and its CPU s per frame."""
+    frames = np.ascontiguousarray(np.stack([rgb] * batch))
+    name = engine.default_model
+    for _ in range(2):
+        engine.run(name, frames)
+    times = []
+    cpu0 = time.process_time()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        engine.run(name, frames)
+        times.append(time.perf_counter() - t)
+    cpu = time.process_time() - cpu0
+    wall = float(np.median(times))
+    return {
+        "batch": batch,
+        "fps": round(batch / wall, 2),
+        "ms_per_frame": round(1000 * wall / batch, 2),
+        "cpu_ms_per_frame": round(1000 * cpu / (repeat * batch), 1),
+    }
+
+
+def edge_costs(engine: Engine, rgb: np.ndarray, repeat: int) -> dict[str, dict[str, float]]:
+    """ms to decode the request image and to encode the response, per format (the service's own code, 1 thread)."""
+    sr = engine.run(engine.default_model, rgb[None])[0]
+    out: dict[str, dict[str, float]] = {}
+    for fmt in MEDIA:
+        body = encoded(rgb, fmt)
+        dec = decode(body, max_pixels=1 << 30)
+        t_dec = _median(lambda body=body: decode(body, max_pixels=1 << 30), repeat)
+        t_enc = _median(lambda dec=dec, fmt=fmt: encode(sr, dec, fmt=fmt), repeat)
+        resp = encode(sr, dec, fmt=fmt)
+        out[fmt] = {
+            "request_kb": round(len(body) / 1024, 1),
+            "response_kb": round(len(resp) / 1024, 1),
+            "decode_ms": round(1000 * t_dec, 2),
+            "encode_ms": round(1000 * t_enc, 2),
+        }
+    return out
+
+
+def _median(fn: Any, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+
+
+def run_service(*, device: torch.device, quick: bool) -> dict[str, Any]:
+    p = plan(quick)
+    settings = Settings()  # the environment the subprocess sees too: default settings unless VSR_* say otherwise
+    engine = Engine.load(settings)
+    engine.warmup()
+    sizes: list[dict[str, Any]] = []
+    threads = torch.get_num_threads()  # what the service process gets too (same machine, same environment)
+    with ServiceProcess() as svc:
+        info = httpx.get(f"{svc.base}/v2/models/{engine.default_model}", timeout=10).json()
+        for i, (w, h) in enumerate(p.sizes):
+            rgb = test_image(w, h)
+            window = p.window_s if i == 0 else p.small_window_s
+            bare_before = bare_engine(engine, rgb, 1, p.engine_repeat)
+            variants = [("png", c) for c in CLIENTS] + ([("jpeg", CLIENTS[-1])] if i == 0 else [])
+            levels = []
+            for fmt, clients in variants:
+                row = run_level(svc, encoded(rgb, fmt), fmt, clients, p, window)
+                levels.append({"format": fmt, "service_torch_threads": threads, **row})
+            if i == 0 and p.one_thread_variant and threads > 1:
+                levels.append(one_thread_level(rgb, p, window))
+            batches = sorted({1, *(max(1, round(lv["avg_batch"] or 1)) for lv in levels)})
+            bare = {b: bare_engine(engine, rgb, b, p.engine_repeat) for b in batches}
+            for lv in levels:
+                ref = bare[max(1, round(lv["avg_batch"] or 1))]
+                lv["bare_fps"] = ref["fps"]
+                lv["ratio_to_bare"] = round(lv["fps"] / ref["fps"], 3)
+            edges = edge_costs(engine, rgb, p.engine_repeat)
+            sizes.append(
+                {
+                    "input": f"{w}x{h}",
+                    "threads": threads,
+                    "levels": levels,
+                    "bare_engine": list(bare.values()),
+                    "bare_engine_batch1_before": bare_before,
+                    "edges": edges,
+                    "cpu_bound_ceiling": _ceiling(bare[1], edges),
+                }
+            )
+    return {
+        "device": str(device),
+        "model": engine.default_model,
+        "model_info": {k: info.get(k) for k in ("arch", "scale", "parameters", "dtype", "device")},
+        "dtype": DTYPE_NAMES.get(engine.dtype, str(engine.dtype)),
+        "torch_threads": torch.get_num_threads(),
+        "settings": {
+            "max_batch_size": settings.max_batch_size,
+            "max_batch_delay_ms": settings.max_batch_delay_ms,
+            "queue_limit": settings.queue_limit,
+        },
+        "window_s": p.window_s,
+        "sizes": sizes,
+        "saturation": _saturation(sizes),
+    }
+
+
+def _ceiling(bare1: dict[str, Any], edges: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Best ratio to the bare engine if the machine is CPU-bound: the engine's CPU per frame over the engine's plus
+    the decode + encode CPU per frame (HTTP and the load generator ignored — they only lower it further)."""
+    eng = bare1["cpu_ms_per_frame"]
+    return {fmt: round(eng / (eng + e["decode_ms"] + e["encode_ms"]), 3) for fmt, e in edges.items()}
+
+
+def _saturation(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline: 640x360 PNG at the most clients."""
+    first = sizes[0]
+    default = [x for x in first["levels"] if x["format"] == "png" and x["service_torch_threads"] == first["threads"]]
+    lv = max(default, key=lambda x: x["clients"])
+    return {
+        "input": first["input"],
+        "clients": lv["clients"],
+        "fps": lv["fps"],
+        "bare_fps": lv["bare_fps"],
+        "ratio_to_bare": lv["ratio_to_bare"],
+        "target": 0.9,
+        "met": lv["ratio_to_bare"] >= 0.9,
+    }
+
+
+def service_table(res: dict[str, Any]) -> str:
+    lines = [
+        "| input | format | clients | service torch threads | fps | bare engine fps | ratio | p50 ms | p95 ms | p99 ms "
+        "| avg batch | worker busy | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in res["sizes"]:
+        for lv in size["levels"]:
+            lat = lv["latency_ms"]
+            lines.append(
+                f"| {size['input']} | {lv['format']} | {lv['clients']} | {lv['service_torch_threads']} | {lv['fps']} "
+                f"| {lv['bare_fps']} "
+                f"| {lv['ratio_to_bare']:.0%} | {lat['p50']} | {lat['p95']} | {lat['p99']} | {lv['avg_batch']} "
+                f"| {lv['worker_busy']:.0%} | {lv['errors']} |"
+            )
+    return "\n".join(lines)
