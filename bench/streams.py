@@ -103,13 +103,13 @@ def run_n(svc: ServiceProcess, n: int, p: Plan) -> dict[str, Any]:
         live = _wait_live(client, ids, p.live_timeout_s)
         time.sleep(p.warmup_s)
         meter = CpuMeter({"service": [svc.pid], "rtsp servers": [s.proc.pid for s in servers if s.proc]})
-        m0, t0 = scrape(svc.base), time.monotonic()
-        s0 = [client.get(f"/stream/{sid}").json() for sid in ids]
+        m0 = scrape(svc.base)
+        s0, t0 = _snapshot(client, ids)
         meter.start()
         time.sleep(p.window_s)
         cpu = meter.stop()
-        s1 = [client.get(f"/stream/{sid}").json() for sid in ids]
-        m1, t1 = scrape(svc.base), time.monotonic()
+        s1, t1 = _snapshot(client, ids)
+        m1 = scrape(svc.base)
     finally:
         for sid in ids:
             client.delete(f"/stream/{sid}")
@@ -117,6 +117,13 @@ def run_n(svc: ServiceProcess, n: int, p: Plan) -> dict[str, Any]:
         for srv in servers:
             srv.stop()
     return _summarize(n, live, s0, s1, m0, m1, t1 - t0, cpu)
+
+
+def _snapshot(client: httpx.Client, ids: list[str]) -> tuple[list[dict[str, Any]], float]:
+    """Every stream's info and the moment it was read (the middle of the reads)."""
+    t = time.monotonic()
+    infos = [client.get(f"/stream/{sid}").json() for sid in ids]
+    return infos, (t + time.monotonic()) / 2
 
 
 def _wait_live(client: httpx.Client, ids: list[str], timeout: float) -> bool:
