@@ -452,3 +452,45 @@ def test_temp_files_are_private_and_removed(server_factory: Callable[..., Server
     srv.app.state.video_jobs.close()
     assert not jobs.dir.exists()  # shutdown removes the folder
     assert os.path.isdir(os.path.dirname(jobs.dir))
+
+
+def test_ffmpeg_does_not_follow_redirects(tmp_path: Path) -> None:
+    """An admitted HTTP source that answers 302 to another address: with the policy's options FFmpeg does not follow
+    it (the target was never checked), and the target never sees a request."""
+    hits: list[str] = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            self.wfile.write(b"G" + b"\0" * 187)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    target_url = f"http://127.0.0.1:{target.server_address[1]}/secret.ts"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", target_url)
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for srv in (target, redirect):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        c = policy_from(["127.0.0.0/8"]).check(f"http://127.0.0.1:{redirect.server_address[1]}/cam.ts")
+        assert c.options["max_redirects"] == "0"
+        with pytest.raises(av.FFmpegError):
+            av.open(c.connect_url, options=c.options, timeout=5).close()
+        assert hits == []
+    finally:
+        target.shutdown()
+        redirect.shutdown()
