@@ -84,8 +84,7 @@ def fuzz_operation(
     return sent
 
 
-@pytest.fixture
-def fuzz_server(server_factory: Callable[..., Server]) -> Server:
+def start_fuzz_server(server_factory: Callable[..., Server], **overrides: Any) -> Server:
     srv = server_factory(
         max_streams=2,
         stream_allow_cidrs=[],  # generated hosts are never our loopback
@@ -93,13 +92,16 @@ def fuzz_server(server_factory: Callable[..., Server]) -> Server:
         max_upload_bytes=64 * 1024,
         video_max_bytes=64 * 1024,
         request_timeout_s=5.0,
+        **overrides,
     )
     srv.app.state.streams.policy = UrlPolicy(allow_cidrs=parse_cidrs([]), resolver=numeric_only_resolver)
     return srv
 
 
-def test_fuzz_every_operation(fuzz_server: Server) -> None:
-    srv = fuzz_server
+def fuzz_all(
+    srv: Server, examples: dict[str, int], modes: tuple[GenerationMode, ...]
+) -> tuple[int, Counter[str], list[str], int]:
+    """Fuzz every operation of the live schema; returns (requests sent, statuses, bad responses, operations)."""
     spec = srv.client.get("/openapi.json").json()
     schema = schemathesis.openapi.from_dict(spec)
     session = requests.Session()
@@ -108,18 +110,22 @@ def test_fuzz_every_operation(fuzz_server: Server) -> None:
     sent = 0
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 10, [op.label for op in operations]
-
     for op in operations:
         allowed = documented(spec, op.path, op.method)
-        n = EXAMPLES["body"] if op.body or len(op.query) > 1 else EXAMPLES["default"]
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        n = examples["body"] if op.body or len(op.query) > 1 else examples["default"]
+        for mode in modes:
             try:
                 sent += fuzz_operation(op, mode, n, srv.base, session, allowed, statuses, failures)
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE, op.label  # nothing to violate (no parameters)
+    return sent, statuses, failures, len(operations)
 
+
+def test_fuzz_every_operation(server_factory: Callable[..., Server]) -> None:
+    srv = start_fuzz_server(server_factory)
+    sent, statuses, failures, n_ops = fuzz_all(srv, EXAMPLES, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
     by_status = Counter(k.rsplit(" ", 1)[1] for k in statuses.elements())
-    summary = {"requests": sent, "operations": len(operations), "by_status": dict(sorted(by_status.items()))}
+    summary = {"requests": sent, "operations": n_ops, "by_status": dict(sorted(by_status.items()))}
     report("fuzz", summary | {"by_operation_status": dict(sorted(statuses.items()))})
     assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:15])
     assert sent >= MIN_REQUESTS
@@ -128,3 +134,13 @@ def test_fuzz_every_operation(fuzz_server: Server) -> None:
     assert srv.app.state.batcher.qsize() == 0
     r = srv.client.post("/upscale", content=png(), headers={"content-type": "image/png"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_fuzz_with_api_keys_and_private_metrics(server_factory: Callable[..., Server]) -> None:
+    """Keys configured, none sent: every keyed operation must answer a *documented* 401 with the envelope."""
+    srv = start_fuzz_server(server_factory, api_keys="fuzz-key", metrics_public=False)
+    sent, statuses, failures, _ = fuzz_all(srv, {"default": 5, "body": 10}, (GenerationMode.POSITIVE,))
+    assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:15])
+    by_status = Counter(k.rsplit(" ", 1)[1] for k in statuses.elements())
+    assert by_status["401"] >= sent - 20, by_status  # all but the probes / server metadata
+    report("fuzz_keys", {"requests": sent, "by_status": dict(sorted(by_status.items()))})
