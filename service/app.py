@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.batcher import Batcher
 from service.deps import ApiKey
 from service.engine import Engine
-from service.errors import install_handlers
+from service.errors import install_handlers, responses
 from service.metrics import Metrics, new_registry
 from service.routes import health, stream, upscale, video, web
 from service.settings import Settings
@@ -86,12 +86,16 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     install_handlers(app)
     app.add_middleware(HttpMetricsMiddleware)
 
+    unauthorized = responses(401)  # documented wherever a key is checked (the schema fuzzer holds us to it)
     app.include_router(health.router)
-    app.include_router(health.models_router, dependencies=[ApiKey])
-    app.include_router(health.metrics_router, dependencies=[] if settings.metrics_public else [ApiKey])
-    app.include_router(upscale.router, dependencies=[ApiKey])
-    app.include_router(stream.router, dependencies=[ApiKey])
-    app.include_router(video.router, dependencies=[ApiKey])
+    app.include_router(health.models_router, dependencies=[ApiKey], responses=unauthorized)
+    if settings.metrics_public:
+        app.include_router(health.metrics_router)
+    else:
+        app.include_router(health.metrics_router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(upscale.router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(stream.router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
 
