@@ -189,7 +189,8 @@ def _service_notes(res: dict[str, Any]) -> list[str]:
         f"Model `{res['model']}` ({res['model_info'].get('arch')}, {res['model_info'].get('parameters')} parameters), "
         f"dtype {res['dtype']}, {res['torch_threads']} torch threads; service defaults: max batch "
         f"{s['max_batch_size']}, max delay {s['max_batch_delay_ms']} ms, queue {s['queue_limit']}. Each level: warm-up, "
-        f"then {res['window_s']} s measured (smaller sizes shorter); fps counts 200 responses ending in the window; "
+        f"then {res['window_s']} s measured (smaller sizes shorter); request image: {res.get('image', '?')}; "
+        "fps counts 200 responses ending in the window; "
         "latency is the client's. Ratio = service fps / bare `Engine.run` fps at the batch size the service formed "
         "(avg batch rounded), both in this run. Worker busy = model time / window (from `vsr_batch_compute_seconds`).",
         "",

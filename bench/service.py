@@ -274,6 +274,7 @@ def run_service(*, device: torch.device, quick: bool) -> dict[str, Any]:
             "queue_limit": settings.queue_limit,
         },
         "window_s": p.window_s,
+        "image": f"{PHOTO.name}, 16:9 centre crop, bicubic resize" if PHOTO.is_file() else "synthetic sinusoids",
         "sizes": sizes,
         "saturation": _saturation(sizes),
     }
