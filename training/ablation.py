@@ -85,7 +85,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\n\nKD gain over the no-KD twin (PSNR-Y): {gains}.\n"
 
 
-def install(result: dict[str, Any], name: str) -> Path:
+def install(result: dict[str, Any], name: str, note: str | None = None) -> Path:
     """Copy the KD student into the bundled models with scores and a model card."""
     src = Path(result["rows"]["student_kd"]["artifact"])
     dst = BUNDLED_DIR / name
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd", required=True)
     p.add_argument("--data-root", default="../shared/datasets")
     p.add_argument("--install", help="bundled model name to install the KD student as (e.g. x2)")
+    p.add_argument("--note", help="a sentence appended to the model card (e.g. how the run deviated from its recipe)")
     args = p.parse_args(argv)
     result = run(args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.write_text(json.dumps(allres, indent=2) + "\n")
     print(table(result))
     if args.install:
-        print(f"installed {install(result, args.install)}")
+        print(f"installed {install(result, args.install, args.note)}")
     return 0
 
 
