@@ -153,7 +153,9 @@ def test_deadline_504_when_the_worker_is_stuck(server_factory: Callable[..., Ser
     for t in threads:
         t.join(5)
     assert [s for s, _ in results] == [504] * 4
-    assert max(t for _, t in results) < 0.3 + MARGIN_S
+    # The stuck batch holds for 5 s: anything well under that proves the 504 came at the deadline, not after the
+    # batch. Client-side time also pays for a new httpx client per call on a loaded box, hence the wide margin.
+    assert max(t for _, t in results) < 0.3 + MAX_MARGIN_S
     srv.app.state.engine.fault_hook = None
     release.set()
     assert wait_ok(srv)
