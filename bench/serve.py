@@ -6,6 +6,7 @@ passes ``VSR_*`` overrides), so its CPU time can be read from ``/proc`` apart fr
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would drown the results
 
 
 def free_port() -> int:
@@ -148,6 +150,7 @@ class CpuMeter:
             "cores_busy": groups,
             "machine_cores_busy": total,
             "other_cores_busy": round(max(total - sum(groups.values()), 0.0), 3),
+            "steal_cores": round((m1.steal - m0.steal) / wall, 3),  # taken by the VM's host: a noisy neighbour
         }
 
 
