@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.engine import timeit
 from bench.serve import CpuMeter, ServiceProcess, delta, percentile, scrape
 from service.engine import DTYPE_NAMES, Engine
 from service.imaging import decode, encode
@@ -211,8 +212,8 @@ def edge_costs(engine: Engine, rgb: np.ndarray, repeat: int) -> dict[str, dict[s
     for fmt in MEDIA:
         body = encoded(rgb, fmt)
         dec = decode(body, max_pixels=1 << 30)
-        t_dec = _median(lambda body=body: decode(body, max_pixels=1 << 30), repeat)
-        t_enc = _median(lambda dec=dec, fmt=fmt: encode(sr, dec, fmt=fmt), repeat)
+        t_dec = timeit(lambda body=body: decode(body, max_pixels=1 << 30), repeat=repeat, warmup=1)
+        t_enc = timeit(lambda dec=dec, fmt=fmt: encode(sr, dec, fmt=fmt), repeat=repeat, warmup=1)
         resp = encode(sr, dec, fmt=fmt)
         out[fmt] = {
             "request_kb": round(len(body) / 1024, 1),
@@ -221,16 +222,6 @@ def edge_costs(engine: Engine, rgb: np.ndarray, repeat: int) -> dict[str, dict[s
             "encode_ms": round(1000 * t_enc, 2),
         }
     return out
-
-
-def _median(fn: Any, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 # ---- the run --------------------------------------------------------------------------------------------------
