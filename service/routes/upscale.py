@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode, default_output_format, encode
+from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.metrics import Metrics
 
 router = APIRouter(tags=["upscale"])
@@ -94,7 +94,9 @@ async def upscale(
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
     try:
-        decoded = await run_in_threadpool(decode, data, max_pixels=settings.max_input_pixels)
+        decoded = await decode_async(
+            data, max_pixels=settings.max_input_pixels, deadline=deadline, limiter=request.app.state.decode_limiter
+        )
     except ApiError as e:
         if e.status == 413:
             metrics.rejected.labels(reason="too_large").inc()
