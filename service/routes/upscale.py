@@ -107,10 +107,12 @@ async def upscale(
     return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers=headers)
 
 
-async def infer(batcher: Batcher, frame: np.ndarray, *, model: str, deadline: float, metrics: Metrics) -> np.ndarray:
+async def infer(
+    batcher: Batcher, frame: np.ndarray, *, model: str, deadline: float, metrics: Metrics, source: str = SOURCE
+) -> np.ndarray:
     """Submit one frame and await it; maps the batcher's failures to 503 / 504 / 500."""
     try:
-        future = batcher.submit(frame, model=model, source=SOURCE, deadline=deadline)
+        future = batcher.submit(frame, model=model, source=source, deadline=deadline)
     except QueueFull as e:
         raise ApiError(503, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     except BatcherClosed:
@@ -142,13 +144,10 @@ async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> by
             "unsupported_media_type",
             f"send multipart/form-data with a 'file' field, or a raw image body (got {ctype or 'no content type'})",
         )
-    body_limit = limit + MULTIPART_OVERHEAD if multipart else limit
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        _too_large(limit, metrics)
-    stream = _capped(request, body_limit, metrics)
     if not multipart:
-        return b"".join([chunk async for chunk in stream])
+        return await read_body(request, limit, metrics)
+    _check_declared(request, limit + MULTIPART_OVERHEAD, limit, metrics)
+    stream = _capped(request, limit + MULTIPART_OVERHEAD, metrics)
     try:
         form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
     except MultiPartException as e:
@@ -166,6 +165,18 @@ async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> by
     if len(data) > limit:
         _too_large(limit, metrics)
     return data
+
+
+async def read_body(request: Request, limit: int, metrics: Metrics) -> bytes:
+    """The whole request body, refused with 413 once it is (or declares to be) over ``limit`` bytes."""
+    _check_declared(request, limit, limit, metrics)
+    return b"".join([chunk async for chunk in _capped(request, limit, metrics)])
+
+
+def _check_declared(request: Request, body_limit: int, limit: int, metrics: Metrics) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        _too_large(limit, metrics)
 
 
 async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncGenerator[bytes, None]:
