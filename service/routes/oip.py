@@ -31,7 +31,7 @@ from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
-from service.routes.upscale import infer, read_body
+from service.routes.upscale import decode_counted, infer, read_body
 from service.settings import Settings
 
 router = APIRouter(tags=["models"])
@@ -184,14 +184,8 @@ async def _infer(
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         raise ApiError(400, "unsupported_encoding", "compressed request bodies are not supported")
     body = await read_body(request, settings.max_upload_bytes, metrics)
-    try:
-        parsed = await run_in_threadpool(
-            parse_request, body, request.headers.get(HEADER_LENGTH), settings.max_input_pixels
-        )
-    except ApiError as e:
-        if e.status == 413:
-            metrics.rejected.labels(reason="too_large").inc()
-        raise
+    header_length = request.headers.get(HEADER_LENGTH)
+    parsed = await decode_counted(metrics, parse_request, body, header_length, settings.max_input_pixels)
     del body
     outs = await _run_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics)
     result = np.stack(outs) if parsed.batched else outs[0]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -25,6 +25,8 @@ router = APIRouter(tags=["upscale"])
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers allowed on top of the byte cap
 SOURCE = "upload"  # the vsr_frames_total{source} of this route
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _REQUEST_BODY = {
     "required": True,
@@ -93,18 +95,23 @@ async def upscale(
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
-    try:
-        decoded = await run_in_threadpool(decode, data, max_pixels=settings.max_input_pixels)
-    except ApiError as e:
-        if e.status == 413:
-            metrics.rejected.labels(reason="too_large").inc()
-        raise
+    decoded = await decode_counted(metrics, decode, data, max_pixels=settings.max_input_pixels)
     del data
     sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics)
     fmt = format or default_output_format(decoded)
     body = await run_in_threadpool(encode, sr, decoded, fmt=fmt, quality=quality)
     headers = {"X-VSR-Model": name, "X-VSR-Scale": str(engine.scale(name))}
     return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers=headers)
+
+
+async def decode_counted(metrics: Metrics, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` (a decoder) in the thread pool; a 413 it raises is counted as ``rejected{reason="too_large"}``."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except ApiError as e:
+        if e.status == 413:
+            metrics.rejected.labels(reason="too_large").inc()
+        raise
 
 
 async def infer(

@@ -19,6 +19,7 @@ import pytest
 
 from tests.reliability.conftest import Server, base_settings, serve
 from tests.service.conftest import ClientFactory, assert_error, encode, open_image, rgb, sample
+from tests.service.test_service import hold_worker
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -175,22 +176,10 @@ def _json_infer(client: Any, image: np.ndarray) -> Any:
     return client.post("/v2/models/x2/infer", json=body)
 
 
-def _hold_worker(client: Any, release: threading.Event) -> threading.Event:
-    blocked = threading.Event()
-
-    def hook(model: str, frames: np.ndarray) -> None:
-        if not blocked.is_set():
-            blocked.set()
-            release.wait(TIMEOUT)
-
-    client.app.state.engine.fault_hook = hook
-    return blocked
-
-
 def test_overload_gives_503_with_retry_after(make_client: ClientFactory) -> None:
     client = make_client(queue_limit=1, max_batch_size=1, max_batch_delay_ms=0)
     release = threading.Event()
-    blocked = _hold_worker(client, release)
+    blocked = hold_worker(client, until=release)
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(_json_infer, client, rgb(seed=0))
         assert blocked.wait(TIMEOUT)
@@ -209,7 +198,7 @@ def test_overload_gives_503_with_retry_after(make_client: ClientFactory) -> None
 def test_deadline_gives_504(make_client: ClientFactory) -> None:
     client = make_client(request_timeout_s=0.3, max_batch_size=1, max_batch_delay_ms=0)
     release = threading.Event()
-    blocked = _hold_worker(client, release)
+    blocked = hold_worker(client, until=release)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(_json_infer, client, rgb(seed=0))
         assert blocked.wait(TIMEOUT)
