@@ -23,9 +23,9 @@ from service.batcher import Batcher
 from service.bodylimit import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 from service.deps import ApiKey
 from service.engine import Engine
-from service.errors import install_handlers, responses
+from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
-from service.routes import health, stream, upscale, video, web
+from service.routes import health, oip, stream, upscale, video, web
 from service.settings import Settings
 from service.streams.manager import start_streams
 from service.videojobs import JobManager
@@ -35,11 +35,13 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Real-time super-resolution of images (and video streams) with knowledge-distilled students.
 
 * `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
-* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` — Open Inference Protocol names.
+* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` and `POST /v2/models/{name}/infer` —
+  the Open Inference Protocol (KServe v2; JSON and binary tensors), e.g. for Triton's `tritonclient.http`.
 * `GET /metrics` — Prometheus.
 
 When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
-Every error body is `{"error": {"code": "...", "message": "..."}}`.
+Every error body is `{"error": {"code": "...", "message": "..."}}`, except under `/v2`, where the protocol fixes it
+as `{"error": "<message>"}` (the code is in the `X-Error-Code` header).
 """
 
 
@@ -93,7 +95,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     unauthorized = responses(401)  # documented wherever a key is checked (the schema fuzzer holds us to it)
     app.include_router(health.router)
-    app.include_router(health.models_router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(health.models_router, dependencies=[ApiKey], responses=v2_responses(401))
+    app.include_router(oip.router, dependencies=[ApiKey], responses=v2_responses(401))
     if settings.metrics_public:
         app.include_router(health.metrics_router)
     else:
@@ -113,8 +116,7 @@ def body_limits(settings: Settings) -> BodyLimits:
         {
             r"/upscale(/bicubic)?": image,
             r"/upscale/video": settings.video_max_bytes + MULTIPART_OVERHEAD,
-            # Open Inference Protocol: pixels as JSON numbers take up to ~4 bytes each
-            r"/v2/models/[^/]+(/versions/[^/]+)?/infer": 4 * image,
+            r"/v2/models/[^/]+(/versions/[^/]+)?/infer": image,  # its own reader caps at max_upload_bytes
         },
     )
 
