@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,3 +89,23 @@ def test_mpo_photo_is_upscaled_from_its_first_image(server_factory: Callable[...
     out = Image.open(io.BytesIO(r.content))
     assert out.format == "JPEG" and out.size == (64, 48)  # the first image, x2 (the second is 48x40)
     assert abs(float(np.asarray(out).mean()) - 200) < 12
+
+
+def test_pathological_images_are_refused_by_cost_at_once(server_factory: Callable[..., Server]) -> None:
+    from scripts.attack_media import many_scan_jpeg, png
+
+    srv = server_factory(max_input_pixels=8_294_400)
+    cases = [
+        (many_scan_jpeg(5000), "image/jpeg", "too_many_scans"),
+        (png(8_294_400, 1), "image/png", "extreme_aspect_ratio"),
+        (png(1, 100_000), "image/png", "extreme_aspect_ratio"),
+    ]
+    for body, ctype, code in cases:
+        t = time.monotonic()
+        r = srv.client.post("/upscale", content=body, headers={"content-type": ctype})
+        assert r.status_code == 413 and r.json()["error"]["code"] == code, r.text[:200]
+        assert time.monotonic() - t < 2.0
+    ok = many_scan_jpeg(12)  # an ordinary progressive JPEG (libjpeg writes ~10 scans)
+    assert srv.client.post("/upscale", content=ok, headers={"content-type": "image/jpeg"}).status_code == 200
+    wide = png(1200, 40)  # a 1:30 strip is within the ratio
+    assert srv.client.post("/upscale", content=wide, headers={"content-type": "image/png"}).status_code == 200
