@@ -38,6 +38,10 @@ class AccessFields(logging.Filter):
         return True
 
 
+class _VsrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours, so that configuring again replaces it (and leaves e.g. pytest's capture handlers alone)."""
+
+
 def resolve_format(fmt: str | None, stream: IO[str]) -> Literal["json", "text"]:
     """``json``/``text`` as asked; ``auto`` (or None): text on a terminal, else json. Raises ValueError."""
     fmt = (fmt or "auto").strip().lower()
@@ -62,10 +66,10 @@ def configure(level: str = "INFO", fmt: str | None = None, stream: IO[str] | Non
     chosen = resolve_format(fmt, stream)
     if not isinstance(logging.getLevelName(level.upper()), int):
         raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING or ERROR")
-    handler = logging.StreamHandler(stream)
+    handler = _VsrHandler(stream)
     handler.setFormatter(formatter(chosen))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, _VsrHandler)]:  # ours from an earlier call only
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
