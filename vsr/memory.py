@@ -4,7 +4,7 @@ this machine, and handing freed memory back to the OS after a spike.
 **Cost of one frame** (host or device bytes, an upper bound, checked against measured peaks in
 ``tests/core/test_memory.py``): the uint8 input and its float copy, the float output of the model, its clamped copy
 and the uint8 result, and the live activations — ``LIVE_MAPS`` feature maps of the model's widest layer at the
-frame's (or, when tiled, the tile's) resolution. A 3840x2160 frame through the 24-channel x2 student costs ~1.0 GB,
+frame's (or, when tiled, the tile's) resolution. A 3840x2160 frame through the 24-channel x2 student costs ~1.05 GB,
 nearly all of it output: the pixel cap alone lets eight such frames batch into 6 GB, which is why the batcher counts
 bytes, not frames.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-LIVE_MAPS = 4  # feature maps alive at once in a conv stack with a skip (input, output, the skip, one temp)
+LIVE_MAPS = 2  # feature maps alive at once (a conv's input and output; measured: not more on the x2 student)
 FLOAT_BYTES = 4  # CPU keeps activations in fp32 around bf16 convs; counting 4 bytes stays an upper bound
 DEFAULT_BUDGET_CAP = 1536 * 1024 * 1024  # with ~0.4-0.6 GB of process baseline, RSS stays under 2.5 GB
 DEFAULT_BUDGET_SHARE = 0.4  # of the memory this process may use (cgroup limit, else physical memory)
@@ -43,7 +43,7 @@ def frame_bytes(h: int, w: int, *, scale: int, channels: int, tile: int = 0, ove
     """Upper bound of the bytes one ``h`` x ``w`` frame needs while it is upscaled (see the module docstring)."""
     pixels = h * w
     io = pixels * 3 * (1 + FLOAT_BYTES)  # uint8 in, float copy
-    out = pixels * scale * scale * 3 * (2 * FLOAT_BYTES + 1)  # float output, clamped copy, uint8 result
+    out = pixels * scale * scale * 3 * (FLOAT_BYTES + 4)  # float output (+ a bf16 copy), uint8 result + its copy
     if tile > 0 and (h > tile or w > tile):
         area = min(h, tile + 2 * overlap) * min(w, tile + 2 * overlap)
         tile_out = area * scale * scale * 3 * FLOAT_BYTES  # each tile's own output before it is copied in
