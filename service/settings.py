@@ -5,6 +5,7 @@ Lists (``VSR_MODELS``, ``VSR_API_KEYS``) are comma-separated, e.g. ``VSR_MODELS=
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.sharding import Shard, resolve_shard
 from service.streams.config import StreamSpec
 from service.urlpolicy import parse_cidrs
 from vsr.inference import TileSpec, cpu_has_amx_bf16
@@ -94,6 +96,12 @@ class Settings(BaseSettings):
     video_workers: int = Field(default=1, ge=1, le=16)
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
 
+    # Camera sharding across replicas (service/sharding.py, docs/scale.md)
+    shard_count: int = Field(default=1, ge=1, le=1000, description="replicas sharing the configured cameras")
+    shard_index: int | None = Field(
+        default=None, ge=0, description="this replica's shard (0..count-1); unset: the host name's -<ordinal>"
+    )
+
     _split = field_validator("models", "api_keys", "stream_allow_cidrs", mode="before")(_split_commas)
 
     @field_validator("stream_allow_cidrs")
@@ -133,6 +141,11 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _shard_known(self) -> Settings:
+        self.shard()  # fail at start-up, with the operator's message, when count > 1 and no index can be found
+        return self
+
+    @model_validator(mode="after")
     def _tiles_fit(self) -> Settings:
         if self.tile_size and self.tile_overlap * 2 >= self.tile_size:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be < half of tile_size ({self.tile_size})")
@@ -151,6 +164,9 @@ class Settings(BaseSettings):
         if self.torch_device().type == "cuda":
             return torch.float16
         return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+
+    def shard(self) -> Shard:
+        return resolve_shard(self.shard_count, self.shard_index, socket.gethostname())
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)
