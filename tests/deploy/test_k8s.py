@@ -207,6 +207,8 @@ def test_pod_environment_is_valid_service_settings(
 ) -> None:
     """Each pod's VSR_* environment (ConfigMap + its own env) parses as the service's Settings; for a camera pod the
     host name gives the shard, and its cameras file loads."""
+    import torch
+
     from service.settings import Settings
     from service.sharding import Shard
     from service.streams.config import load_stream_specs
@@ -226,19 +228,21 @@ def test_pod_environment_is_valid_service_settings(
     secret = one("Secret", mounts[keys_dir]["secret"]["secretName"])
     (tmp_path / "keys").write_text(secret["stringData"][Path(env["VSR_API_KEYS_FILE"]).name])
     env["VSR_API_KEYS_FILE"] = str(tmp_path / "keys")
+    if kind == "StatefulSet":  # the cameras file lies in the mounted ConfigMap; a copy stands in for it here
+        cameras_cm = one("ConfigMap", mounts[str(Path(env["VSR_STREAMS_FILE"]).parent)]["configMap"]["name"])
+        (tmp_path / "cameras.yml").write_text(cameras_cm["data"][Path(env["VSR_STREAMS_FILE"]).name])
+        env["VSR_STREAMS_FILE"] = str(tmp_path / "cameras.yml")
     for k in [k for k in os.environ if k.startswith("VSR_")]:
         monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(socket, "gethostname", lambda: f"{name}-{w['spec']['replicas'] - 1}")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the pod's GPU (the settings check it is there)
     s = Settings()
     assert s.api_keys and s.device == "cuda" and s.host == "0.0.0.0"
     if kind == "StatefulSet":
         assert s.shard() == Shard(w["spec"]["replicas"] - 1, w["spec"]["replicas"])
-        cameras_cm = one("ConfigMap", mounts[str(Path(env["VSR_STREAMS_FILE"]).parent)]["configMap"]["name"])
-        cam_file = tmp_path / "cameras.yml"
-        cam_file.write_text(cameras_cm["data"][Path(env["VSR_STREAMS_FILE"]).name])
-        specs = load_stream_specs(None, cam_file)
+        specs = load_stream_specs(None, s.streams_file)
         names = [sp.name for sp in specs]
         assert specs and all(names) and len(set(names)) == len(names), "cameras need unique names (they pick the shard)"
     else:

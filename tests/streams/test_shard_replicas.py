@@ -73,7 +73,7 @@ class ProcessReplica:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = env | {"VSR_SHARD_COUNT": str(count), "VSR_SHARD_INDEX": str(index)}
-        cmd = [sys.executable, "-m", "vsr.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with log.open("w") as fh:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
