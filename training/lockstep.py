@@ -35,12 +35,12 @@ from training.loop import (
     evaluate,
     load_teachers,
     log_row,
-    pick_device,
     prepare_data,
     step_on,
     to_device,
     validation_data,
 )
+from vsr.engine import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,6 @@ ValPairs = dict[str, list[tuple[str, np.ndarray, np.ndarray]]]
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype asked for; ``auto`` is bf16 on CUDA and undecided (None) on CPU, where
     :func:`choose_amp` times both (bf16 autocast was 1.7x faster on an AMX Xeon and slower on CPUs without

@@ -1,10 +1,11 @@
 """A rolling pool of pre-cut aligned crops: batches are gathered by index and augmented in one vectorised step.
 
-Cutting crops one sample at a time in Python (``data.sample_batch``) cost ~24 ms per batch of 32 on the dev CPU, as
-much as the student's whole training step. Here crops are cut into fixed uint8/fp16 arrays once, and every batch
-re-cuts a few slots round-robin (``refresh`` per batch: the pool keeps drawing new positions, so it never freezes
-into a small fixed set; its contents are a function of the seed and the batch count, so a resumed run rebuilds it), gathers ``n`` random slots with one ``index_select`` and applies the 8 flips
-/ transposes of a square with one ``gather`` per tensor over the whole batch.
+Cutting crops one sample at a time in Python (``data.sample_batch``) cost ~24 ms per batch of 32 on the first dev
+CPU (~2.8 ms on this session's Zen 3, see bench/results/train-speed-cpu.md). Here crops are cut into fixed uint8/fp16
+arrays once; every batch re-cuts a few slots round-robin (``refresh`` per batch: the pool keeps drawing new
+positions, so it never freezes into a small fixed set; its contents are a function of the seed and the batch count,
+so a resumed run rebuilds it), gathers ``n`` random slots with one ``index_select`` and applies the 8 flips /
+transposes of a square with one ``gather`` per tensor over the whole batch.
 
 Data sources plug in as lists of :class:`~training.data.Pair` (HR, LR, optional teacher output). ``teacher_only``
 pairs ("zoom-out" samples: an HR image fed to the teacher as LR) carry no ground truth; their ``has_hr`` is False

@@ -21,13 +21,13 @@ from training.loop import (
     load_teachers,
     log_row,
     next_batch,
-    pick_device,
     prepare_data,
     restore,
     train_step,
     validation_data,
 )
 from training.plot import plot_curves
+from vsr.engine import pick_device
 
 log = logging.getLogger(__name__)
 
