@@ -50,10 +50,12 @@ def student_layers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] 
     layers = []
     for blk in [model.head, *model.body, model.tail]:
         if isinstance(blk, RepConv):
-            w, b = (blk.fused.weight, blk.fused.bias) if blk.fused is not None else blk.fused_kernel()
+            w, b = blk.fused_kernel() if blk.fused is None else (blk.fused.weight, blk.fused.bias)
         elif isinstance(blk, nn.Conv2d) and blk.bias is not None:
             w, b = blk.weight, blk.bias
         else:
+            return None
+        if b is None:
             return None
         layers.append((w.detach().float().cpu(), b.detach().float().cpu()))
     return layers
@@ -80,7 +82,7 @@ def fold_levels(layers: list[tuple[torch.Tensor, torch.Tensor]], scale: int) -> 
 
 def _conv_relu_op() -> Callable[..., torch.Tensor] | None:
     op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
-    return op if op is not None and torch.backends.mkldnn.is_available() else None
+    return op if op is not None and torch.backends.mkldnn.is_available() else None  # type: ignore[no-untyped-call]
 
 
 class StudentKernel:

@@ -28,13 +28,14 @@ LumaFn = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x 1 -> uint8 N x 
 def rgb_to_ycc(rgb: torch.Tensor) -> torch.Tensor:
     """uint8/float NHWC RGB -> float32 NHWC (Y, Cb, Cr) in levels."""
     m = RGB_TO_YCC.to(torch.float32)
-    return rgb.float() @ m.T + YCC_OFFSET.to(torch.float32)
+    ycc: torch.Tensor = rgb.float() @ m.T + YCC_OFFSET.to(torch.float32)
+    return ycc
 
 
 def ycc_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     """float NHWC (Y, Cb, Cr) levels -> uint8 NHWC RGB, clamped and rounded."""
     m = YCC_TO_RGB.to(torch.float32)
-    rgb = (ycc - YCC_OFFSET.to(torch.float32)) @ m.T
+    rgb: torch.Tensor = (ycc - YCC_OFFSET.to(torch.float32)) @ m.T
     return rgb.clamp_(0.0, 255.0).round_().to(torch.uint8)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -55,8 +56,8 @@ def choose_dtype(
     times: dict[str, float | None] = {}
     for name in ("fp32", "bf16"):
         try:
-            k = make_kernel(model, scale=scale, device=device, dtype=DTYPES[name])
-            times[name] = round(1000 * time_call(lambda k=k: k(probe)), 2)
+            kernel = make_kernel(model, scale=scale, device=device, dtype=DTYPES[name])
+            times[name] = round(1000 * time_call(partial(kernel, probe)), 2)
         except RuntimeError as e:  # e.g. oneDNN: "bf16 path needs the cpu support avx_ne_convert or avx512bw..."
             log.info("dtype %s unusable here: %s", name, str(e).splitlines()[0])
             times[name] = None
