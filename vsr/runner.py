@@ -1,6 +1,7 @@
 """One model's frame path, the same for every caller (CLI, service, streams, video): kernel + dtype + tiling.
 
-- Kernel: :class:`vsr.kernel.StudentKernel` for anchored plain-conv students, else the reference path.
+- Kernel: :class:`vsr.kernel.StudentKernel` for anchored plain-conv students (on CUDA wrapped in
+  :class:`vsr.gpu.GraphKernel`: fp16, channels-last, pinned buffers, CUDA graphs), else the reference path.
 - dtype: fp16 on CUDA; on CPU **measured** at build time, fp32 against bf16 on a small frame, the faster kept
   (never from CPU flags: bf16 is ~3x faster than fp32 on a Zen 5 with AVX512-BF16, and oneDNN refuses it, or runs a
   ~10x slower reference conv, on an AVX2-only Zen 3).
@@ -42,7 +43,12 @@ class RunnerInfo:
 
 def make_kernel(model: nn.Module, *, scale: int, device: torch.device, dtype: torch.dtype) -> Kernel:
     if student_layers(model) is not None:
-        return StudentKernel(model, scale=scale, device=device, dtype=dtype)
+        kernel = StudentKernel(model, scale=scale, device=device, dtype=dtype)
+        if device.type == "cuda":
+            from vsr.gpu import GraphKernel  # pinned staging + copy stream + a CUDA graph per shape bucket
+
+            return GraphKernel(kernel)
+        return kernel
     return ReferenceKernel(model, scale=scale, device=device, dtype=dtype)
 
 

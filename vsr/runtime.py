@@ -39,8 +39,11 @@ ENV_DEFAULTS = {
 }
 
 
-def keep_malloc_buffers() -> bool:
-    """Tell glibc to keep freed large buffers (see the module docstring). False where there is no glibc."""
+def keep_malloc_buffers(user_set: frozenset[str] = frozenset()) -> bool:
+    """Tell glibc to keep freed large buffers (see the module docstring). False where there is no glibc.
+
+    ``user_set``: the ``MALLOC_*`` variables the user set before start-up (glibc applied those; they are kept).
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -55,7 +58,7 @@ def keep_malloc_buffers() -> bool:
         (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD),
         (M_TOP_PAD, "MALLOC_TOP_PAD_", TOP_PAD),
     ):
-        if env in os.environ:
+        if env in user_set:
             continue  # the user's explicit choice, already applied by glibc at start-up
         # mallopt takes an int: 2^32 does not fit, so the trim threshold is capped at INT_MAX (2 GiB)
         ok = bool(mallopt(param, min(value, 2**31 - 1))) and ok
@@ -68,6 +71,7 @@ def configure(*, threads: int | None = None) -> dict[str, str]:
     Call before ``import torch`` has run any op (the CLI's ``main`` does, first thing).
     """
     applied: dict[str, str] = {}
+    user_set = frozenset(k for k in ENV_DEFAULTS if k in os.environ)
     for key, value in ENV_DEFAULTS.items():
         if key not in os.environ:
             os.environ[key] = value
@@ -77,5 +81,5 @@ def configure(*, threads: int | None = None) -> dict[str, str]:
     if threads and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         applied["OMP_NUM_THREADS"] = str(threads)
-    applied["mallopt"] = str(keep_malloc_buffers())
+    applied["mallopt"] = str(keep_malloc_buffers(user_set))
     return applied
