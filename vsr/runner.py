@@ -7,7 +7,8 @@
   ~10x slower reference conv, on an AVX2-only Zen 3).
 - Tiling by pixels (:mod:`vsr.tiling`): whole frames up to ~1 MP on CPU / 1080p on CUDA; batches larger than the
   budget run in chunks of frames, and only a frame larger than the budget is tiled.
-- Luma models (``colors == 1``, artifact ``input_space: "y"``): RGB frames go through :mod:`vsr.luma`.
+- Luma models (artifact ``input_space: "y"``, loaded wrapped in ``vsr.luma.LumaAsRGB``): the wrapper is opened
+  and the bare Y model runs on the kernel; RGB frames go through :mod:`vsr.yuv` (colour matrices, chroma bilinear).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsr import luma as _luma
 from vsr.kernel import Kernel, ReferenceKernel, StudentKernel, student_layers, time_call
 from vsr.tiling import DEFAULT_OVERLAP, max_pixels, plan_grid, run_tiled
 
@@ -86,6 +86,9 @@ class FrameRunner:
         pixel_budget: int | None = None,
     ) -> None:
         self.scale, self.device, self.overlap = scale, device, overlap
+        inner = getattr(model, "luma", None)  # vsr.luma.LumaAsRGB: run its bare Y model on the kernel
+        if isinstance(inner, nn.Module):
+            model = inner
         self.luma = getattr(model, "colors", 3) == 1
         channels = 1 if self.luma else 3
         dtype_ms: dict[str, float | None] = {}
@@ -128,9 +131,9 @@ class FrameRunner:
             return np.concatenate([self._run(frames[i : i + per_call]) for i in range(0, n, per_call)])
         grid = plan_grid(h, w, budget=self.pixel_budget, overlap=self.overlap, batch=n)
         if self.luma:
-            return _luma.upscale_rgb_with_luma(
-                lambda y: run_tiled(self.kernel, y, grid, self.scale), frames, self.scale
-            )
+            from vsr import yuv
+
+            return yuv.upscale_rgb_with_luma(lambda y: run_tiled(self.kernel, y, grid, self.scale), frames, self.scale)
         return run_tiled(self.kernel, frames, grid, self.scale)
 
     def upscale_luma(self, y: np.ndarray) -> np.ndarray:

@@ -34,15 +34,6 @@ def student() -> RepStudent:
     return _perturbed(RepStudent(scale=2, channels=8, depth=3, expand=2), 0).fuse()  # type: ignore[return-value]
 
 
-def luma_student(scale: int = 2) -> RepStudent:
-    """A 1-channel (luma) student: head 1 -> ch, tail ch -> scale^2, as training's ``colors=1`` builds it."""
-    m = RepStudent(scale=scale, channels=8, depth=2, fused=True)
-    m.head = nn.Conv2d(1, 8, 3, padding=1)
-    m.tail = nn.Conv2d(8, scale * scale, 3, padding=1)
-    m.colors = 1  # type: ignore[assignment]
-    return _perturbed(m, 1, 0.1)  # type: ignore[return-value]
-
-
 def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(int) - b.astype(int))
 
@@ -143,43 +134,6 @@ def test_bf16_kernel_close_to_fp32_reference(student) -> None:
         pytest.skip(f"no bf16 convolution on this CPU: {str(e).splitlines()[0]}")
     d = _diff(out, upscale_frames(student, img, scale=2))
     assert d.mean() < 0.5 and d.max() <= 3  # bf16 weights: the small residual is rounded, the anchor is exact
-
-
-def test_luma_runner_matches_a_hand_built_reference() -> None:
-    from vsr import luma
-
-    m = luma_student()
-    img = synthetic_image(np.random.default_rng(5), 20, 26)
-    out = FrameRunner(m, scale=2, device=CPU, dtype="fp32")(img)
-    assert out.shape == (40, 52, 3)
-    # reference: Y / 255 through the model, Cb/Cr bilinear, back to RGB
-    ycc = luma.rgb_to_ycc(torch.from_numpy(img[None]))
-    y8 = ycc[..., :1].round().clamp(0, 255).to(torch.uint8).numpy()
-    y_up = upscale_frames(m, y8, scale=2)
-    c_up = luma.upscale_planes(ycc[..., 1:].contiguous(), 2)
-    ref = luma.ycc_to_rgb(torch.cat([torch.from_numpy(y_up).float(), c_up], -1)).numpy()[0]
-    assert _diff(out, ref).max() <= 2  # one level of Y moves R/G/B by up to 1.16 levels
-
-
-def test_ycc_round_trip() -> None:
-    from vsr import luma
-
-    img = np.random.default_rng(6).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
-    back = luma.ycc_to_rgb(luma.rgb_to_ycc(torch.from_numpy(img))).numpy()
-    assert _diff(back, img).max() <= 1
-
-
-def test_yuv420_planes_stay_planes() -> None:
-    from vsr import luma
-
-    r = FrameRunner(luma_student(), scale=2, device=CPU, dtype="fp32")
-    y = np.random.default_rng(7).integers(16, 236, (12, 16), dtype=np.uint8)
-    u = np.full((6, 8), 100, np.uint8)
-    v = np.full((6, 8), 150, np.uint8)
-    y2, u2, v2 = luma.upscale_yuv420(r.upscale_luma, y, u, v, 2)
-    assert y2.shape == (24, 32) and u2.shape == v2.shape == (12, 16)
-    assert (u2 == 100).all() and (v2 == 150).all()  # flat chroma stays flat
-    assert np.array_equal(y2, r.upscale_luma(y[None, :, :, None])[0, :, :, 0])
 
 
 @pytest.mark.slow
