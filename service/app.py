@@ -20,9 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.batcher import Batcher
 from service.deps import ApiKey
 from service.engine import Engine
-from service.errors import install_handlers, responses
+from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
-from service.routes import health, stream, upscale, video, web
+from service.routes import health, oip, stream, upscale, video, web
 from service.settings import Settings
 from service.streams.manager import start_streams
 from service.videojobs import JobManager
@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Real-time super-resolution of images (and video streams) with knowledge-distilled students.
 
 * `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
-* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` — Open Inference Protocol names.
+* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` and `POST /v2/models/{name}/infer` —
+  the Open Inference Protocol (KServe v2; JSON and binary tensors), e.g. for Triton's `tritonclient.http`.
 * `GET /metrics` — Prometheus.
 
 When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
-Every error body is `{"error": {"code": "...", "message": "..."}}`.
+Every error body is `{"error": {"code": "...", "message": "..."}}`, except under `/v2`, where the protocol fixes it
+as `{"error": "<message>"}` (the code is in the `X-Error-Code` header).
 """
 
 
@@ -88,7 +90,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     unauthorized = responses(401)  # documented wherever a key is checked (the schema fuzzer holds us to it)
     app.include_router(health.router)
-    app.include_router(health.models_router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(health.models_router, dependencies=[ApiKey], responses=v2_responses(401))
+    app.include_router(oip.router, dependencies=[ApiKey], responses=v2_responses(401))
     if settings.metrics_public:
         app.include_router(health.metrics_router)
     else:

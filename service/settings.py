@@ -14,9 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.streams.config import StreamSpec
 from service.urlpolicy import parse_cidrs
-from vsr.inference import TileSpec, cpu_has_amx_bf16
-
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from vsr.engine import pick_device, pick_dtype
+from vsr.inference import TileSpec
 
 
 def _split_commas(v: object) -> object:
@@ -141,16 +140,10 @@ class Settings(BaseSettings):
     # Derived values, resolved against this machine.
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return pick_device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
-        if self.dtype != "auto":
-            return DTYPES[self.dtype]
-        if self.torch_device().type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+        return pick_dtype(self.dtype, self.torch_device())
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -177,6 +178,8 @@ def error_body_ok(response: Any) -> bool:
         body = json.loads(response.content)
     except ValueError:
         return False
+    if urlsplit(str(response.request.url)).path.startswith("/v2"):  # the Open Inference Protocol's own error shape
+        return isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)
     return (
         isinstance(body, dict)
         and set(body) == {"error"}
