@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.streams.config import StreamSpec
+from service.streams.config import StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.inference import TileSpec
@@ -44,9 +45,18 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="deadline of a request; work past it is failed (504)"
     )
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="image upload cap (bytes)")
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="body cap of every other route (JSON), 413 before it is read"
+    )
     max_input_pixels: int = Field(
         default=3840 * 2160, ge=64, description="width*height cap, checked from the image header"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send its request headers within this (slow clients)"
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
     tile_size: int = Field(
         default=0,
@@ -123,9 +133,11 @@ class Settings(BaseSettings):
         if v == "auto":
             return v
         try:
-            torch.device(v)
+            dev = torch.device(v)
         except RuntimeError:
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {v!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
         return v
 
     @model_validator(mode="after")
@@ -137,6 +149,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"cannot read the API key file: {e.strerror}") from None
             keys = [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
             self.api_keys = [*self.api_keys, *(k for k in keys if k not in self.api_keys)]
+        return self
+
+    @model_validator(mode="after")
+    def _streams_file_readable(self) -> Settings:
+        """A missing or malformed cameras file is a settings error (exit 2 at start), not a crash in the lifespan."""
+        if self.streams_file:
+            try:
+                load_stream_specs(None, self.streams_file)
+            except OSError as e:
+                raise ValueError(f"VSR_STREAMS_FILE: cannot read {self.streams_file!r}: {e.strerror}") from None
+            except ValidationError as e:
+                err = e.errors(include_input=False, include_url=False)[0]
+                first = f"entry {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+                raise ValueError(f"VSR_STREAMS_FILE: {self.streams_file!r} is not a list of streams: {first}") from None
+            except (yaml.YAMLError, AttributeError, TypeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"VSR_STREAMS_FILE: {self.streams_file!r} is not a list of streams: {first}") from None
         return self
 
     @model_validator(mode="after")
