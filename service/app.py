@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher
+from service.bodylimit import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_handlers, responses, v2_responses
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
         ).start()
         app.state.engine = engine
+        app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
         app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.metrics = metrics
     app.state.registry = registry
     install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), on_reject=_count_too_large(metrics))
     app.add_middleware(HttpMetricsMiddleware)
 
     unauthorized = responses(401)  # documented wherever a key is checked (the schema fuzzer holds us to it)
@@ -101,6 +106,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """Each route's body cap; every route not named here (the JSON ones) gets ``max_json_bytes``."""
+    image = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    return BodyLimits.build(
+        settings.max_json_bytes,
+        {
+            r"/upscale(/bicubic)?": image,
+            r"/upscale/video": settings.video_max_bytes + MULTIPART_OVERHEAD,
+            r"/v2/models/[^/]+(/versions/[^/]+)?/infer": image,  # its own reader caps at max_upload_bytes
+        },
+    )
+
+
+def _count_too_large(metrics: Metrics) -> Callable[[], None]:
+    return metrics.rejected.labels(reason="too_large").inc
 
 
 def _version() -> str:

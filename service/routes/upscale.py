@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Future
 from typing import Annotated, Literal, NoReturn, ParamSpec, TypeVar
 
@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode, default_output_format, encode
+from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.metrics import Metrics
 
 router = APIRouter(tags=["upscale"])
@@ -95,7 +95,12 @@ async def upscale(
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
-    decoded = await decode_counted(metrics, decode, data, max_pixels=settings.max_input_pixels)
+    decoded = await count_too_large(
+        metrics,
+        decode_async(
+            data, max_pixels=settings.max_input_pixels, deadline=deadline, limiter=request.app.state.decode_limiter
+        ),
+    )
     del data
     sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics)
     fmt = format or default_output_format(decoded)
@@ -106,8 +111,13 @@ async def upscale(
 
 async def decode_counted(metrics: Metrics, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn`` (a decoder) in the thread pool; a 413 it raises is counted as ``rejected{reason="too_large"}``."""
+    return await count_too_large(metrics, run_in_threadpool(fn, *args, **kwargs))
+
+
+async def count_too_large(metrics: Metrics, decoding: Awaitable[T]) -> T:
+    """Await a decoder; a 413 it raises is counted as ``rejected{reason="too_large"}``."""
     try:
-        return await run_in_threadpool(fn, *args, **kwargs)
+        return await decoding
     except ApiError as e:
         if e.status == 413:
             metrics.rejected.labels(reason="too_large").inc()

@@ -95,7 +95,7 @@ def free_port() -> int:
 
 
 def serve(artifact: Path, port: int, **env: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "vsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--models", str(artifact), "--device", "cpu"]
     environ = {k: v for k, v in os.environ.items() if k != "VSR_LOG_FORMAT"} | env
     return subprocess.Popen(cmd, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -29,6 +29,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
+from service.httpserver import guarded_protocol
 from service.settings import Settings
 from tests.conftest import synthetic_image
 
@@ -83,7 +84,10 @@ def serve(settings: Settings, *, ready_timeout: float = 20.0) -> Iterator[Server
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=2, lifespan="on", access_log=False)
+    http = guarded_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s)  # as `vsr serve` runs
+    config = uvicorn.Config(
+        app, log_config=None, timeout_graceful_shutdown=2, lifespan="on", access_log=False, http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
     thread.start()

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_export(args)
     if args.cmd == "upscale":
-        from training.upscale import cmd_upscale
+        from vsr_cli.upscale import cmd_upscale
 
         return cmd_upscale(args)
     if args.cmd == "serve":
