@@ -27,6 +27,7 @@ import numpy as np
 
 from service.batcher import QueueFull
 from service.metrics import VIDEO_JOB_STATES, Metrics
+from vsr.frames import FrameCaps
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class JobOptions:
     ttl_s: float = 3600.0
     tmp_dir: str | None = None
     encode: EncodeOptions = EncodeOptions()
+    caps: FrameCaps = FrameCaps()  # checked on every decoded frame
 
 
 @dataclass
@@ -121,7 +123,10 @@ class JobManager:
     @classmethod
     def from_settings(cls, settings: Any, submit: Callable[..., Any], metrics: Metrics | None = None) -> JobManager:
         opts = JobOptions(
-            max_jobs=settings.video_max_jobs, workers=settings.video_workers, ttl_s=settings.video_job_ttl_s
+            max_jobs=settings.video_max_jobs,
+            workers=settings.video_workers,
+            ttl_s=settings.video_job_ttl_s,
+            caps=settings.video_caps(),
         )
         return cls(submit, opts, metrics)
 
@@ -218,6 +223,7 @@ class JobManager:
                 progress=progress,
                 should_stop=job.cancel.is_set,
                 input_options=SAFE_INPUT_OPTIONS,
+                caps=self.opts.caps,
             )
             job.audio, job.notes, job.frames_done = report.audio, report.notes, report.frames
             job.state = "done"
