@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        default="auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
+        default="auto", description="auto: fp16 on CUDA; on CPU the faster of fp32/bf16, measured at start-up"
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
@@ -61,7 +61,15 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
-    tile_size: int = Field(default=512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
+    tile_size: int = Field(
+        default=0,
+        ge=0,
+        description="0 (auto): frames up to ~1 MP (CPU) / 1080p (CUDA) run whole, larger ones in the fewest tiles that "
+        "fit; N > 0: at most N*N input pixels per call",
+    )
+    compile: bool = Field(
+        default=False, description="try torch.compile at warm-up (~26 s once on 2 cores); kept only if measured faster"
+    )
     tile_overlap: int = Field(default=16, ge=0)
     warmup: bool = Field(default=True, description="run each model once before reporting ready")
     api_keys: Annotated[list[str], NoDecode] = Field(
