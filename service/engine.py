@@ -18,7 +18,7 @@ import torch
 
 from service.metrics import Metrics
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES, LoadedModel, load_models
+from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
 from vsr.memory import frame_bytes, widest_layer
@@ -39,8 +39,10 @@ class Engine(SharedEngine):
         dtype: torch.dtype,
         tiles: TileSpec | None = None,
         metrics: Metrics | None = None,
+        compile: bool = False,
+        dtype_ms: dict[str, float | None] | None = None,
     ) -> None:
-        super().__init__(models, device=device, dtype=dtype, tiles=tiles)
+        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, dtype_ms=dtype_ms)
         self.metrics = metrics
         self._ready = threading.Event()
         self.fault_hook: FaultHook | None = None
@@ -49,9 +51,17 @@ class Engine(SharedEngine):
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
-        device, dtype = settings.torch_device(), settings.torch_dtype()
-        models = load_models(settings.models, device, dtype)
-        engine = cls(models, device=device, dtype=dtype, tiles=settings.tiles(), metrics=metrics)
+        device = settings.torch_device()
+        models, dtype, times = load_resolved(settings.models, device, settings.dtype)
+        engine = cls(
+            models,
+            device=device,
+            dtype=dtype,
+            tiles=settings.tiles(),
+            metrics=metrics,
+            dtype_ms=times,
+            compile=settings.compile,
+        )
         if metrics is not None:
             engine._publish_info(metrics)
         return engine
@@ -62,10 +72,8 @@ class Engine(SharedEngine):
         lm = self.models[name]
         if name not in self._widths:
             self._widths[name] = widest_layer(lm.model)
-        t = self.tiles
-        return frame_bytes(
-            shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], tile=t.tile, overlap=t.overlap
-        )
+        work = self.runners[name].pixel_budget
+        return frame_bytes(shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], work_pixels=work)
 
     @property
     def ready(self) -> bool:
