@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-LIVE_MAPS = 2  # feature maps alive at once (a conv's input and output; measured: not more on the x2 student)
+LIVE_MAPS = 2  # fp32 maps of the widest layer per LR pixel of a call (a conv's input and output)
 WORK_SLACK = 64  # bytes per LR pixel of the call: the float input, the last conv's 3*s*s maps, the shuffle
 FLOAT_BYTES = 4  # CPU keeps activations in fp32 around bf16 convs; counting 4 bytes stays an upper bound
 DEFAULT_BUDGET_CAP = 1536 * 1024 * 1024  # with ~0.4-0.6 GB of process baseline, RSS stays under 2.5 GB

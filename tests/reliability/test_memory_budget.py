@@ -109,7 +109,8 @@ def test_server_splits_batches_and_refuses_frames_over_the_budget(server_factory
     srv = server_factory(memory_budget_mb=30, max_batch_size=8, max_batch_delay_ms=50)
     engine = srv.app.state.engine
     cost = engine.frame_bytes("x2", (256, 256, 3))
-    assert (30 << 20) // cost == 2  # two fit in 30 MiB, three do not
+    per_batch = (30 << 20) // cost
+    assert 2 <= per_batch <= 3, cost  # a few fit in 30 MiB, not all 6
     bodies = [png(256, 256, i) for i in range(6)]
     with ThreadPoolExecutor(6) as pool:
         codes = list(
@@ -117,14 +118,14 @@ def test_server_splits_batches_and_refuses_frames_over_the_budget(server_factory
         )
     assert [r.status_code for r in codes] == [200] * 6
     sizes = srv.app.state.registry.get_sample_value("vsr_batch_size_count")
-    assert sizes and sizes >= 3  # 6 frames in batches of at most 2
+    assert sizes and sizes >= -(-6 // per_batch)  # 6 frames in batches of at most per_batch
     huge = srv.client.post("/upscale", content=png(1024, 1024, 9), headers={"content-type": "image/png"})
     assert huge.status_code == 413 and error_body_ok(huge) and huge.json()["error"]["code"] == "over_memory_budget"
     report("memory_budget_ci", {"frame_bytes_256": cost, "budget": 30 << 20, "batches": sizes})
 
 
 MEASURE = """
-import json, resource, sys, numpy as np, torch
+import json, sys, numpy as np, torch
 torch.set_num_threads(1)
 from service.engine import Engine
 from service.settings import Settings
@@ -133,9 +134,12 @@ e = Engine.load(s)
 e.run("x2", np.zeros((1, 32, 32, 3), np.uint8))
 h, w = int(sys.argv[2]), int(sys.argv[3])
 frames = np.random.default_rng(0).integers(0, 255, (1, h, w, 3), np.uint8)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+base = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
 out = e.run("x2", frames)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status("VmHWM")
 print(json.dumps({"measured": peak - base, "estimate": e.frame_bytes("x2", (h, w, 3))}))
 """
 
@@ -148,4 +152,4 @@ def test_frame_estimate_is_an_upper_bound_of_the_measured_peak() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     m = json.loads(out.stdout.strip().splitlines()[-1])
     report("memory_estimate", m)
-    assert m["measured"] <= m["estimate"] <= 4 * m["measured"], m
+    assert m["measured"] <= m["estimate"] <= 2 * m["measured"], m
