@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import require_or_skip
+from tests.support.env import require_or_skip
 from training.export import export_onnx
 from vsr.artifact import load_artifact
 from vsr_cli.main import main
