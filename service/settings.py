@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.streams.config import StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
+from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
 
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        default="auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
+        default="auto", description="auto: fp16 on CUDA; on CPU the faster of fp32/bf16, measured at start-up"
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
@@ -50,7 +51,9 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, description="body cap of every other route (JSON), 413 before it is read"
     )
     max_input_pixels: int = Field(
-        default=3840 * 2160, ge=64, description="width*height cap, checked from the image header"
+        default=3840 * 2160,
+        ge=64,
+        description="width*height cap: images (header), every decoded frame of videos and streams",
     )
     http_header_timeout_s: float = Field(
         default=10.0, gt=0, description="a connection must send its request headers within this (slow clients)"
@@ -58,7 +61,15 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
-    tile_size: int = Field(default=512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
+    tile_size: int = Field(
+        default=0,
+        ge=0,
+        description="0 (auto): frames up to ~1 MP (CPU) / 1080p (CUDA) run whole, larger ones in the fewest tiles that "
+        "fit; N > 0: at most N*N input pixels per call",
+    )
+    compile: bool = Field(
+        default=False, description="try torch.compile at warm-up (~26 s once on 2 cores); kept only if measured faster"
+    )
     tile_overlap: int = Field(default=16, ge=0)
     warmup: bool = Field(default=True, description="run each model once before reporting ready")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -98,7 +109,13 @@ class Settings(BaseSettings):
     stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
     stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
-    video_max_seconds: float = Field(default=600.0, gt=0, description="duration cap of an uploaded video")
+    video_max_seconds: float = Field(
+        default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"
+    )
+    video_max_frames: int = Field(default=36_000, ge=1, description="frame-count cap of an uploaded video (counted)")
+    video_max_fps: float = Field(
+        default=240.0, gt=0, description="frame-rate cap (counted: frames per second of media time, 1 s of burst)"
+    )
     video_max_jobs: int = Field(default=8, ge=1, description="video jobs kept at once (queued, running, finished)")
     video_workers: int = Field(default=1, ge=1, le=16)
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
@@ -173,6 +190,15 @@ class Settings(BaseSettings):
 
     def torch_dtype(self) -> torch.dtype:
         return pick_dtype(self.dtype, self.torch_device())
+
+    def video_caps(self) -> FrameCaps:
+        """What every decoded frame of a video job is checked against."""
+        return FrameCaps(
+            max_pixels=self.max_input_pixels,
+            max_frames=self.video_max_frames,
+            max_seconds=self.video_max_seconds,
+            max_fps=self.video_max_fps,
+        )
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

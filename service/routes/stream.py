@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
 from service.streams.manager import StreamConflict, StreamManager, TooManyStreams, UnknownStream
+from service.streams.output import EncodedFrame
 from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
 
@@ -133,13 +135,15 @@ async def mjpeg(stream_id: str, manager: StreamsDep) -> StreamingResponse:
     async def parts() -> AsyncIterator[bytes]:
         seq = 0
         out = stream.output
-        while not out.closed:
-            frame = await out.wait_newer(seq, KEEPALIVE_S)
-            if frame is None:
-                continue
-            seq = frame.seq
-            head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n\r\n"
-            yield head.encode() + frame.jpeg + b"\r\n"
+        with out.watching():  # while any viewer watches, the stream encodes each frame once, for all of them
+            while not out.closed:
+                frame = await out.wait_newer(seq, KEEPALIVE_S)
+                if frame is None:
+                    continue
+                seq = frame.seq
+                jpeg = await _jpeg(frame)
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                yield head.encode() + jpeg + b"\r\n"
 
     return StreamingResponse(
         parts(),
@@ -163,4 +167,9 @@ async def frame_jpg(
     frame = stream.output.latest or await stream.output.wait_newer(0, min(max(wait, 0.0), 10.0))
     if frame is None:
         raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})
-    return Response(frame.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return Response(await _jpeg(frame), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def _jpeg(frame: EncodedFrame) -> bytes:
+    """The frame's JPEG; a frame published while nobody watched is encoded in a thread, not on the event loop."""
+    return frame.jpeg if frame.encoded else await asyncio.to_thread(lambda: frame.jpeg)

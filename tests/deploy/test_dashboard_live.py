@@ -31,7 +31,7 @@ from PIL import Image
 from tests.deploy.helpers import dashboard, queries, substitute
 from tests.support.env import REPO, require_or_skip
 from tests.support.live import free_port, wait_ready
-from tests.support.media import synthetic_image
+from tests.support.media import make_video, synthetic_image
 from tests.support.rtsp import SYSTEM_PYTHON, rtsp_server_available
 
 CAMERA_FPS = 30
@@ -216,6 +216,19 @@ def tails(procs: list[Proc]) -> str:
     return "\n" + "\n".join(f"{p.name}:\n{p.tail()}" for p in procs)
 
 
+def run_video_job(base: str, tmp: Path) -> None:
+    """One tiny recorded-video job through ``POST /upscale/video``, waited for until done."""
+    data = make_video(tmp / "clip.mp4", "mp4", frames=6)
+    r = httpx.post(f"{base}/upscale/video", content=data, headers={"content-type": "video/mp4"}, timeout=30)
+    assert r.status_code == 202, r.text
+    job = r.json()["status_url"]
+    deadline = time.monotonic() + 60
+    while (state := httpx.get(f"{base}{job}", timeout=10).json()["state"]) in ("queued", "running"):
+        assert time.monotonic() < deadline, "video job did not finish"
+        time.sleep(0.2)
+    assert state == "done", state
+
+
 def wait_until(pred, timeout: float, what: str, procs: list[Proc]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,6 +250,7 @@ def test_every_dashboard_query_returns_data(stack: dict) -> None:
 
     with Traffic(base) as traffic:
         wait_until(stream_out, 25, "upscaled stream frames in Prometheus", procs)
+        run_video_job(base, stack["tmp"])  # the video-job panels need one job that ran
         # a camera outage: the reader reconnects, and the reconnect counter appears
         cam = stack["cam"]
         cam.stop()

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.support.checks import error_body_ok
-from tests.support.live import Server, base_settings, serve
+from tests.support.live import Server, base_settings, serve, wait_job
 from tests.support.media import img, make_video, png
 
 UPSCALE_STATUSES = {200, 400, 413, 415, 422}
@@ -263,16 +263,6 @@ def post_video(srv: Server, data: bytes, ctype: str) -> httpx.Response:
     return r
 
 
-def job_outcome(srv: Server, job_id: str, timeout: float = 20.0) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        j = srv.client.get(f"/jobs/{job_id}").json()
-        if j["state"] in ("done", "failed", "cancelled"):
-            return j
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {j}")
-
-
 @pytest.mark.parametrize(("container", "ctype"), [("mp4", "video/mp4"), ("matroska", "video/x-matroska")])
 def test_corrupt_and_truncated_videos(srv: Server, tmp_path: Path, container: str, ctype: str) -> None:
     good = make_video(tmp_path / f"v.{container}", container)
@@ -289,7 +279,7 @@ def test_corrupt_and_truncated_videos(srv: Server, tmp_path: Path, container: st
     for name, data in cases.items():
         r = post_video(srv, data, ctype)
         if r.status_code == 202:
-            j = job_outcome(srv, r.json()["id"])
+            j = wait_job(srv, r.json()["id"])
             outcomes[name] = j["state"]
             res = srv.client.get(f"/jobs/{j['id']}/result")
             assert res.status_code == (200 if j["state"] == "done" else 409), name
@@ -316,7 +306,7 @@ def test_video_whose_first_packets_are_garbage(srv: Server, tmp_path: Path) -> N
     assert garbled == 6
     r = post_video(srv, bytes(b), "video/mp2t")
     if r.status_code == 202:
-        j = job_outcome(srv, r.json()["id"])
+        j = wait_job(srv, r.json()["id"])
         assert j["state"] in ("done", "failed")
         if j["state"] == "failed":
             assert j["error"]

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.live import Server
+from tests.support.live import Server, wait_job
 from tests.support.media import count_frames, make_clip
 from vsr.video import probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on one torch thread
-
-
-def wait_job(svc: Server, job_id: str, timeout: float = 30) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        job = svc.client.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 @pytest.mark.parametrize("mode", ["multipart", "raw"])

@@ -123,6 +123,19 @@ class Server:
         return last
 
 
+def wait_job(srv: Server, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll ``GET /jobs/{job_id}`` until the video job ends (done, failed or cancelled); returns its last state."""
+    last: dict[str, Any] = {}
+
+    def ended() -> bool:
+        nonlocal last
+        last = srv.client.get(f"/jobs/{job_id}").json()
+        return last["state"] in ("done", "failed", "cancelled")
+
+    assert wait_until(ended, timeout), f"job {job_id} did not finish: {last}"
+    return last
+
+
 def sample(holder: Any, name: str, labels: dict[str, str] | None = None) -> float:
     """A sample's current value in the registry of ``holder.app`` (a Server or a TestClient); 0 when absent."""
     value = holder.app.state.registry.get_sample_value(name, labels or {})
