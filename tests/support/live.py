@@ -22,6 +22,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
+from service.httpserver import guarded_protocol
 from service.settings import Settings
 
 READY_PATH = "/v2/health/ready"
@@ -149,7 +150,10 @@ def serve(settings: Settings, *, ready_timeout: float = 60.0, graceful_s: float 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=graceful_s, lifespan="on", access_log=False)
+    http = guarded_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s)  # as `vsr serve` runs
+    config = uvicorn.Config(
+        app, log_config=None, timeout_graceful_shutdown=graceful_s, lifespan="on", access_log=False, http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
     thread.start()
