@@ -148,7 +148,7 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
     if "engine" in parts:
         fns["engine"] = lambda i: engine.run(name, frames[i % n][None])
     for k, sr in cv.items():
-        fns[k] = lambda i, sr=sr: _cv_rgb(sr, frames[i % n])
+        fns[k] = lambda i, sr=sr: cv_rgb(sr, frames[i % n])
     rounds, per_round = (3, 2) if quick else (7, 4)
     sec = interleaved(fns, rounds, per_round)
     rows = {k: {"ms_per_frame": round(1000 * s / (4 if k.endswith("batch4") else 1), 2)} for k, s in sec.items()}
@@ -170,7 +170,7 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
     return res
 
 
-def _cv_rgb(sr: Any, rgb: np.ndarray) -> np.ndarray:
+def cv_rgb(sr: Any, rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     out: np.ndarray = cv2.cvtColor(sr.upsample(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), cv2.COLOR_BGR2RGB)

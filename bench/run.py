@@ -1,10 +1,11 @@
-"""``vsr bench [engine] [service] [streams]``: run benchmarks, write JSON under bench/results/, refresh bench/README.md."""
+"""``vsr bench [kernel engine cli sizes service streams gpu]``: run benchmarks, write JSON under bench/results/, refresh bench/README.md."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-RESULTS = Path("bench/results")
+RESULTS = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results"))  # the GPU dry run writes elsewhere
 
 
 def machine() -> dict[str, Any]:
@@ -50,7 +51,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
     }
-    if "engine" in args.what:
+    realtime_parts = [w for w in ("kernel", "engine", "cli") if w in args.what]
+    if realtime_parts:
+        from bench.realtime import realtime_table, run_realtime
+
+        res = run_realtime(device=device, quick=args.quick, parts=realtime_parts)
+        print(realtime_table(res))
+        print(_write("realtime", meta | res, device))
+    if "sizes" in args.what:  # the engine across sizes and batch sizes, x2 and x4, beside bicubic and OpenCV
         from bench.engine import engine_table, run_engine
 
         res = run_engine(["x2", "x4"], batches=[1, 2, 4, 8], repeat=repeat, device=device)
@@ -68,6 +76,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         res = run_streams(device=device, quick=args.quick)
         print(streams_table(res))
         print(_write("streams", meta | res, device))
+    if "gpu" in args.what:
+        from bench.gpu import gpu_table, run_gpu
+
+        dry = bool(getattr(args, "dry_run", False))
+        res = run_gpu(device=torch.device("cpu") if dry else device, dry_run=dry)
+        print(gpu_table(res))
+        name = "gpu-dryrun" if dry else "gpu"
+        print(_write(name, meta | res, torch.device("cpu") if dry else device))
+    if getattr(args, "dry_run", False):
+        return 0  # a dry run checks the code path; it does not touch bench/README.md
     from bench.report import write_readme
 
     print(write_readme(RESULTS))
