@@ -32,7 +32,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def _write(name: str, payload: dict[str, Any], device: torch.device) -> Path:
+    """Write a result with the load average when its part started (``loadavg_start`` in the meta) and now."""
+    payload = {**payload, "loadavg": {"start": payload.pop("loadavg_start", None), "end": _loadavg()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{device.type}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -53,30 +59,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     realtime_parts = [w for w in ("kernel", "engine", "cli") if w in args.what]
     if realtime_parts:
+        meta["loadavg_start"] = _loadavg()
         from bench.realtime import realtime_table, run_realtime
 
         res = run_realtime(device=device, quick=args.quick, parts=realtime_parts)
         print(realtime_table(res))
         print(_write("realtime", meta | res, device))
     if "sizes" in args.what:  # the engine across sizes and batch sizes, x2 and x4, beside bicubic and OpenCV
+        meta["loadavg_start"] = _loadavg()
         from bench.engine import engine_table, run_engine
 
         res = run_engine(["x2", "x4"], batches=[1, 2, 4, 8], repeat=repeat, device=device)
         print(engine_table(res))
         print(_write("engine", meta | res, device))
     if "service" in args.what:
+        meta["loadavg_start"] = _loadavg()
         from bench.service import run_service, service_table
 
         res = run_service(device=device, quick=args.quick)
         print(service_table(res))
         print(_write("service", meta | res, device))
     if "streams" in args.what:
+        meta["loadavg_start"] = _loadavg()
         from bench.streams import run_streams, streams_table
 
         res = run_streams(device=device, quick=args.quick)
         print(streams_table(res))
         print(_write("streams", meta | res, device))
     if "gpu" in args.what:
+        meta["loadavg_start"] = _loadavg()
         from bench.gpu import gpu_table, run_gpu
 
         dry = bool(getattr(args, "dry_run", False))
