@@ -49,7 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeat = 3 if args.quick else 10
     command = "vsr bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "vsr bench"
-    meta = {
+    meta: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": command,

@@ -17,6 +17,7 @@ import asyncio
 import io
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -268,7 +269,7 @@ def run_service(*, device: torch.device, quick: bool) -> dict[str, Any]:
             espcn = opencv_anchors().get("opencv_espcn")
             espcn_fps = None
             if espcn is not None:
-                espcn_fps = round(1 / timeit(lambda sr=espcn, x=rgb: cv_rgb(sr, x), repeat=p.engine_repeat), 2)
+                espcn_fps = round(1 / timeit(partial(cv_rgb, espcn, rgb), repeat=p.engine_repeat), 2)
             sizes.append(
                 {
                     "input": f"{w}x{h}",
