@@ -165,6 +165,16 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")},
         "in_memory": rows,
     }
+    if "kernel" in parts:
+        from bench.gpu import conv_flops, matmul_peak
+
+        # how close the kernel runs to this CPU's limit: the model's conv FLOPs at the kernel's rate over the
+        # rate of a large matmul in the kernel's dtype, measured here (the best this CPU does on dense math)
+        flops = conv_flops(ref_model, HEIGHT, WIDTH)
+        peak = matmul_peak(device, runner.dtype, 512 if quick else 2048)
+        res["conv_gflop_per_frame"] = round(flops / 1e9, 2)
+        res["matmul_peak_gflops"] = round(peak / 1e9, 1)
+        res["kernel_fraction_of_matmul_peak"] = round(flops * rows["kernel"]["fps"] / peak, 3)
     if "cli" in parts:
         res["file_to_file"] = file_to_file(frames, cv, quick)
     res["ratios"] = ratios(res)

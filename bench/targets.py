@@ -59,7 +59,9 @@ def targets(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
             f"start-up ({cli['wall_1_frame_s']} s for one frame: Python, torch import, model load, dtype probe, "
             f"warm-up); OpenCV ESPCN file to file {espcn} fps. In memory on the same frames: "
             + ", ".join(f"{k} {v['fps']} fps" for k, v in mem.items())
-            + f". Runner: {rt.get('runner')}."
+            + f". Runner: {rt.get('runner')}. The kernel's convs: {rt.get('conv_gflop_per_frame')} GFLOP per frame at "
+            f"{rt.get('kernel_fraction_of_matmul_peak')} of this CPU's measured {rt.get('runner', {}).get('dtype')} "
+            f"matmul rate ({rt.get('matmul_peak_gflops')} GFLOP/s)."
         )
     else:
         rows.append(f"| CLI file to file ≥ {CLI_VS_ESPCN:g}× ESPCN | — | not measured |")
