@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.camera_train import camera_pairs, init_from_artifact, validate_holdout
 from training.config import TrainConfig
 from training.data import Pair, list_images, make_pairs, sample_batch
 from training.evaluate import evaluate_sets, model_upscaler
@@ -69,6 +70,8 @@ class State:
 def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | None) -> State:
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config).to(device)
+    if cfg.init:
+        init_from_artifact(model, cfg.init)
     ema = build(cfg.arch, cfg.arch_config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:
         ema.load_state_dict(model.state_dict())
@@ -128,9 +131,15 @@ def train_step(
 def evaluate(state: State, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     model = state.ema or state.model
     model.eval()
-    res = evaluate_sets(
-        model_upscaler(model, cfg.scale, device=str(device)), cfg.data_paths(cfg.val_sets), cfg.scale, progress=False
-    )
+    if cfg.camera.enabled:
+        res = validate_holdout(model, cfg, device)
+    else:
+        res = evaluate_sets(
+            model_upscaler(model, cfg.scale, device=str(device)),
+            cfg.data_paths(cfg.val_sets),
+            cfg.scale,
+            progress=False,
+        )
     state.model.train()
     return res
 
@@ -176,6 +185,8 @@ def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Modul
 def prepare_data(
     cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
 ) -> list[Pair]:
+    if cfg.camera.enabled:
+        return camera_pairs(cfg, device, teachers, weights, descs)
     pairs = make_pairs(list_images(cfg.data_paths(cfg.train_sets)), cfg.scale, min_lr=cfg.patch)
     if teachers and cfg.alpha < 1.0:
         ids = [f"{d['source']}" for d in descs]
