@@ -1,0 +1,178 @@
+"""Camera distillation: a few steps on the degraded clip pool lower the loss; a run starts from an artifact and
+validates on held-out clips; the bundled x2-camera beats bicubic on a compressed clip made here; evaluate --codec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from tests.conftest import export_tiny, synthetic_image, write_images
+from training.camera_train import init_from_artifact
+from training.config import TrainConfig
+from training.data import sample_batch
+from training.loop import build_state, load_teachers, prepare_data, train_step
+from training.losses import kd_loss
+from training.video_eval import clip_scores, lr_clip, pan_clip
+from vsr.archs.edsr import EDSR
+from vsr.archs.student import RepStudent
+from vsr.artifact import bundled_names, load_artifact
+from vsr.imageops import upscale_bicubic
+from vsr.inference import upscale_frames
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_images(tmp_path / "data" / "train" / "A", 5, height=64, width=64, seed=0)
+    torch.manual_seed(0)
+    export_tiny(
+        EDSR(scale=2, channels=8, blocks=1),
+        tmp_path / "teacher",
+        arch="edsr",
+        config={"scale": 2, "channels": 8, "blocks": 1},
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cfg(root: Path, **kw) -> TrainConfig:
+    camera = {
+        "enabled": True,
+        "clean_share": 0.3,
+        "clips": 1,
+        "frames": 4,
+        "lr_size": 24,
+        "holdout_every": 5,
+        "val_crfs": [28],
+        "degradation": {"codecs": ["h264"], "presets": ["ultrafast"]},
+    }
+    base = dict(
+        name="cam",
+        scale=2,
+        arch_config={"channels": 8, "depth": 1, "expand": 2},
+        data_root=str(root / "data"),
+        train_sets=["train/A"],
+        teachers=[str(root / "teacher")],
+        alpha=0.5,
+        camera=camera,
+        steps=20,
+        batch=8,
+        patch=12,
+        lr=5e-3,
+        warmup=0,
+        ema=0.0,
+        device="cpu",
+        amp="off",
+        out_dir=str(root / "runs"),
+    )
+    return TrainConfig(**(base | kw))
+
+
+def test_few_camera_steps_lower_the_loss(workdir: Path) -> None:
+    cfg = _cfg(workdir)
+    device = torch.device("cpu")
+    teachers, weights, descs = load_teachers(cfg, device)
+    pairs = prepare_data(cfg, device, teachers, weights, descs)
+    assert pairs and all(p.soft is not None and p.soft.shape == p.hr.shape for p in pairs)
+    assert len({id(p.hr) for p in pairs}) <= 4 * 4 * 2, "one image of five is held out: 4 images x 4 frames"
+    state = build_state(cfg, device, None)
+    with torch.no_grad():  # off the nearest-neighbour init, as in test_distill
+        gen = torch.Generator().manual_seed(0)
+        for prm in state.model.tail.parameters():
+            prm.add_(0.05 * torch.randn(prm.shape, generator=gen))
+    probe = sample_batch(pairs, scale=2, batch=16, patch=12, rng=np.random.default_rng(7))
+
+    def probe_loss() -> float:
+        with torch.no_grad():
+            return float(kd_loss(state.model(probe.lr), probe.hr, probe.soft, alpha=cfg.alpha)[0])
+
+    before = probe_loss()
+    for _ in range(cfg.steps):
+        train_step(state, cfg, pairs, device, None)
+    assert probe_loss() < 0.9 * before
+
+
+def test_init_from_artifact_keeps_the_function(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    src = RepStudent(scale=2, channels=8, depth=2, expand=2)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    art = export_tiny(src, tmp_path / "src")
+    x = torch.rand(1, 3, 20, 24)
+    for fused in (True, False):
+        cfg = {"scale": 2, "channels": 8, "depth": 2} | ({"fused": True} if fused else {"expand": 1})
+        model = RepStudent(**cfg)
+        init_from_artifact(model, str(art))
+        with torch.no_grad():
+            assert torch.allclose(model(x), src(x), atol=1e-5)
+
+
+def test_camera_run_validates_on_held_out_clips(workdir: Path) -> None:
+    from training.run import train
+
+    cfg = _cfg(workdir, steps=2, eval_every=2, ckpt_every=2, batch=4)
+    summary = train(cfg, progress=False)
+    val = summary["val"]
+    assert set(val) == {"holdout-clean", "holdout-h264-crf28"}
+    assert val["holdout-clean"]["images"] == 1
+    assert all(np.isfinite(v["psnr_y"]) and np.isfinite(v["bicubic_tpsnr_y"]) for v in val.values())
+
+
+def _test_scene(seed: int = 0) -> np.ndarray:
+    """A 192x256 scene with edges, text-like strokes and texture: what a camera watches (made here, not loaded)."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(synthetic_image(rng, 192, 256))
+    d = ImageDraw.Draw(img)
+    for _ in range(40):
+        x, y = rng.integers(0, 240), rng.integers(0, 176)
+        col = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            d.rectangle([x, y, x + rng.integers(4, 40), y + rng.integers(4, 30)], outline=col, width=2)
+        else:
+            d.line([x, y, x + rng.integers(-30, 30), y + rng.integers(-30, 30)], fill=col, width=1)
+    for i in range(6):
+        d.text((10 + 40 * i, 150), "CAM-7", fill=(250, 250, 250))
+    return np.asarray(img)
+
+
+@pytest.mark.skipif("x2-camera" not in bundled_names(), reason="x2-camera is not bundled yet")
+def test_x2_camera_beats_bicubic_on_a_compressed_clip() -> None:
+    model, meta = load_artifact("x2-camera")
+    assert meta.parameters <= 30_000 and meta.scale == 2
+    hr = pan_clip(_test_scene(), 2, frames=6)
+    lr = lr_clip(hr, 2, codec="h264", crf=28)
+    sr = np.stack([upscale_frames(model, f, scale=2)[0] for f in lr])
+    bic = np.stack([upscale_bicubic(f, 2) for f in lr])
+    ours, base = clip_scores(sr, hr, 2, ssim=False), clip_scores(bic, hr, 2, ssim=False)
+    assert ours["psnr_y"] > base["psnr_y"] + 0.3, (ours, base)
+    assert ours["tpsnr_y"] >= base["tpsnr_y"] - 0.2, (ours, base)
+
+
+def test_evaluate_codec_flag(tmp_path: Path, tiny_artifact, capsys) -> None:
+    from training.cli import cmd_evaluate
+
+    write_images(tmp_path / "Tiny", 1, height=40, width=48, seed=3)
+    for codec, crf in (("clean", 28), ("h264", 30)):
+        args = argparse.Namespace(
+            model=str(tiny_artifact["x2"]),
+            data=[str(tmp_path / "Tiny")],
+            scale=None,
+            tile=0,
+            json=True,
+            codec=codec,
+            crf=crf,
+        )
+        assert cmd_evaluate(args) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["codec"] == (None if codec == "clean" else "h264")
+        row = out["sets"]["Tiny"]
+        assert set(row) == {"bicubic", str(tiny_artifact["x2"])}
+        assert {"psnr_y", "ssim_y", "tpsnr_y"} <= set(row["bicubic"])
