@@ -37,6 +37,7 @@ RUN index="${TORCH_INDEX_URL}"; \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY vsr ./vsr
+COPY vsr_cli ./vsr_cli
 COPY training ./training
 COPY service ./service
 COPY bench ./bench

@@ -26,7 +26,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy vsr service training
+	$(BIN)/mypy vsr vsr_cli service training
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH_PIN)"

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from vsr.artifact import load_artifact
+from vsr.engine import pick_dtype
 from vsr.imageops import upscale_bicubic
-from vsr.inference import TileSpec, cpu_has_amx_bf16, upscale_frames
+from vsr.inference import TileSpec, upscale_frames
 
 SIZES = [(320, 180), (640, 360), (960, 540)]
 ANCHORS = Path("../shared/anchors/opencv_dnn_superres")
@@ -32,12 +33,6 @@ def timeit(fn: Callable[[], Any], *, repeat: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def engine_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
 
 
 def opencv_models(scale: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -71,7 +66,7 @@ def set5_psnr(upscale: Callable[[np.ndarray], np.ndarray], scale: int) -> float 
 
 def run_engine(models: list[str], *, batches: list[int], repeat: int, device: torch.device) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    dtype = engine_dtype(device)
+    dtype = pick_dtype("auto", device)
     rows: list[dict[str, Any]] = []
     psnr: dict[str, float | None] = {}
     for name in models:

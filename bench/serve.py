@@ -52,7 +52,7 @@ class ServiceProcess:
         cmd = [
             sys.executable,
             "-m",
-            "vsr.cli",
+            "vsr_cli",
             "--log-level",
             "WARNING",
             "serve",

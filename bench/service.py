@@ -27,9 +27,10 @@ from PIL import Image
 
 from bench.engine import timeit
 from bench.serve import CpuMeter, ServiceProcess, delta, percentile, scrape
-from service.engine import DTYPE_NAMES, Engine
+from service.engine import Engine
 from service.imaging import decode, encode
 from service.settings import Settings
+from vsr.engine import DTYPE_NAMES
 
 PHOTO = Path("../shared/datasets/test/Set14/monarch.png")  # 768x512; center crop to 16:9, then resized
 CLIENTS = [1, 4, 16]

@@ -242,7 +242,7 @@ def run_soak(cfg: SoakConfig, workdir: Path) -> dict[str, Any]:
         "TMPDIR": str(tmp),
         **cfg.extra_env,
     }
-    cmd = [sys.executable, "-m", "vsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--models", model]
+    cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--models", model]
     log = (workdir / "server.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     samples: list[dict[str, Any]] = []

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher
+from service.bodylimit import MULTIPART_OVERHEAD, BodyLimitMiddleware, BodyLimits
 from service.deps import ApiKey
 from service.engine import Engine
-from service.errors import install_handlers, responses
+from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
-from service.routes import health, stream, upscale, video, web
+from service.routes import health, oip, stream, upscale, video, web
 from service.settings import Settings
 from service.streams.manager import start_streams
 from service.videojobs import JobManager
@@ -32,11 +35,13 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Real-time super-resolution of images (and video streams) with knowledge-distilled students.
 
 * `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
-* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` — Open Inference Protocol names.
+* `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` and `POST /v2/models/{name}/infer` —
+  the Open Inference Protocol (KServe v2; JSON and binary tensors), e.g. for Triton's `tritonclient.http`.
 * `GET /metrics` — Prometheus.
 
 When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
-Every error body is `{"error": {"code": "...", "message": "..."}}`.
+Every error body is `{"error": {"code": "...", "message": "..."}}`, except under `/v2`, where the protocol fixes it
+as `{"error": "<message>"}` (the code is in the `X-Error-Code` header).
 """
 
 
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
         ).start()
         app.state.engine = engine
+        app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
         app.state.video_jobs = JobManager.from_settings(settings, batcher.submit)
@@ -84,11 +90,13 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.metrics = metrics
     app.state.registry = registry
     install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), on_reject=_count_too_large(metrics))
     app.add_middleware(HttpMetricsMiddleware)
 
     unauthorized = responses(401)  # documented wherever a key is checked (the schema fuzzer holds us to it)
     app.include_router(health.router)
-    app.include_router(health.models_router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(health.models_router, dependencies=[ApiKey], responses=v2_responses(401))
+    app.include_router(oip.router, dependencies=[ApiKey], responses=v2_responses(401))
     if settings.metrics_public:
         app.include_router(health.metrics_router)
     else:
@@ -98,6 +106,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """Each route's body cap; every route not named here (the JSON ones) gets ``max_json_bytes``."""
+    image = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    return BodyLimits.build(
+        settings.max_json_bytes,
+        {
+            r"/upscale(/bicubic)?": image,
+            r"/upscale/video": settings.video_max_bytes + MULTIPART_OVERHEAD,
+            r"/v2/models/[^/]+(/versions/[^/]+)?/infer": image,  # its own reader caps at max_upload_bytes
+        },
+    )
+
+
+def _count_too_large(metrics: Metrics) -> Callable[[], None]:
+    return metrics.rejected.labels(reason="too_large").inc
 
 
 def _version() -> str:

@@ -10,21 +10,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from dataclasses import dataclass
+from functools import partial
 
+import anyio
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ApiError
 from vsr.imageops import bicubic_resize
 
-# Input format (PIL's name) -> default output format.
-INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "BMP": "png"}
+# Input format (PIL's name) -> default output format. MPO (phones' and stereo cameras' multi-picture JPEG) is a
+# JPEG followed by more JPEGs: the first image is the photo, and the one decoded.
+INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "BMP": "png"}
 OUTPUT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 IMAGE_CONTENT_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp", "image/bmp", "image/x-bmp", "image/x-ms-bmp"}
 )
+# Decode cost caps (CPU time per request is bounded before any pixel is decoded; measured in docs/reliability.md):
+# a progressive JPEG re-reads its coefficients once per scan, and 700k scans in 24 MB took 85 s; encoders write
+# ~10 (libjpeg's progression), mozjpeg and phones < 20. A 1 x 8,294,400 PNG (within the pixel cap) took 10 s of
+# per-row overhead in the decoder and the tiler; real photos and panoramas stay well under 1:32.
+MAX_JPEG_SCANS = 64
+MAX_ASPECT_RATIO = 32
 DEFAULT_QUALITY = 90
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: ~5x faster than the default 6 for a few % larger files
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
@@ -64,10 +75,38 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
             raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
         if w < 1 or h < 1:
             raise ApiError(400, "undecodable_image", f"image has no pixels ({w}x{h})")
+        check_decode_cost(data, img.format or "", w, h)
         try:
             return _pixels(img)
         except (OSError, SyntaxError, ValueError, EOFError):
             raise ApiError(400, "undecodable_image", "the image data is corrupt or truncated") from None
+
+
+async def decode_async(
+    data: bytes, *, max_pixels: int, deadline: float, limiter: anyio.CapacityLimiter
+) -> DecodedImage:
+    """:func:`decode` on a worker thread, at most ``limiter`` at once (decoding is CPU: more threads than cores
+    only slow each other and the event loop down), answered 504 at ``deadline`` (``time.monotonic()``)."""
+    work = partial(decode, data, max_pixels=max_pixels)
+    try:
+        return await asyncio.wait_for(
+            anyio.to_thread.run_sync(work, limiter=limiter, abandon_on_cancel=True),
+            timeout=max(deadline - time.monotonic(), 0.0),
+        )
+    except TimeoutError:
+        raise ApiError(504, "deadline_exceeded", "the image was not decoded before the request's deadline") from None
+
+
+def check_decode_cost(data: bytes, fmt: str, w: int, h: int) -> None:
+    """413 for inputs whose decoding (or upscaling) costs far more than their pixel count says."""
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h) and max(w, h) > 1024:
+        raise ApiError(413, "extreme_aspect_ratio", f"{w}x{h} is more elongated than 1:{MAX_ASPECT_RATIO}")
+    if fmt in ("JPEG", "MPO"):
+        # An SOS marker (FF DA) cannot occur inside entropy-coded data (an FF there is followed by 00 or RSTn), so
+        # this counts the scans exactly, at memchr speed.
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise ApiError(413, "too_many_scans", f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded")
 
 
 def _pixels(img: Image.Image) -> DecodedImage:

@@ -24,18 +24,21 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def describe_errors(e: ValidationError) -> str:
-    """One line per bad setting, without echoing the values (they may hold API keys)."""
-    lines = []
+    """One line naming every bad setting, without echoing the values (they may hold API keys)."""
+    parts = []
     for err in e.errors(include_input=False, include_url=False):
         field = ".".join(str(x) for x in err["loc"])
-        lines.append(f"  VSR_{field.upper()}: {err['msg']}" if field else f"  {err['msg']}")
-    return "invalid settings:\n" + "\n".join(lines)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"VSR_{field.upper()}: {msg}" if field else msg)
+    return "invalid settings: " + "; ".join(parts)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from service.app import create_app
+    from service.httpserver import OneLineStartupErrors, guarded_protocol
 
     try:
         settings = load_settings(args)
@@ -54,7 +57,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     # log_config=None: uvicorn's loggers propagate to the root handler `vsr` configured (one log format).
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        OneLineStartupErrors(app),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        http=guarded_protocol(settings.http_header_timeout_s, settings.http_body_timeout_s),
+    )
     server = uvicorn.Server(config)
     handle_exit = server.handle_exit
 
@@ -64,7 +74,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handle_exit(sig, frame)
 
     server.handle_exit = exit_and_end_viewers  # type: ignore[method-assign]
-    server.run()
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits 3 when start-up fails (logged in one line): a settings error here
+        if e.code == STARTUP_FAILURE:
+            return 2
+        raise
     return 0
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.streams.config import StreamSpec
+from service.streams.config import StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
-from vsr.inference import TileSpec, cpu_has_amx_bf16
-
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from vsr.engine import pick_device, pick_dtype
+from vsr.inference import TileSpec
 
 
 def _split_commas(v: object) -> object:
@@ -45,9 +45,18 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="deadline of a request; work past it is failed (504)"
     )
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="image upload cap (bytes)")
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="body cap of every other route (JSON), 413 before it is read"
+    )
     max_input_pixels: int = Field(
         default=3840 * 2160, ge=64, description="width*height cap, checked from the image header"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send its request headers within this (slow clients)"
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
     tile_size: int = Field(default=512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
     tile_overlap: int = Field(default=16, ge=0)
@@ -116,9 +125,11 @@ class Settings(BaseSettings):
         if v == "auto":
             return v
         try:
-            torch.device(v)
+            dev = torch.device(v)
         except RuntimeError:
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {v!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
         return v
 
     @model_validator(mode="after")
@@ -133,6 +144,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _streams_file_readable(self) -> Settings:
+        """A missing or malformed cameras file is a settings error (exit 2 at start), not a crash in the lifespan."""
+        if self.streams_file:
+            try:
+                load_stream_specs(None, self.streams_file)
+            except OSError as e:
+                raise ValueError(f"VSR_STREAMS_FILE: cannot read {self.streams_file!r}: {e.strerror}") from None
+            except ValidationError as e:
+                err = e.errors(include_input=False, include_url=False)[0]
+                first = f"entry {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+                raise ValueError(f"VSR_STREAMS_FILE: {self.streams_file!r} is not a list of streams: {first}") from None
+            except (yaml.YAMLError, AttributeError, TypeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"VSR_STREAMS_FILE: {self.streams_file!r} is not a list of streams: {first}") from None
+        return self
+
+    @model_validator(mode="after")
     def _tiles_fit(self) -> Settings:
         if self.tile_size and self.tile_overlap * 2 >= self.tile_size:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be < half of tile_size ({self.tile_size})")
@@ -141,16 +169,10 @@ class Settings(BaseSettings):
     # Derived values, resolved against this machine.
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return pick_device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
-        if self.dtype != "auto":
-            return DTYPES[self.dtype]
-        if self.torch_device().type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+        return pick_dtype(self.dtype, self.torch_device())
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

@@ -1,4 +1,4 @@
-"""CLI handlers of the training subcommands; ``vsr.cli`` imports this lazily (training-only dependencies)."""
+"""CLI handlers of the training subcommands; ``vsr_cli.main`` imports this lazily (training-only dependencies)."""
 
 from __future__ import annotations
 

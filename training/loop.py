@@ -29,12 +29,6 @@ from vsr.inference import cpu_has_amx_bf16
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """bf16 autocast where it is fast (CUDA, or a CPU with AMX/AVX512-BF16: ~1.7x fp32 here); weights stay fp32."""
     if cfg.amp == "off":

@@ -17,12 +17,12 @@ from training.loop import (
     evaluate,
     load_teachers,
     log_row,
-    pick_device,
     prepare_data,
     restore,
     train_step,
 )
 from training.plot import plot_curves
+from vsr.engine import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Recorded video: decode -> upscale -> encode, streaming (a few frames in memory at a time), shared by the service
-(``POST /upscale/video``) and the offline CLI (``vsr upscale IN.mp4 OUT.mp4``).
+(``POST /upscale/video``) and the offline CLI (``vsr upscale IN.mp4 OUT.mp4``, ``vsr_cli.video``).
 
 - Output: H.264 yuv420p (VP9 for ``.webm``) with the input's frame count, frame rate and timestamps (each output
   frame carries its input frame's pts in the input stream's time base).
@@ -20,6 +20,8 @@ from typing import Any, cast
 
 import av
 import numpy as np
+
+from vsr.frames import demux_frames
 
 log = logging.getLogger(__name__)
 
@@ -247,16 +249,14 @@ def transcode(
                         f"re-encoded to {afallback}"
                     )
                     log.warning(report.notes[-1])
-            streams = [vin] + ([audio.in_stream] if audio else [])
-            for packet in src.demux(*streams):
+            others = [audio.in_stream] if audio else []
+            for packet, frames in demux_frames(src, vin, *others, skip=av.error.InvalidDataError):
                 if should_stop is not None and should_stop():
                     raise VideoError("cancelled")
                 if audio is not None and packet.stream is audio.in_stream:
                     audio.handle(packet)
                     continue
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
+                if frames is None:
                     report.notes.append("skipped an undecodable video packet")
                     continue
                 for frame in frames:
@@ -271,40 +271,4 @@ def transcode(
     report.frames, report.width, report.height = video.frames, video.width, video.height
     if progress is not None:
         progress(video.frames, video.frames)
-    return report
-
-
-def upscale_video_file(
-    in_path: str | Path,
-    out_path: str | Path,
-    model: object,
-    scale: int,
-    device: object,
-    progress: bool = True,
-) -> TranscodeReport:
-    """The offline CLI's video path: upscale with ``model`` directly (fp32 on CPU, fp16 on CUDA), tqdm progress."""
-    import torch
-    from tqdm import tqdm
-
-    from vsr.inference import TileSpec, upscale_frames
-
-    dev = torch.device(str(device))
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    if dev.type == "cuda":
-        model = model.half()  # type: ignore[attr-defined]
-
-    def run(frames: np.ndarray) -> np.ndarray:
-        return upscale_frames(model, frames, scale=scale, device=dev, dtype=dtype, tiles=TileSpec(512, 16))  # type: ignore[arg-type]
-
-    bar = tqdm(total=probe(in_path).expected_frames, unit="frame", disable=not progress, desc=Path(in_path).name)
-
-    def tick(done: int, total: int | None) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        report = transcode(in_path, out_path, run, scale=scale, progress=tick)
-    finally:
-        bar.close()
-    for note in report.notes:
-        log.info(note)
     return report

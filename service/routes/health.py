@@ -1,4 +1,5 @@
-"""Health and model metadata under Open Inference Protocol (KServe v2) names, and ``/metrics``."""
+"""Health and model metadata under Open Inference Protocol (KServe v2) names, and ``/metrics``.
+Inference itself (``/v2/models/{name}/infer``) is in ``service.routes.oip``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import BatcherDep, EngineDep
-from service.errors import ApiError, responses
+from service.errors import ApiError, v2_responses
+from service.routes.oip import VERSION, check_model
 
 router = APIRouter(tags=["health"])
 models_router = APIRouter(tags=["models"])
@@ -82,17 +84,19 @@ class ModelList(BaseModel):
 class ServerMetadata(BaseModel):
     name: str = "vsr"
     version: str
-    extensions: list[str] = Field(default_factory=list)
+    extensions: list[str] = Field(default_factory=lambda: ["binary_tensor_data"])
 
 
-@router.get("/v2/health/live", summary="Liveness: 503 when the inference worker has died", responses=responses(503))
+@router.get("/v2/health/live", summary="Liveness: 503 when the inference worker has died", responses=v2_responses(503))
 async def live(batcher: BatcherDep) -> Live:
     if not batcher.alive:
         raise ApiError(503, "worker_dead", "the inference worker is not running")
     return Live(live=True)
 
 
-@router.get("/v2/health/ready", summary="Readiness: 503 until every model is loaded and warm", responses=responses(503))
+@router.get(
+    "/v2/health/ready", summary="Readiness: 503 until every model is loaded and warm", responses=v2_responses(503)
+)
 async def ready(engine: EngineDep, batcher: BatcherDep) -> Ready:
     if not batcher.alive:
         raise ApiError(503, "worker_dead", "the inference worker is not running")
@@ -106,11 +110,17 @@ async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(version=request.app.version)
 
 
-def _metadata(engine: EngineDep, name: str) -> ModelMetadata:
-    if name not in engine.models:
-        raise ApiError(404, "model_not_found", f"no model {name!r}; loaded: {engine.names}")
+def _metadata(engine: EngineDep, name: str, version: str = VERSION) -> ModelMetadata:
+    check_model(engine, name, version)
     spec = [TensorSpec(name="image", datatype="UINT8", shape=[-1, -1, 3])]
     return ModelMetadata(inputs=spec, outputs=spec, ready=engine.ready, **engine.describe(name))
+
+
+def _ready(engine: EngineDep, name: str, version: str = VERSION) -> Ready:
+    check_model(engine, name, version)
+    if not engine.ready:
+        raise ApiError(503, "not_ready", "models are warming up", headers={"Retry-After": "1"})
+    return Ready(ready=True)
 
 
 @models_router.get("/v2/models", summary="Every loaded model")
@@ -118,17 +128,30 @@ async def list_models(engine: EngineDep) -> ModelList:
     return ModelList(models=[_metadata(engine, n) for n in engine.names])
 
 
-@models_router.get("/v2/models/{name}", summary="Model metadata", responses=responses(404))
+@models_router.get("/v2/models/{name}", summary="Model metadata", responses=v2_responses(404))
 async def model_metadata(name: str, engine: EngineDep) -> ModelMetadata:
     return _metadata(engine, name)
 
 
-@models_router.get("/v2/models/{name}/ready", summary="Model readiness", responses=responses(404, 503))
+@models_router.get(
+    "/v2/models/{name}/versions/{version}", summary="Model metadata (version 1)", responses=v2_responses(404)
+)
+async def model_version_metadata(name: str, version: str, engine: EngineDep) -> ModelMetadata:
+    return _metadata(engine, name, version)
+
+
+@models_router.get("/v2/models/{name}/ready", summary="Model readiness", responses=v2_responses(404, 503))
 async def model_ready(name: str, engine: EngineDep) -> Ready:
-    _metadata(engine, name)
-    if not engine.ready:
-        raise ApiError(503, "not_ready", "models are warming up", headers={"Retry-After": "1"})
-    return Ready(ready=True)
+    return _ready(engine, name)
+
+
+@models_router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model readiness (version 1)",
+    responses=v2_responses(404, 503),
+)
+async def model_version_ready(name: str, version: str, engine: EngineDep) -> Ready:
+    return _ready(engine, name, version)
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)

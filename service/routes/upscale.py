@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Future
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -18,13 +18,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode, default_output_format, encode
+from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.metrics import Metrics
 
 router = APIRouter(tags=["upscale"])
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers allowed on top of the byte cap
 SOURCE = "upload"  # the vsr_frames_total{source} of this route
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _REQUEST_BODY = {
     "required": True,
@@ -93,12 +95,12 @@ async def upscale(
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
-    try:
-        decoded = await run_in_threadpool(decode, data, max_pixels=settings.max_input_pixels)
-    except ApiError as e:
-        if e.status == 413:
-            metrics.rejected.labels(reason="too_large").inc()
-        raise
+    decoded = await count_too_large(
+        metrics,
+        decode_async(
+            data, max_pixels=settings.max_input_pixels, deadline=deadline, limiter=request.app.state.decode_limiter
+        ),
+    )
     del data
     sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics)
     fmt = format or default_output_format(decoded)
@@ -107,10 +109,27 @@ async def upscale(
     return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers=headers)
 
 
-async def infer(batcher: Batcher, frame: np.ndarray, *, model: str, deadline: float, metrics: Metrics) -> np.ndarray:
+async def decode_counted(metrics: Metrics, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` (a decoder) in the thread pool; a 413 it raises is counted as ``rejected{reason="too_large"}``."""
+    return await count_too_large(metrics, run_in_threadpool(fn, *args, **kwargs))
+
+
+async def count_too_large(metrics: Metrics, decoding: Awaitable[T]) -> T:
+    """Await a decoder; a 413 it raises is counted as ``rejected{reason="too_large"}``."""
+    try:
+        return await decoding
+    except ApiError as e:
+        if e.status == 413:
+            metrics.rejected.labels(reason="too_large").inc()
+        raise
+
+
+async def infer(
+    batcher: Batcher, frame: np.ndarray, *, model: str, deadline: float, metrics: Metrics, source: str = SOURCE
+) -> np.ndarray:
     """Submit one frame and await it; maps the batcher's failures to 503 / 504 / 500."""
     try:
-        future = batcher.submit(frame, model=model, source=SOURCE, deadline=deadline)
+        future = batcher.submit(frame, model=model, source=source, deadline=deadline)
     except QueueFull as e:
         raise ApiError(503, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     except BatcherClosed:
@@ -142,13 +161,10 @@ async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> by
             "unsupported_media_type",
             f"send multipart/form-data with a 'file' field, or a raw image body (got {ctype or 'no content type'})",
         )
-    body_limit = limit + MULTIPART_OVERHEAD if multipart else limit
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        _too_large(limit, metrics)
-    stream = _capped(request, body_limit, metrics)
     if not multipart:
-        return b"".join([chunk async for chunk in stream])
+        return await read_body(request, limit, metrics)
+    _check_declared(request, limit + MULTIPART_OVERHEAD, limit, metrics)
+    stream = _capped(request, limit + MULTIPART_OVERHEAD, metrics)
     try:
         form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
     except MultiPartException as e:
@@ -166,6 +182,18 @@ async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> by
     if len(data) > limit:
         _too_large(limit, metrics)
     return data
+
+
+async def read_body(request: Request, limit: int, metrics: Metrics) -> bytes:
+    """The whole request body, refused with 413 once it is (or declares to be) over ``limit`` bytes."""
+    _check_declared(request, limit, limit, metrics)
+    return b"".join([chunk async for chunk in _capped(request, limit, metrics)])
+
+
+def _check_declared(request: Request, body_limit: int, limit: int, metrics: Metrics) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        _too_large(limit, metrics)
 
 
 async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncGenerator[bytes, None]:

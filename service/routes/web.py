@@ -3,6 +3,7 @@ and ``POST /upscale/bicubic``, the baseline the page compares the model against.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import ApiKey, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import OUTPUT_MEDIA_TYPES, decode, default_output_format, encode
+from service.imaging import OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.routes.upscale import read_image_bytes
 from vsr.imageops import upscale_bicubic
 
@@ -60,7 +61,12 @@ async def bicubic(
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
-    decoded = await run_in_threadpool(decode, data, max_pixels=settings.max_input_pixels)
+    decoded = await decode_async(
+        data,
+        max_pixels=settings.max_input_pixels,
+        deadline=time.monotonic() + settings.request_timeout_s,
+        limiter=request.app.state.decode_limiter,
+    )
     scale = engine.scale(name)
     out = await run_in_threadpool(upscale_bicubic, decoded.rgb, scale)
     fmt = default_output_format(decoded)

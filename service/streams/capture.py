@@ -22,6 +22,7 @@ import numpy as np
 
 from service.streams.config import StreamOptions
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlRejected
+from vsr.frames import demux_frames
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +166,10 @@ class Capture:
             rate = vs.average_rate or vs.guessed_rate
             fps = float(rate) if rate else None
             pace = _Pacer(vs.time_base) if src.scheme == "file" and self.opts.pace_files else None
-            for packet in container.demux(vs):
+            for _, frames in demux_frames(container, vs):
                 if self.stop_event.is_set():
                     return got
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
+                if frames is None:
                     self.sink.dropped("decode_error")
                     continue
                 for frame in frames:

@@ -121,7 +121,7 @@ def start_vsr(port: int, model: Path, camera_url: str, tmp: Path) -> Proc:
         VSR_STREAM_ALLOW_CIDRS="127.0.0.1/32",
         OMP_NUM_THREADS="1",
     )
-    return Proc("vsr", [sys.executable, "-m", "vsr.cli", "serve"], tmp, env=env)
+    return Proc("vsr", [sys.executable, "-m", "vsr_cli", "serve"], tmp, env=env)
 
 
 def wait_http(url: str, timeout: float, procs: list[Proc]) -> None:

@@ -34,7 +34,7 @@ def start_server(artifact: Path, port: int, tmp: Path, camera: Path) -> subproce
         "VSR_TILE_SIZE": "0",
         "TMPDIR": str(tmp),
     }
-    cmd = [sys.executable, "-m", "vsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--models", str(artifact), "--device", "cpu"]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

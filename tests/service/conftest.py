@@ -78,10 +78,18 @@ def open_image(data: bytes) -> Image.Image:
 
 
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, str]:
-    """The response has ``status`` and the error envelope (with ``code`` when given); returns the error."""
+    """The response has ``status`` and the error envelope (with ``code`` when given); returns the error.
+
+    Under ``/v2`` the envelope is the Open Inference Protocol's ``{"error": "<message>"}`` and the code is in the
+    ``X-Error-Code`` header."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
+    if response.request.url.path.startswith("/v2"):
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+        if code is not None:
+            assert response.headers["x-error-code"] == code, response.headers
+        return {"code": response.headers["x-error-code"], "message": body["error"]}
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     assert body["error"]["message"]
     if code is not None:

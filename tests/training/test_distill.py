@@ -16,9 +16,10 @@ import torch
 from tests.conftest import export_tiny, write_images
 from training.config import TrainConfig
 from training.data import sample_batch
-from training.loop import build_state, checkpoint, load_teachers, pick_device, prepare_data, restore, train_step
+from training.loop import build_state, checkpoint, load_teachers, prepare_data, restore, train_step
 from training.losses import kd_loss
 from vsr.archs.edsr import EDSR
+from vsr.engine import pick_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

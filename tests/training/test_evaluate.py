@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import SHARED, require_or_skip, write_images
 from training.evaluate import evaluate_set, format_table, model_upscaler
-from vsr.cli import main
 from vsr.imageops import upscale_bicubic
+from vsr_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

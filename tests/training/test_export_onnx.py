@@ -11,7 +11,7 @@ import torch
 from tests.conftest import require_or_skip
 from training.export import export_onnx
 from vsr.artifact import load_artifact
-from vsr.cli import main
+from vsr_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
+
+from vsr import logs
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vsr", description="Real-time video super-resolution: train, evaluate, serve.")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument(
+        "--log-format",
+        default=os.environ.get("VSR_LOG_FORMAT", "auto"),
+        help="json (one object per line), text, or auto: text on a terminal, else json (env VSR_LOG_FORMAT)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     from training.cli import add_train_args  # light: argparse and dataclasses only
@@ -52,10 +59,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    try:
+        logs.configure(args.log_level, args.log_format)
+    except ValueError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
     if args.cmd in ("train-teacher", "distill"):
         from training.cli import cmd_train
 
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_export(args)
     if args.cmd == "upscale":
-        from training.upscale import cmd_upscale
+        from vsr_cli.upscale import cmd_upscale
 
         return cmd_upscale(args)
     if args.cmd == "serve":

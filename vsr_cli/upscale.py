@@ -1,9 +1,10 @@
 """``vsr upscale IN OUT``: offline upscaling of an image, a folder of images, or a video file.
 
-Images go through :func:`vsr.inference.upscale_frames` (tiled with overlap when larger than ``--tile``). Colour is
+Images and videos run on the shared engine (``vsr.engine.Engine``: the service's device, dtype and tiling choices;
+tiled with overlap when larger than ``--tile``). Colour is
 upscaled by the model; grayscale images come back grayscale (the model runs on the grey replicated to RGB) and an
 alpha channel is resized with bicubic. The output format follows OUT's extension (a folder keeps each file's own).
-Videos are handed to :func:`vsr.video.upscale_video_file`.
+Videos are handed to :func:`vsr_cli.video.upscale_video_file`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from vsr.artifact import ArtifactError, load_artifact
+from vsr.artifact import ArtifactError
+from vsr.engine import DeviceError, Engine
 from vsr.imageops import bicubic_resize
-from vsr.inference import TileSpec, upscale_frames
+from vsr.inference import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +38,10 @@ class UsageError(Exception):
     """A user mistake (missing input, unsupported extension): reported as ``error: ...`` with exit status 2."""
 
 
-@dataclass(frozen=True)
-class Upscaler:
-    """A loaded model and how to run it: the one thing every image passes through."""
-
-    model: nn.Module
-    scale: int
-    device: torch.device
-    dtype: torch.dtype
-    tiles: TileSpec
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return upscale_frames(self.model, rgb, scale=self.scale, device=self.device, dtype=self.dtype, tiles=self.tiles)
+UpscaleFn = Callable[[np.ndarray], np.ndarray]  # uint8 RGB HWC -> uint8 RGB HWC, ``scale`` times larger
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but CUDA is not available")
-    return torch.device(name)
-
-
-def upscale_image(img: Image.Image, up: Upscaler) -> Image.Image:
+def upscale_image(img: Image.Image, up: UpscaleFn) -> Image.Image:
     """Upscale a PIL image of any common mode; grayscale stays grayscale, alpha is resized with bicubic."""
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     gray = img.mode in ("L", "LA", "1", "I", "I;16", "F")
@@ -111,22 +92,22 @@ def plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(inp, out)]
 
 
-def _load(args: argparse.Namespace) -> tuple[nn.Module, int, torch.device]:
-    device = pick_device(args.device)
+def _engine(args: argparse.Namespace) -> Engine:
+    """The shared engine with the one model asked for (``--device auto``: the service's device and dtype choice)."""
+    tiles = TileSpec(tile=max(args.tile, 0), overlap=TILE_OVERLAP)
     try:
-        model, meta = load_artifact(args.model, device=device)
-    except ArtifactError as e:
+        return Engine.open([args.model], device=args.device, tiles=tiles)
+    except (ArtifactError, DeviceError) as e:
         raise UsageError(str(e)) from None
-    return model, meta.scale, device
 
 
 def _upscale_video(args: argparse.Namespace, inp: Path, out: Path) -> None:
     if out.suffix.lower() not in VIDEO_EXTS:
         raise UsageError(f"a video input needs a video OUT ({', '.join(VIDEO_EXTS)}), got {out.name!r}")
-    from vsr.video import upscale_video_file  # PyAV-backed; imported only for videos
+    from vsr_cli.video import upscale_video_file  # PyAV-backed; imported only for videos
 
-    model, scale, device = _load(args)
-    upscale_video_file(inp, out, model, scale, device, progress=True)
+    engine = _engine(args)
+    upscale_video_file(inp, out, engine, engine.default_model, progress=True)
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -136,12 +117,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         _upscale_video(args, inp, out)
         return [out]
     jobs = plan(inp, out)
-    model, scale, device = _load(args)
-    # fp32 on CPU (exact, and the offline tool has no frame budget); fp16 on CUDA like the service.
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        model = model.half()
-    up = Upscaler(model, scale, device, dtype, TileSpec(tile=max(args.tile, 0), overlap=TILE_OVERLAP))
+    engine = _engine(args)
+    name, scale = engine.default_model, engine.scale(engine.default_model)
+
+    def up(rgb: np.ndarray) -> np.ndarray:
+        return engine.run(name, rgb[None])[0]
+
     written = []
     for src, dst in tqdm(jobs, desc=f"upscale x{scale}", unit="img"):
         try:

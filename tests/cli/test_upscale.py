@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import synthetic_image, write_images
-from vsr.cli import main
+from vsr_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

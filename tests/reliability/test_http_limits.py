@@ -1,0 +1,167 @@
+"""Limits at the HTTP layer, on the real server (uvicorn + the guarded protocol, loopback):
+
+- body limits on every route, JSON included: a declared length over the cap is answered 413 before a byte of the
+  body is sent; a chunked body is cut at the cap;
+- slow clients (slowloris): headers trickled, a connection that says nothing, a body that stalls — closed at their
+  timeouts while the health check stays fast;
+- pipelined requests whose client hangs up: logged at info, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.reliability.conftest import Server, error_body_ok, png, report
+
+FIGURES: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_figures() -> Iterator[None]:
+    yield
+    if FIGURES:
+        report("http_limits", FIGURES)
+
+
+def raw(srv: Server) -> socket.socket:
+    host, port = srv.base.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    return s
+
+
+def read_response(s: socket.socket, timeout: float = 5.0) -> bytes:
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def closed_by_server(s: socket.socket, timeout: float) -> bool:
+    s.settimeout(timeout)
+    try:
+        while chunk := s.recv(65536):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_declared_body_over_the_cap_is_refused_before_it_is_sent(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(max_json_bytes=4096, max_upload_bytes=64 * 1024)
+    for path, ctype, declared in [
+        ("/stream", "application/json", 300_000_000),
+        ("/upscale", "image/png", 10_000_000),
+        ("/jobs/x", "application/json", 5000),  # a route that takes no body still has a cap
+    ]:
+        s = raw(srv)
+        t0 = time.monotonic()
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {declared}\r\n"
+        s.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")  # and not one byte of the body
+        resp = read_response(s)
+        took = time.monotonic() - t0
+        assert resp.startswith(b"HTTP/1.1 413"), resp[:200]
+        assert b"connection: close" in resp.lower() and b"100 continue" not in resp.lower()
+        assert closed_by_server(s, 2.0)
+        s.close()
+        FIGURES.setdefault("declared", {})[path] = {"declared_bytes": declared, "answer_s": round(took, 4)}
+    assert srv.sample("vsr_rejected_total", {"reason": "too_large"}) >= 3
+
+
+def test_chunked_json_body_is_cut_at_the_cap(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(max_json_bytes=4096)
+    sent = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"url": "rtsp://10.0.0.1/x", "name": "'
+        while sent < 50_000_000:
+            sent += 65536
+            yield b"a" * 65536
+
+    r = httpx.post(f"{srv.base}/stream", content=endless(), headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 413 and error_body_ok(r), r.text[:200]
+    assert sent < 20_000_000  # the rest never left the client (loopback buffers hold a few MB)
+    ok = srv.client.post("/stream", json={"url": "ftp://10.0.0.1/x"})
+    assert ok.status_code in (400, 403, 422) and error_body_ok(ok)  # a small body still reaches the route
+    FIGURES["chunked_json"] = {"cap_bytes": 4096, "client_sent_bytes_before_413": sent}
+
+
+def test_slow_clients_are_closed_and_health_stays_fast(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(http_header_timeout_s=1.0, http_body_timeout_s=1.0)
+    n = 60
+    socks = []
+    t0 = time.monotonic()
+    for i in range(n):
+        s = raw(srv)
+        if i % 3 == 0:
+            s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        elif i % 3 == 1:
+            body = png()
+            s.sendall(b"POST /upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n")
+            s.sendall(f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])  # the body stalls
+        socks.append(s)  # i % 3 == 2: connects and says nothing
+    lat = []
+    while time.monotonic() - t0 < 0.8:  # while every slow connection is still open
+        t = time.monotonic()
+        assert srv.client.get("/v2/health/ready").status_code == 200
+        lat.append(time.monotonic() - t)
+    closed = [closed_by_server(s, 3.0) for s in socks]
+    took = time.monotonic() - t0
+    for s in socks:
+        s.close()
+    assert all(closed), f"{closed.count(False)} slow connections still open after {took:.1f} s"
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    assert p99 < 0.1, p99
+    FIGURES["slowloris_ci"] = {
+        "connections": n,
+        "timeouts_s": 1.0,
+        "all_closed_within_s": round(took, 2),
+        "health_requests": len(lat),
+        "health_p99_s": round(p99, 4),
+    }
+
+
+def test_a_slow_but_moving_body_is_not_cut(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(http_header_timeout_s=1.0, http_body_timeout_s=0.6)
+    body = png()
+
+    def trickle() -> Iterator[bytes]:
+        for i in range(0, len(body), len(body) // 4 + 1):
+            time.sleep(0.3)  # 4 pieces over 1.2 s: past the body timeout in total, never idle that long
+            yield body[i : i + len(body) // 4 + 1]
+
+    r = httpx.post(f"{srv.base}/upscale", content=trickle(), headers={"content-type": "image/png"}, timeout=10)
+    assert r.status_code == 200
+
+
+def test_pipelined_requests_then_hang_up_log_no_traceback(
+    server_factory: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = server_factory(max_batch_size=1)
+    body = png()
+    one = b"POST /upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(body)
+    caplog.set_level(logging.INFO)
+    for linger in (False, True):
+        for _ in range(3):
+            s = raw(srv)
+            if linger:  # close with RST instead of FIN
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.sendall((one + body) * 4)
+            s.close()
+    time.sleep(1.0)
+    assert srv.client.post("/upscale", content=body, headers={"content-type": "image/png"}).status_code == 200
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [(r.name, r.getMessage()) for r in bad]
