@@ -3,7 +3,6 @@ validates on held-out clips; the bundled x2-camera beats bicubic on a compressed
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from tests.conftest import export_tiny, synthetic_image, write_images
+from tests.training.test_distill import _cfg as distill_cfg
 from training.camera_train import init_from_artifact
 from training.config import TrainConfig
 from training.data import sample_batch
@@ -43,6 +43,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _cfg(root: Path, **kw) -> TrainConfig:
+    """test_distill's tiny run, on the camera pool (1 clip of 4 frames per image, h264 ultrafast only)."""
     camera = {
         "enabled": True,
         "clean_share": 0.3,
@@ -53,26 +54,7 @@ def _cfg(root: Path, **kw) -> TrainConfig:
         "val_crfs": [28],
         "degradation": {"codecs": ["h264"], "presets": ["ultrafast"]},
     }
-    base = dict(
-        name="cam",
-        scale=2,
-        arch_config={"channels": 8, "depth": 1, "expand": 2},
-        data_root=str(root / "data"),
-        train_sets=["train/A"],
-        teachers=[str(root / "teacher")],
-        alpha=0.5,
-        camera=camera,
-        steps=20,
-        batch=8,
-        patch=12,
-        lr=5e-3,
-        warmup=0,
-        ema=0.0,
-        device="cpu",
-        amp="off",
-        out_dir=str(root / "runs"),
-    )
-    return TrainConfig(**(base | kw))
+    return distill_cfg(root, **({"name": "cam", "camera": camera} | kw))
 
 
 def test_few_camera_steps_lower_the_loss(workdir: Path) -> None:
@@ -157,22 +139,16 @@ def test_x2_camera_beats_bicubic_on_a_compressed_clip() -> None:
 
 
 def test_evaluate_codec_flag(tmp_path: Path, tiny_artifact, capsys) -> None:
-    from training.cli import cmd_evaluate
+    from vsr_cli.main import main
 
     write_images(tmp_path / "Tiny", 1, height=40, width=48, seed=3)
+    argv = ["evaluate", "--model", str(tiny_artifact["x2"]), "--data", str(tmp_path / "Tiny"), "--json"]
     for codec, crf in (("clean", 28), ("h264", 30)):
-        args = argparse.Namespace(
-            model=str(tiny_artifact["x2"]),
-            data=[str(tmp_path / "Tiny")],
-            scale=None,
-            tile=0,
-            json=True,
-            codec=codec,
-            crf=crf,
-        )
-        assert cmd_evaluate(args) == 0
+        assert main([*argv, "--codec", codec, "--crf", str(crf)]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["codec"] == (None if codec == "clean" else "h264")
         row = out["sets"]["Tiny"]
         assert set(row) == {"bicubic", str(tiny_artifact["x2"])}
         assert {"psnr_y", "ssim_y", "tpsnr_y"} <= set(row["bicubic"])
+    assert main([*argv[:-1], "--codec", "h264", "--crf", "40"]) == 0
+    assert "| Tiny | bicubic |" in capsys.readouterr().out

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 mkdir -p runs
 for r in "$@"; do
-  "$PY" -m vsr.cli --log-level WARNING distill --config "training/recipes/camera_ablation/$r.json" > "runs/camera-$r.log" 2>&1
+  "$PY" -m vsr_cli --log-level WARNING distill --config "training/recipes/camera_ablation/$r.json" > "runs/camera-$r.log" 2>&1
 done
