@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scripts import attack_media as media  # noqa: E402
 
-CLI = [sys.executable, "-m", "vsr_cli"] if (REPO / "vsr_cli").is_dir() else [sys.executable, "-m", "vsr.cli"]
+CLI = [sys.executable, "-m", "vsr_cli"]
 RSS_TARGET = 2.5e9
 HEALTH_P99_TARGET_S = 0.1
 

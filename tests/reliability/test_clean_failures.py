@@ -23,7 +23,7 @@ from tests.reliability.conftest import Server, free_port
 
 
 def serve_cmd(port: int) -> list[str]:
-    return [sys.executable, "-m", "vsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def test_bad_settings_exit_2_with_one_line(tmp_path: Path, tiny_artifact: dict[str, Path]) -> None:
