@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.streams.config import StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
+from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
 
 
@@ -67,7 +68,9 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, description="body cap of every other route (JSON), 413 before it is read"
     )
     max_input_pixels: int = Field(
-        default=3840 * 2160, ge=64, description="width*height cap, checked from the image header"
+        default=3840 * 2160,
+        ge=64,
+        description="width*height cap: images (header), every decoded frame of videos and streams",
     )
     http_header_timeout_s: float = Field(
         default=10.0, gt=0, description="a connection must send its request headers within this (slow clients)"
@@ -115,7 +118,13 @@ class Settings(BaseSettings):
     stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
     stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
-    video_max_seconds: float = Field(default=600.0, gt=0, description="duration cap of an uploaded video")
+    video_max_seconds: float = Field(
+        default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"
+    )
+    video_max_frames: int = Field(default=36_000, ge=1, description="frame-count cap of an uploaded video (counted)")
+    video_max_fps: float = Field(
+        default=240.0, gt=0, description="frame-rate cap (counted: frames per second of media time, 1 s of burst)"
+    )
     video_max_jobs: int = Field(default=8, ge=1, description="video jobs kept at once (queued, running, finished)")
     video_workers: int = Field(default=1, ge=1, le=16)
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
@@ -200,6 +209,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"VSR_{use.upper()}_MODEL={chosen!r} is not loaded; loaded: {', '.join(loaded)}")
             return chosen
         return PREFERRED_MODEL[use] if PREFERRED_MODEL[use] in loaded else loaded[0]
+
+    def video_caps(self) -> FrameCaps:
+        """What every decoded frame of a video job is checked against."""
+        return FrameCaps(
+            max_pixels=self.max_input_pixels,
+            max_frames=self.video_max_frames,
+            max_seconds=self.video_max_seconds,
+            max_fps=self.video_max_fps,
+        )
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from service.batcher import QueueFull
+from vsr.frames import FrameCaps
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class JobOptions:
     ttl_s: float = 3600.0
     tmp_dir: str | None = None
     encode: EncodeOptions = EncodeOptions()
+    caps: FrameCaps = FrameCaps()  # checked on every decoded frame
 
 
 @dataclass
@@ -119,7 +121,10 @@ class JobManager:
     @classmethod
     def from_settings(cls, settings: Any, submit: Callable[..., Any]) -> JobManager:
         opts = JobOptions(
-            max_jobs=settings.video_max_jobs, workers=settings.video_workers, ttl_s=settings.video_job_ttl_s
+            max_jobs=settings.video_max_jobs,
+            workers=settings.video_workers,
+            ttl_s=settings.video_job_ttl_s,
+            caps=settings.video_caps(),
         )
         return cls(submit, opts)
 
@@ -208,6 +213,7 @@ class JobManager:
                 progress=progress,
                 should_stop=job.cancel.is_set,
                 input_options=SAFE_INPUT_OPTIONS,
+                caps=self.opts.caps,
             )
             job.audio, job.notes, job.frames_done = report.audio, report.notes, report.frames
             job.state = "done"

@@ -40,7 +40,7 @@ def content_key(img: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(img).tobytes() + repr(img.shape).encode()).hexdigest()
 
 
-def split_holdout(paths: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
+def holdout_by_content(paths: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
     """(train, held out): every ``every``-th image in the order of its content hash (stable under renames)."""
     if every <= 0:
         return list(paths), []

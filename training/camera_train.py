@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.camera_pool import build_pool, pool_pairs, split_holdout
+from training.camera_pool import build_pool, holdout_by_content, pool_pairs
 from training.config import TrainConfig
 from training.data import Pair, list_images, load_cached
 from training.evaluate import model_upscaler
@@ -34,7 +35,7 @@ def camera_pairs(
     cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
 ) -> list[Pair]:
     """Training pairs from the camera pool of the training images less the held-out slice."""
-    train_paths, held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)
+    train_paths, held = holdout_by_content(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)
     use_teacher = bool(teachers) and cfg.alpha < 1.0
     teacher_id = ";".join(f"{d['source']}:{w}" for d, w in zip(descs, weights, strict=True))
     pool = build_pool(
@@ -76,9 +77,25 @@ def init_from_artifact(model: nn.Module, name: str) -> None:
             z.zero_()  # type: ignore[union-attr]
 
 
+def holdout_paths(cfg: TrainConfig) -> list[Path]:
+    return holdout_by_content(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)[1]
+
+
 def holdout_images(cfg: TrainConfig) -> list[np.ndarray]:
-    _, held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)
-    return [load_cached(p) for p in held]
+    return [load_cached(p) for p in holdout_paths(cfg)]
+
+
+def camera_data_info(cfg: TrainConfig) -> dict[str, Any]:
+    """The artifact's ``data`` record of a camera run."""
+    n = cfg.camera.holdout_every
+    return {
+        "train": cfg.train_sets,
+        "val": f"held-out training images (1 in {n} by content hash) as {cfg.camera.frames}-frame pan clips, clean "
+        f"and libx264 CRF {', '.join(map(str, cfg.camera.val_crfs))}",
+        "val_images": sorted(p.stem for p in holdout_paths(cfg)),
+        "data_root": cfg.data_root,
+        "camera": asdict(cfg.camera),
+    }
 
 
 def validate_holdout(model: nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:

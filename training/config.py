@@ -11,11 +11,13 @@ from training.camera_config import CameraConfig
 from training.degrade import DegradeConfig
 
 DEFAULT_DATA_ROOT = "../shared/datasets"
+TEST_SET_NAMES = {"set5", "set14"}
 STUDENT_DEFAULTS: dict[int, dict[str, int]] = {
-    # <= 30k inference parameters at x2; x4 trades one block for its wider tail (48 output channels).
+    # <= 30k inference parameters (RGB: x2 29,316; x3 27,363; x4 27,680 — its tail alone is 24->48 channels);
+    # luma students (arch_config "colors": 1) are smaller at the same width (x2 27,148).
     2: {"channels": 24, "depth": 5, "expand": 2},
-    4: {"channels": 24, "depth": 4, "expand": 2},
-    3: {"channels": 24, "depth": 5, "expand": 2},
+    4: {"channels": 22, "depth": 4, "expand": 2},
+    3: {"channels": 24, "depth": 4, "expand": 2},
 }
 
 
@@ -29,13 +31,19 @@ class TrainConfig:
     arch_config: dict[str, Any] = field(default_factory=dict)
     data_root: str = DEFAULT_DATA_ROOT
     train_sets: list[str] = field(default_factory=lambda: ["train/T91", "train/BSD200"])
-    val_sets: list[str] = field(default_factory=lambda: ["test/Set5"])
+    # Validation (step cut, model choice) runs on a held-out slice of the training images: ~1 in ``holdout`` by a
+    # hash of the file name, never trained on. ``val_sets`` (folders) replace it when given, e.g. in tests; the
+    # test sets (Set5/Set14) are refused: choosing anything on them would tune to them.
+    val_sets: list[str] = field(default_factory=list)
+    holdout: int = 10
     teachers: list[str] = field(default_factory=list)  # .pth weight files or artifacts
     teacher_weights: list[float] = field(default_factory=list)  # default: equal weights
     alpha: float = 0.5
     loss: str = "l1"
     feat_beta: float = 0.0  # weight of affinity feature distillation (needs the teacher online)
     feat_adapters: bool = True
+    zoomout: int = 0  # images also fed to the teacher as LR ("zoom-out", teacher-only samples; KD twins only)
+    zoomout_share: float = 0.25  # share of the crop pool they fill
     degradations: DegradeConfig = field(default_factory=DegradeConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)  # camera clips (codec/noise/blur) instead of crops
     init: str = ""  # start from this artifact's weights (e.g. "x2"), not from scratch
@@ -50,8 +58,11 @@ class TrainConfig:
     ema: float = 0.999  # 0 disables
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    amp: str = "auto"  # auto (bf16 on CUDA; on CPU only if measured faster at start-up) | bf16 | fp16 | off
+    channels_last: bool = True
     threads: int = 0  # torch CPU threads; 0 = torch default
+    pool: int = 8192  # pre-cut crops held in memory (see training.pool)
+    pool_refresh: int = 8  # crops re-cut per batch
     eval_every: int = 1000
     ckpt_every: int = 1000
     out_dir: str = "runs"
@@ -68,6 +79,10 @@ class TrainConfig:
             raise ValueError("alpha < 1 needs at least one teacher")
         if self.teacher_weights and len(self.teacher_weights) != len(self.teachers):
             raise ValueError("teacher_weights must match teachers")
+        if any(Path(s).name.lower() in TEST_SET_NAMES for s in self.val_sets):
+            raise ValueError("validation on a test set (Set5/Set14) is refused: use the held-out slice")
+        if self.zoomout and (self.alpha >= 1.0 or not self.teachers):
+            raise ValueError("zoom-out samples are teacher-labelled: they need a teacher and alpha < 1")
         if self.scale not in (2, 3, 4):
             raise ValueError("scale must be 2, 3 or 4")
         if self.arch == "rep_student" and not self.arch_config:
@@ -77,6 +92,11 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+    @property
+    def colors(self) -> int:
+        """3 (RGB) or 1 (luma student)."""
+        return int(self.arch_config.get("colors", 3))
 
     def data_paths(self, sets: list[str]) -> list[Path]:
         return [Path(self.data_root) / s for s in sets]

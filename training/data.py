@@ -8,6 +8,7 @@ and the soft target stays the teacher's output on the clean LR (the teacher then
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,20 @@ def list_images(folders: Sequence[str | Path]) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no images in {list(map(str, folders))}")
     return paths
+
+
+def is_held_out(path: Path, every: int) -> bool:
+    """Deterministic held-out slice: about one image in ``every``, chosen by a hash of the file name (stable when
+    images are added or removed, independent of folder order). ``every`` <= 0 holds nothing out."""
+    if every <= 0:
+        return False
+    return int(hashlib.sha1(path.stem.encode()).hexdigest(), 16) % every == 0
+
+
+def split_holdout(paths: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
+    """(training images, held-out validation images)."""
+    held = [p for p in paths if is_held_out(p, every)]
+    return [p for p in paths if not is_held_out(p, every)], held
 
 
 _DECODED: dict[str, np.ndarray] = {}
@@ -73,9 +88,10 @@ def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Batch:
-    lr: torch.Tensor  # N3hw in [0,1]
-    hr: torch.Tensor  # N3HW in [0,1]
-    soft: torch.Tensor | None
+    lr: torch.Tensor  # NChw float in [0, 1]; C = 3 (RGB) or 1 (luma)
+    hr: torch.Tensor  # NCHW float in [0, 1] (zeros where has_hr is False)
+    soft: torch.Tensor | None  # NCHW teacher output, or None without teachers
+    has_hr: torch.Tensor | None = None  # N bool: False for teacher-only samples; None = all have ground truth
 
 
 def sample_batch(
@@ -113,10 +129,12 @@ def sample_batch(
     return Batch(lr=stack(lrs, 255.0), hr=stack(hrs, 255.0), soft=soft)
 
 
-def validation_pairs(folders: Sequence[str | Path], scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Deterministic validation: (name, LR, HR) for every image, no augmentation."""
+def validation_pairs(
+    folders: Sequence[str | Path] | Sequence[Path], scale: int, *, files: Sequence[Path] | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Deterministic validation: (name, LR, HR) for every image of ``folders`` (or exactly ``files``)."""
     out = []
-    for p in list_images(folders):
+    for p in files if files is not None else list_images(folders):
         hr = crop_to_multiple(load_cached(p), scale)
         out.append((p.stem, downscale(hr, scale), hr))
     return out

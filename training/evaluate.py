@@ -14,6 +14,7 @@ from training.data import validation_pairs
 from training.metrics import psnr_y, ssim_y
 from vsr.imageops import upscale_bicubic
 from vsr.inference import TileSpec, upscale_frames
+from vsr.luma import LumaAsRGB, input_space
 
 Upscale = Callable[[np.ndarray], np.ndarray]
 
@@ -21,6 +22,9 @@ Upscale = Callable[[np.ndarray], np.ndarray]
 def model_upscaler(
     model: nn.Module, scale: int, *, device: str = "cpu", dtype: torch.dtype = torch.float32, tile: int = 0
 ) -> Upscale:
+    """uint8 RGB in, uint8 RGB out through the shared inference path; a luma model runs on Y (chroma bilinear)."""
+    if input_space(model) == "y":
+        model = LumaAsRGB(model, scale)
     return lambda lr: upscale_frames(model, lr, scale=scale, device=device, dtype=dtype, tiles=TileSpec(tile=tile))
 
 
@@ -29,8 +33,21 @@ def evaluate_set(
 ) -> dict[str, float | int]:
     """Mean PSNR-Y/SSIM-Y over one test set (``scale`` border cropped), with bicubic beside it."""
     pairs = validation_pairs([folder], scale)
+    return evaluate_pairs(upscale, pairs, scale, desc=Path(folder).name, progress=progress, with_bicubic=with_bicubic)
+
+
+def evaluate_pairs(
+    upscale: Upscale,
+    pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    scale: int,
+    *,
+    desc: str = "",
+    progress: bool = False,
+    with_bicubic: bool = True,
+) -> dict[str, float | int]:
+    """Mean PSNR-Y/SSIM-Y over (name, LR, HR) pairs, with bicubic beside it."""
     ps, ss, bp, bs = [], [], [], []
-    for _name, lr, hr in tqdm(pairs, desc=Path(folder).name, disable=not progress, leave=False):
+    for _name, lr, hr in tqdm(pairs, desc=desc, disable=not progress, leave=False):
         sr = upscale(lr)
         ps.append(psnr_y(sr, hr, border=scale))
         ss.append(ssim_y(sr, hr, border=scale))

@@ -12,6 +12,7 @@ from torch import nn
 from vsr.archs import build, count_parameters
 from vsr.archs.student import RepStudent, fused_state_dict
 from vsr.artifact import ArtifactMeta, git_commit, now_iso, save_artifact
+from vsr.luma import input_space
 
 
 def inference_layout(model: nn.Module, arch: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -20,6 +21,8 @@ def inference_layout(model: nn.Module, arch: str) -> tuple[dict[str, torch.Tenso
     if isinstance(model, RepStudent):
         channels = model.head.out_ch if hasattr(model.head, "out_ch") else model.head.out_channels
         cfg = {"scale": model.scale, "channels": channels, "depth": len(model.body), "fused": True}
+        if model.colors != 3:
+            cfg["colors"] = model.colors
         # a model built already fused (e.g. fine-tuned from a bundled artifact) has no RepConv left to fuse
         return fused_state_dict(model) or {k: v.detach().clone() for k, v in model.state_dict().items()}, cfg
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, cfg
@@ -56,14 +59,19 @@ def export_artifact(
         training=training,
         scores=scores,
         license=license,
+        input_space=input_space(fresh),
     )
     return save_artifact(out_dir, state=state, meta=meta)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 17, check: bool = True) -> dict[str, Any]:
-    """Export with dynamic batch/H/W and compare to PyTorch on a random frame; returns the max abs difference."""
+    """Export with dynamic batch/H/W and compare to PyTorch on a random frame; returns the max abs difference.
+
+    A luma model (one channel in and out) exports as it is, input ``lr`` N1hw luma; a :class:`LumaAsRGB`-wrapped
+    one exports RGB in/out with the colour conversion and chroma upsampling inside the graph."""
     model = model.eval().float()
-    x = torch.rand(1, 3, 40, 56)
+    colors = int(getattr(model, "colors", 3))
+    x = torch.rand(1, colors, 40, 56)
     torch.onnx.export(
         model,
         (x,),
@@ -79,8 +87,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 17, check: b
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    probe = torch.rand(2, 3, 37, 61)  # a different shape than the export trace: proves H/W are dynamic
+    probe = torch.rand(2, colors, 37, 61)  # a different shape than the export trace: proves H/W are dynamic
     with torch.inference_mode():
         ref = model(probe).numpy()
     got = sess.run(["sr"], {"lr": probe.numpy()})[0]
-    return {"max_abs_diff": float(np.abs(ref - got).max()), "shape": list(got.shape)}
+    return {
+        "max_abs_diff": float(np.abs(ref - got).max()),
+        "shape": list(got.shape),
+        "input_space": "y" if colors == 1 else "rgb",
+    }

@@ -1,4 +1,6 @@
-"""The training loop as plain, visible functions: build, train_step, evaluate, checkpoint, train.
+"""The training loop as plain, visible functions: prepare_data, build_state, next_batch, step_on (train_step = both),
+evaluate, checkpoint/restore. ``training.run`` strings them into a run; ``training.lockstep`` trains twins on shared
+batches. A data source is anything with ``batch(n, rng) -> Batch`` (see ``training.pool.CropPool``).
 
 Used by ``vsr train-teacher`` (EDSR, alpha = 1) and ``vsr distill`` (student, alpha < 1 with teachers).
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,24 +21,29 @@ from torch import nn
 
 from training.camera_train import camera_pairs, init_from_artifact, validate_holdout
 from training.config import TrainConfig
-from training.data import Pair, list_images, make_pairs, sample_batch
-from training.evaluate import evaluate_sets, model_upscaler
+from training.data import Batch, Pair, list_images, make_pairs, split_holdout, validation_pairs
+from training.evaluate import evaluate_pairs, model_upscaler
 from training.losses import FeatureAdapters, feature_loss, kd_loss, pick_layers
-from training.soft_targets import attach_soft_targets
+from training.pool import CropPool
+from training.soft_targets import attach_soft_targets, zoom_out_pairs
 from training.teachers import load_teacher
 from vsr.archs import build
-from vsr.inference import cpu_has_amx_bf16
+from vsr.luma import rgb_to_luma
+
+ValPairs = dict[str, list[tuple[str, np.ndarray, np.ndarray]]]
 
 log = logging.getLogger(__name__)
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it is fast (CUDA, or a CPU with AMX/AVX512-BF16: ~1.7x fp32 here); weights stay fp32."""
+    """The autocast dtype asked for; ``auto`` is bf16 on CUDA and undecided (None) on CPU, where
+    :func:`choose_amp` times both (bf16 autocast was 1.7x faster on an AMX Xeon and slower on CPUs without
+    native bf16: decide by measuring, not by flags)."""
     if cfg.amp == "off":
         return None
     if cfg.amp == "fp16":
         return torch.float16
-    if cfg.amp == "bf16" or device.type == "cuda" or cpu_has_amx_bf16():
+    if cfg.amp == "bf16" or device.type == "cuda":
         return torch.bfloat16
     return None
 
@@ -59,11 +67,13 @@ class State:
     rng: np.random.Generator
     step: int = 0
     best_psnr: float = -1.0
+    amp: torch.dtype | None = None
 
 
 def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | None) -> State:
     torch.manual_seed(cfg.seed)
-    model = build(cfg.arch, cfg.arch_config).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = build(cfg.arch, cfg.arch_config).to(device).to(memory_format=fmt)  # type: ignore[call-overload]
     if cfg.init:
         init_from_artifact(model, cfg.init)
     ema = build(cfg.arch, cfg.arch_config).to(device).requires_grad_(False) if cfg.ema > 0 else None
@@ -72,6 +82,8 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
     adapters = None
     params = list(model.parameters())
     if cfg.feat_beta > 0 and cfg.feat_adapters and teacher is not None:
+        if cfg.colors != 3:
+            raise ValueError("feature distillation needs an RGB student (the teacher sees RGB)")
         probe = torch.zeros(1, 3, 16, 16, device=device)
         with torch.no_grad():
             s_feats, t_feats = model.forward_features(probe), teacher.forward_features(probe)  # type: ignore[operator]
@@ -82,64 +94,124 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
         ).to(device)
         params += list(adapters.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    return State(model=model, ema=ema, adapters=adapters, optimizer=opt, rng=np.random.default_rng(cfg.seed))
-
-
-def train_step(
-    state: State, cfg: TrainConfig, pairs: list[Pair], device: torch.device, teacher: nn.Module | None
-) -> dict[str, float]:
-    batch = sample_batch(
-        pairs, scale=cfg.scale, batch=cfg.batch, patch=cfg.patch, rng=state.rng, degradations=cfg.degradations
+    return State(
+        model=model,
+        ema=ema,
+        adapters=adapters,
+        optimizer=opt,
+        rng=np.random.default_rng(cfg.seed),
+        amp=amp_dtype(cfg, device),
     )
-    lr_img, hr = batch.lr.to(device, non_blocking=True), batch.hr.to(device, non_blocking=True)
-    soft = batch.soft.to(device, non_blocking=True) if batch.soft is not None else None
+
+
+def choose_amp(state: State, cfg: TrainConfig, batch: Batch, device: torch.device) -> None:
+    """``amp=auto`` on CPU: time a few forward+backward passes in fp32 and in bf16 autocast, keep the faster."""
+    if cfg.amp != "auto" or device.type != "cpu":
+        return
+
+    def cost(dtype: torch.dtype | None) -> float:
+        times = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = state.model(batch.lr)
+            out.float().abs().mean().backward()
+            times.append(time.perf_counter() - t0)
+        state.model.zero_grad(set_to_none=True)
+        return sorted(times)[1]  # first call warms up; the median of the rest
+
+    fp32, bf16 = cost(None), cost(torch.bfloat16)
+    state.amp = torch.bfloat16 if bf16 < 0.9 * fp32 else None
+    log.info("amp auto: fp32 %.1f ms, bf16 %.1f ms per pass -> %s", fp32 * 1e3, bf16 * 1e3, state.amp)
+
+
+def adapt_batch(b: Batch, cfg: TrainConfig) -> Batch:
+    """Fit a (shared, RGB) batch to one student: drop teacher-only samples for a student that does not use them
+    (no KD, or no zoom-out in its recipe), convert to Y for a luma student."""
+    if b.has_hr is not None and (cfg.alpha >= 1.0 or not cfg.zoomout):
+        keep = b.has_hr
+        b = Batch(lr=b.lr[keep], hr=b.hr[keep], soft=b.soft[keep] if b.soft is not None else None, has_hr=None)
+    if cfg.colors == 1:
+        soft = rgb_to_luma(b.soft) if b.soft is not None else None
+        b = Batch(lr=rgb_to_luma(b.lr), hr=rgb_to_luma(b.hr), soft=soft, has_hr=b.has_hr)
+    return b
+
+
+def next_batch(source: CropPool, cfg: TrainConfig, rng: np.random.Generator, device: torch.device) -> Batch:
+    """One batch from the data source for ``cfg``'s student, on ``device`` in the configured memory format."""
+    return to_device(adapt_batch(source.batch(cfg.batch, rng), cfg), cfg, device)
+
+
+def to_device(b: Batch, cfg: TrainConfig, device: torch.device) -> Batch:
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True).contiguous(memory_format=fmt)
+
+    soft = move(b.soft) if b.soft is not None else None
+    has_hr = b.has_hr.to(device) if b.has_hr is not None else None
+    return Batch(lr=move(b.lr), hr=move(b.hr), soft=soft, has_hr=has_hr)
+
+
+def step_on(state: State, cfg: TrainConfig, batch: Batch, teacher: nn.Module | None = None) -> dict[str, float]:
+    """One optimiser step of ``state`` on ``batch`` (twins trained in lock-step share the batch)."""
     for g in state.optimizer.param_groups:
         g["lr"] = lr_at(state.step, cfg)
-    dtype = amp_dtype(cfg, device)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = state.model(lr_img)
-        loss, parts = kd_loss(out.float(), hr, soft, alpha=cfg.alpha, kind=cfg.loss)
+    dtype = state.amp
+    device_type = batch.lr.device.type
+    with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = state.model(batch.lr)
+        loss, parts = kd_loss(out.float(), batch.hr, batch.soft, alpha=cfg.alpha, kind=cfg.loss, has_hr=batch.has_hr)
         if cfg.feat_beta > 0 and teacher is not None:
             with torch.no_grad():
-                t_feats = teacher.forward_features(lr_img)  # type: ignore[operator]
-            s_feats = state.model.forward_features(lr_img)  # type: ignore[operator]
+                t_feats = teacher.forward_features(batch.lr)  # type: ignore[operator]
+            s_feats = state.model.forward_features(batch.lr)  # type: ignore[operator]
             idx = pick_layers(len(s_feats), len(t_feats))
-            f_loss = feature_loss([s_feats[i] for i, _ in idx], [t_feats[j] for _, j in idx], state.adapters)
+            f_loss = feature_loss(
+                [s_feats[i].float() for i, _ in idx], [t_feats[j].float() for _, j in idx], state.adapters
+            )
             loss = loss + cfg.feat_beta * f_loss
             parts["feat"] = float(f_loss.detach())
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip)
+        params = [p for g in state.optimizer.param_groups for p in g["params"]]  # adapters clipped with the rest
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
     state.optimizer.step()
     if state.ema is not None:
         decay = min(cfg.ema, (1 + state.step) / (10 + state.step))  # warm-up: early EMA tracks the model
         with torch.no_grad():
-            for e, p in zip(state.ema.parameters(), state.model.parameters(), strict=True):
-                e.lerp_(p, 1.0 - decay)
+            torch._foreach_lerp_(list(state.ema.parameters()), list(state.model.parameters()), 1.0 - decay)
     state.step += 1
     parts["loss"] = float(loss.detach())  # note: a device sync point; cheap next to the step on CPU
     return parts
 
 
-def evaluate(state: State, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+def train_step(
+    state: State, cfg: TrainConfig, source: CropPool, device: torch.device, teacher: nn.Module | None
+) -> dict[str, float]:
+    """Draw a batch from ``source`` and take one step on it."""
+    return step_on(state, cfg, next_batch(source, cfg, state.rng, device), teacher)
+
+
+def evaluate(state: State, cfg: TrainConfig, device: torch.device, val: ValPairs) -> dict[str, Any]:
+    """PSNR-Y/SSIM-Y of the EMA (else the live) model on the validation images (the held-out slice)."""
     model = state.ema or state.model
     model.eval()
-    if cfg.camera.enabled:
+    if cfg.camera.enabled:  # held-out training images as clips: clean and through libx264
         res = validate_holdout(model, cfg, device)
     else:
-        res = evaluate_sets(
-            model_upscaler(model, cfg.scale, device=str(device)),
-            cfg.data_paths(cfg.val_sets),
-            cfg.scale,
-            progress=False,
-        )
+        res = {
+            name: evaluate_pairs(model_upscaler(model, cfg.scale, device=str(device)), pairs, cfg.scale)
+            for name, pairs in val.items()
+        }
     state.model.train()
     return res
 
 
-def checkpoint(state: State, cfg: TrainConfig) -> dict[str, Any]:
+def checkpoint(state: State, cfg: TrainConfig, source: CropPool | None = None) -> dict[str, Any]:
     return {
+        "pool_draws": source.draws if source is not None else None,
         "config": cfg.to_dict(),
         "step": state.step,
         "best_psnr": state.best_psnr,
@@ -152,7 +224,10 @@ def checkpoint(state: State, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def restore(state: State, ckpt: dict[str, Any]) -> None:
+def restore(state: State, ckpt: dict[str, Any], source: CropPool | None = None) -> None:
+    """Put ``state`` (and the crop pool, when given) back where the checkpoint was taken."""
+    if source is not None and ckpt.get("pool_draws") is not None:
+        source.seek(ckpt["pool_draws"])
     state.model.load_state_dict(ckpt["model"])
     if state.ema is not None and ckpt.get("ema") is not None:
         state.ema.load_state_dict(ckpt["ema"])
@@ -178,16 +253,49 @@ def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Modul
 
 def prepare_data(
     cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
-) -> list[Pair]:
-    if cfg.camera.enabled:
-        return camera_pairs(cfg, device, teachers, weights, descs)
-    pairs = make_pairs(list_images(cfg.data_paths(cfg.train_sets)), cfg.scale, min_lr=cfg.patch)
+) -> CropPool:
+    """The training data source: a crop pool over the training images (less the held-out slice), with teacher
+    outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0."""
+    if cfg.camera.enabled:  # the camera clip pool (degraded + clean LR, teacher on the clean LR) feeds the crops
+        pairs = camera_pairs(cfg, device, teachers, weights, descs)
+        return CropPool(pairs, scale=cfg.scale, patch=cfg.patch, size=cfg.pool, seed=cfg.seed, refresh=cfg.pool_refresh)
+    del descs  # teachers are identified by their weights' hash, not by their description
+    paths, _held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.holdout if not cfg.val_sets else 0)
+    pairs = make_pairs(paths, cfg.scale, min_lr=cfg.patch)
+    extra: list[Pair] = []
     if teachers and cfg.alpha < 1.0:
-        ids = [f"{d['source']}" for d in descs]
-        attach_soft_targets(
-            pairs, teachers, weights, teacher_ids=ids, device=device, cache_dir=Path(".cache") / f"x{cfg.scale}"
-        )
-    return pairs
+        cache = Path(".cache") / "soft"
+        attach_soft_targets(pairs, teachers, weights, device=device, cache_dir=cache)
+        if cfg.zoomout:
+            rng = np.random.default_rng(1234)  # the zoom-out subset is fixed (cache hits), not tied to the seed
+            chosen = sorted(rng.choice(len(pairs), size=min(cfg.zoomout, len(pairs)), replace=False))
+            extra = zoom_out_pairs([pairs[i].hr for i in chosen], teachers, weights, device=device, cache_dir=cache)
+    return CropPool(
+        pairs,
+        scale=cfg.scale,
+        patch=cfg.patch,
+        size=cfg.pool,
+        seed=cfg.seed,
+        refresh=cfg.pool_refresh,
+        degradations=cfg.degradations,
+        teacher_only=extra,
+        teacher_share=cfg.zoomout_share,
+    )
+
+
+def validation_data(cfg: TrainConfig) -> ValPairs:
+    """``{name: [(image, LR, HR), ...]}``: the held-out slice of the training images, or ``cfg.val_sets``."""
+    if cfg.camera.enabled:
+        return {}  # camera runs validate on held-out clips of their own slice (training.camera_train)
+    if cfg.val_sets:
+        return {
+            Path(s).name: validation_pairs([p], cfg.scale)
+            for s, p in zip(cfg.val_sets, cfg.data_paths(cfg.val_sets), strict=True)
+        }
+    _train, held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.holdout)
+    if not held:
+        raise ValueError(f"holdout={cfg.holdout} leaves no validation image; set val_sets or a smaller holdout")
+    return {"heldout": validation_pairs([], cfg.scale, files=held)}
 
 
 def log_row(path: Path, row: dict[str, Any]) -> None:

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
+from training.camera_train import camera_data_info
 from training.config import TrainConfig
 from training.export import export_artifact
 from training.loop import (
     build_state,
     checkpoint,
+    choose_amp,
     evaluate,
     load_teachers,
     log_row,
+    next_batch,
     prepare_data,
     restore,
     train_step,
+    validation_data,
 )
 from training.plot import plot_curves
 from vsr.engine import pick_device
@@ -36,10 +42,11 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     device = pick_device(cfg.device)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=2))
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     teachers, weights, descs = load_teachers(cfg, device)
     t0 = time.time()
-    pairs = prepare_data(cfg, device, teachers, weights, descs)
+    source = prepare_data(cfg, device, teachers, weights, descs)
+    val = validation_data(cfg)
     online_teacher = teachers[0] if cfg.feat_beta > 0 and teachers else None
     state = build_state(cfg, device, online_teacher)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -47,18 +54,19 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     elapsed = 0.0
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        restore(state, ck)
+        restore(state, ck, source)
         elapsed = ck.get("elapsed_s", 0.0)
         log.info("resumed %s at step %d", run_dir, state.step)
     elif metrics_path.exists():
         metrics_path.unlink()
-    log.info("data ready: %d images in %.1fs; device %s", len(pairs), time.time() - t0, device)
+    log.info("data ready: %d images in %.1fs; device %s", len(source.pairs), time.time() - t0, device)
     state.model.train()
+    choose_amp(state, cfg, next_batch(source, cfg, np.random.default_rng(0), device), device)
     t_start = time.time() - elapsed
     bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     last: dict[str, Any] = {}
     while state.step < cfg.steps:
-        parts = train_step(state, cfg, pairs, device, online_teacher)
+        parts = train_step(state, cfg, source, device, online_teacher)
         bar.update(1)
         if state.step % 50 == 0:
             bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{state.best_psnr:.2f}")
@@ -72,13 +80,13 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 },
             )
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            last = evaluate(state, cfg, device)
+            last = evaluate(state, cfg, device, val)
             psnr = next(iter(last.values()))["psnr_y"]
             state.best_psnr = max(state.best_psnr, psnr)
             log_row(metrics_path, {"step": state.step, "time_s": round(time.time() - t_start, 2), "eval": last})
             bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{psnr:.2f}")
         if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps:
-            ck = checkpoint(state, cfg) | {"elapsed_s": time.time() - t_start}
+            ck = checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start}
             torch.save(ck, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # atomic: a kill mid-save keeps the old one
     bar.close()
@@ -91,6 +99,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         "wall_time_s": round(wall, 1),
         "device": str(device),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()}",
+        "amp": str(state.amp) if state.amp is not None else "fp32",
     }
     art = export_artifact(
         state.ema or state.model,
@@ -98,7 +107,14 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         name=cfg.name,
         arch=cfg.arch,
         training=training_info,
-        data={"train": cfg.train_sets, "val": cfg.val_sets, "data_root": cfg.data_root},
+        data=camera_data_info(cfg)
+        if cfg.camera.enabled
+        else {
+            "train": cfg.train_sets,
+            "val": cfg.val_sets or f"held-out slice of the training images (1 in {cfg.holdout} by name hash)",
+            "val_images": sorted(n for pairs in val.values() for n, _, _ in pairs),
+            "data_root": cfg.data_root,
+        },
         scores={"val": last},
     )
     return {"artifact": str(art), "wall_time_s": wall, "val": last, "steps": state.step}

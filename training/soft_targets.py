@@ -1,8 +1,9 @@
-"""Teacher outputs for KD, computed once per training image and cached (memory + disk).
+"""Teacher outputs for KD, computed once per training image and cached (memory + disk), keyed by content.
 
 The teacher is frozen and sees the same clean LR every epoch, so its output per image never changes: caching it as
-fp16 turns the teacher's cost (RLFN on a CPU: ~0.3 s per image) into a one-off ~80 s for T91 + BSD200. On CUDA the
-cache is equally valid and saves the teacher forward per step; only feature distillation needs the teacher online.
+fp16 turns the teacher's cost (RLFN on a CPU: ~0.3 s per image) into a one-off ~80 s for T91 + BSD200. Each image's
+entry is keyed by the teachers' *weights* (a hash of their tensors, not their file names), the blend weights and the
+input image's pixels, so a changed teacher or a changed image list can never reuse a stale target.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,13 +24,26 @@ from vsr.inference import TileSpec, run_model, to_tensor
 log = logging.getLogger(__name__)
 
 
-def _cache_key(teacher_ids: Sequence[str], weights: Sequence[float], pairs: Sequence[Pair]) -> str:
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of a model's state (names, shapes, dtypes and values): the identity of a teacher's weights."""
     h = hashlib.sha256()
-    for t, w in zip(teacher_ids, weights, strict=True):
-        h.update(f"{t}:{w};".encode())
-    for p in pairs:
-        h.update(np.ascontiguousarray(p.lr[::7, ::7]).tobytes())
-    return h.hexdigest()[:16]
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def entry_key(teacher_key: str, image: np.ndarray) -> str:
+    """Cache key of one teacher output: the teachers' identity + the input pixels (and their shape)."""
+    h = hashlib.sha256(teacher_key.encode())
+    h.update(f"{image.shape}:{image.dtype};".encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()[:32]
+
+
+def teachers_key(teachers: Sequence[nn.Module], weights: Sequence[float]) -> str:
+    return ";".join(f"{weights_hash(t)}*{w!r}" for t, w in zip(teachers, weights, strict=True))
 
 
 @torch.inference_mode()
@@ -48,28 +61,65 @@ def teacher_sr(
     return out[0].permute(1, 2, 0).to(torch.float16).cpu().numpy()
 
 
+def cached_teacher_sr(
+    images: Sequence[np.ndarray],
+    teachers: Sequence[nn.Module],
+    weights: Sequence[float],
+    *,
+    device: torch.device,
+    cache_dir: Path | None,
+    desc: str = "teacher outputs",
+) -> list[np.ndarray]:
+    """The teachers' SR of every image (uint8 HWC RGB), from ``cache_dir/<key>.npy`` where present."""
+    tkey = teachers_key(teachers, weights)
+    out, hits = [], 0
+    for img in tqdm(images, desc=desc, leave=False):
+        path = cache_dir / f"{entry_key(tkey, img)}.npy" if cache_dir is not None else None
+        if path is not None and path.is_file():
+            out.append(np.load(path))
+            hits += 1
+            continue
+        sr = teacher_sr(teachers, weights, img, device)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, sr)
+            tmp.replace(path)  # atomic: a killed run never leaves a truncated entry
+        out.append(sr)
+    log.info("teacher outputs: %d of %d from the cache %s", hits, len(images), cache_dir)
+    return out
+
+
 def attach_soft_targets(
     pairs: Sequence[Pair],
     teachers: Sequence[nn.Module],
     weights: Sequence[float],
     *,
-    teacher_ids: Sequence[str],
     device: torch.device,
     cache_dir: Path | None,
 ) -> None:
-    """Fill ``pair.soft`` for every pair, from the disk cache when it matches."""
-    key = _cache_key(teacher_ids, weights, pairs)
-    path = cache_dir / f"soft-{key}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            for i, p in enumerate(pairs):
-                p.soft = z[f"a{i}"]
-        log.info("soft targets loaded from %s", path)
-        return
-    for p in tqdm(pairs, desc="teacher outputs", leave=False):
-        p.soft = teacher_sr(teachers, weights, p.lr, device)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, Any] = {f"a{i}": p.soft for i, p in enumerate(pairs)}  # Any: numpy stubs misread **kwargs
-        np.savez(path, **arrays)
-        log.info("soft targets cached at %s", path)
+    """Fill ``pair.soft`` (the teachers' SR of ``pair.lr``) for every pair."""
+    for p, sr in zip(
+        pairs,
+        cached_teacher_sr([p.lr for p in pairs], teachers, weights, device=device, cache_dir=cache_dir),
+        strict=True,
+    ):
+        p.soft = sr
+
+
+def zoom_out_pairs(
+    hr_images: Sequence[np.ndarray],
+    teachers: Sequence[nn.Module],
+    weights: Sequence[float],
+    *,
+    device: torch.device,
+    cache_dir: Path | None,
+) -> list[Pair]:
+    """Teacher-only samples: each HR image is fed to the teacher *as LR*; the pair's ``lr`` is the HR image and
+    its ``soft`` the teacher's output. There is no ground truth (``hr`` is a placeholder; ``has_hr`` False in the
+    pool), so only a KD student learns from them: detail at a scale the data has no HR for."""
+    srs = cached_teacher_sr(hr_images, teachers, weights, device=device, cache_dir=cache_dir, desc="zoom-out")
+    return [
+        Pair(hr=np.zeros((0, 0, 3), np.uint8), lr=np.asarray(img), soft=sr)
+        for img, sr in zip(hr_images, srs, strict=True)
+    ]

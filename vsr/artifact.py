@@ -15,7 +15,7 @@ import datetime as _dt
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, field_validator
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vsr.archs import REGISTRY, build, count_parameters
+from vsr.luma import LumaAsRGB, input_space
 
 FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "models"
@@ -46,6 +47,9 @@ class ArtifactMeta(BaseModel):
     scores: dict[str, Any] = Field(default_factory=dict)
     license: str | None = None
     notes: str | None = None
+    # "rgb": the model maps RGB to RGB. "y": it sees and predicts only full-range BT.601 luma (one channel);
+    # chroma is upscaled outside the model (see vsr.luma and /work/coord/notes/luma.md).
+    input_space: Literal["rgb", "y"] = "rgb"
 
     @field_validator("arch")
     @classmethod
@@ -106,8 +110,14 @@ def resolve(name_or_path: str | Path) -> Path:
     raise ArtifactError(f"no artifact at {name_or_path!r}; bundled models: {known}")
 
 
-def load_artifact(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ArtifactMeta]:
-    """Load and validate an artifact; returns the model in eval mode on ``device`` and its metadata."""
+def load_artifact(
+    name_or_path: str | Path, *, device: str | torch.device = "cpu", rgb: bool = True
+) -> tuple[nn.Module, ArtifactMeta]:
+    """Load and validate an artifact; returns the model in eval mode on ``device`` and its metadata.
+
+    A luma artifact (``input_space == "y"``) comes back wrapped in :class:`vsr.luma.LumaAsRGB` (RGB in, RGB out,
+    chroma bilinear) so that every RGB caller runs it unchanged; ``rgb=False`` returns the bare Y-to-Y model for
+    callers that feed luma straight from a decoder."""
     folder = resolve(name_or_path)
     try:
         meta = ArtifactMeta.model_validate_json((folder / META_NAME).read_text())
@@ -128,6 +138,10 @@ def load_artifact(name_or_path: str | Path, *, device: str | torch.device = "cpu
         raise ArtifactError(f"parameter count {count_parameters(model)} != metadata {meta.parameters}")
     if getattr(model, "scale", meta.scale) != meta.scale:
         raise ArtifactError("scale in metadata disagrees with the architecture config")
+    if input_space(model) != meta.input_space:
+        raise ArtifactError(f"input_space {meta.input_space!r} disagrees with the model ({input_space(model)!r})")
+    if rgb and meta.input_space == "y":
+        model = LumaAsRGB(model, meta.scale)
     return model.eval().to(device), meta
 
 

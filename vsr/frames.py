@@ -7,6 +7,8 @@ are converted only where they are used, so a dropped frame never pays for the co
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import cast
 
 import av
@@ -36,3 +38,52 @@ def demux_frames(
             yield packet, None
             continue
         yield packet, frames
+
+
+class CapExceeded(ValueError):
+    """A decoded frame broke a cap (its size, or the count / media time / rate of frames so far)."""
+
+
+@dataclass(frozen=True)
+class FrameCaps:
+    """Caps checked on every decoded frame, never taken from a header (headers can say anything: a 1 MB file whose
+    first frames are 32x32 and later ones 6000x6000, a 700 s video whose header says 1 s). None = no cap."""
+
+    max_pixels: int | None = None  # width x height of any one frame
+    max_frames: int | None = None
+    max_seconds: float | None = None  # media time from the first frame's timestamp
+    max_fps: float | None = None  # frames per second of media time, counted (3000 frames in 0.3 s is 10,000 fps)
+
+
+class FrameCounter:
+    """Counts decoded frames against :class:`FrameCaps`; :meth:`check` raises :class:`CapExceeded`."""
+
+    def __init__(self, caps: FrameCaps, time_base: Fraction | None) -> None:
+        self.caps = caps
+        self.tb = float(time_base) if time_base else 0.0
+        self.frames = 0
+        self.first_pts: int | None = None
+        self.seconds = 0.0  # media time seen so far
+
+    def check(self, frame: av.VideoFrame) -> None:
+        c = self.caps
+        w, h = frame.width, frame.height
+        if c.max_pixels is not None and w * h > c.max_pixels:
+            raise CapExceeded(f"frame {self.frames + 1} is {w}x{h} = {w * h} pixels, over the cap of {c.max_pixels}")
+        self.frames += 1
+        if c.max_frames is not None and self.frames > c.max_frames:
+            raise CapExceeded(f"more than {c.max_frames} frames (the frame-count cap)")
+        if frame.pts is not None and self.tb:
+            if self.first_pts is None:
+                self.first_pts = frame.pts
+            self.seconds = max(self.seconds, (frame.pts - self.first_pts) * self.tb)
+        if c.max_seconds is not None and self.seconds > c.max_seconds:
+            raise CapExceeded(f"longer than {c.max_seconds:g} s of video (counted from the frames' timestamps)")
+        # Allow a burst of one second's worth: a 60 fps clip never comes near max_fps x (seconds + 1).
+        if c.max_fps is not None and self.frames > c.max_fps * (self.seconds + 1.0):
+            raise CapExceeded(
+                f"{self.frames} frames in {self.seconds:.3f} s of video is over the frame-rate cap of {c.max_fps:g} fps"
+            )
+
+
+NO_CAPS = FrameCaps()

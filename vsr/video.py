@@ -21,7 +21,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
-from vsr.frames import demux_frames
+from vsr.frames import NO_CAPS, CapExceeded, FrameCaps, FrameCounter, demux_frames
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class VideoInfo:
     @property
     def expected_frames(self) -> int | None:
         """The header's frame count, else duration x fps (Matroska/WebM headers carry no count)."""
-        if self.frames:
+        if self.frames and self.frames > 0:
             return self.frames
-        if self.duration_s and self.fps:
+        if self.duration_s and self.duration_s > 0 and self.fps:
             return round(self.duration_s * float(self.fps))
         return None
 
@@ -225,11 +225,13 @@ def transcode(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     input_options: dict[str, str] | None = None,
+    caps: FrameCaps = NO_CAPS,
 ) -> TranscodeReport:
     """Upscale ``in_path`` into ``out_path`` (container from its extension). Streams: holds ~``opts.batch`` frames.
 
     ``should_stop`` is polled once per packet; returning True aborts with :class:`VideoError` (e.g. a cancelled job).
-    ``input_options`` go to ``av.open`` (pass :data:`SAFE_INPUT_OPTIONS` for untrusted files).
+    ``input_options`` go to ``av.open`` (pass :data:`SAFE_INPUT_OPTIONS` for untrusted files). Every decoded frame
+    is checked against ``caps`` before it is converted or upscaled (:class:`VideoError` when one breaks them).
     """
     out_path = Path(out_path)
     info = probe(in_path, input_options)
@@ -250,6 +252,7 @@ def transcode(
                     )
                     log.warning(report.notes[-1])
             others = [audio.in_stream] if audio else []
+            counter = FrameCounter(caps, vin.time_base)
             for packet, frames in demux_frames(src, vin, *others, skip=av.error.InvalidDataError):
                 if should_stop is not None and should_stop():
                     raise VideoError("cancelled")
@@ -260,6 +263,7 @@ def transcode(
                     report.notes.append("skipped an undecodable video packet")
                     continue
                 for frame in frames:
+                    counter.check(frame)
                     video.add(frame)
                     if progress is not None and video.pending == []:
                         progress(video.frames, info.expected_frames)
@@ -268,6 +272,8 @@ def transcode(
                 audio.flush()
     except av.error.FFmpegError as e:
         raise VideoError(f"transcoding failed: {e}") from None
+    except CapExceeded as e:
+        raise VideoError(str(e)) from None
     report.frames, report.width, report.height = video.frames, video.width, video.height
     if progress is not None:
         progress(video.frames, video.frames)

@@ -16,8 +16,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.deps import EngineDep, SettingsDep
 from service.errors import ApiError, responses
+from service.settings import Settings
 from service.videojobs import JobManager, TooManyJobs
-from vsr.video import SAFE_INPUT_OPTIONS, VideoError, probe
+from vsr.video import SAFE_INPUT_OPTIONS, VideoError, VideoInfo, probe
 
 VIDEO_TYPES = {
     "video/mp4": ".mp4",
@@ -109,12 +110,7 @@ async def upscale_video(
             info = await run_in_threadpool(probe, path, SAFE_INPUT_OPTIONS)
         except VideoError as e:
             raise ApiError(415, "unsupported_video", f"not a supported video (mp4, mkv, mov, ts, webm): {e}") from None
-        if info.width * info.height > settings.max_input_pixels:
-            raise ApiError(413, "too_many_pixels", f"{info.width}x{info.height} is over the frame-size cap")
-        if info.duration_s is None or info.duration_s > settings.video_max_seconds:
-            raise ApiError(
-                413, "too_long", f"video duration {info.duration_s} s is unknown or over {settings.video_max_seconds} s"
-            )
+        check_header(info, settings)
         job = jobs.create(path, info, model=name, scale=engine.scale(name))
     except TooManyJobs as e:
         _discard(path)
@@ -124,6 +120,23 @@ async def upscale_video(
         raise
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobInfo.model_validate(job.describe())
+
+
+def check_header(info: VideoInfo, settings: Settings) -> None:
+    """Refuse what the header already shows to be over a cap or absurd. Passing proves nothing: the job counts
+    every decoded frame against the same caps (``settings.video_caps()``), whatever the header said."""
+    if info.width * info.height > settings.max_input_pixels:
+        raise ApiError(413, "too_many_pixels", f"{info.width}x{info.height} is over the frame-size cap")
+    if info.duration_s is not None and info.duration_s < 0:
+        raise ApiError(400, "invalid_video", f"the header's duration ({info.duration_s:g} s) is negative")
+    if info.duration_s is not None and info.duration_s > settings.video_max_seconds:
+        raise ApiError(
+            413, "too_long", f"video duration {info.duration_s:g} s is over {settings.video_max_seconds:g} s"
+        )
+    if info.fps is not None and info.fps > settings.video_max_fps:
+        raise ApiError(413, "frame_rate_too_high", f"{float(info.fps):g} fps is over {settings.video_max_fps:g} fps")
+    if info.frames is not None and info.frames > settings.video_max_frames:
+        raise ApiError(413, "too_many_frames", f"{info.frames} frames is over the cap of {settings.video_max_frames}")
 
 
 @router.get("/jobs/{job_id}", responses=responses(401, 404))

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.streams.config import StreamOptions
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlRejected
-from vsr.frames import demux_frames
+from vsr.frames import CapExceeded, FrameCaps, FrameCounter, demux_frames
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,10 @@ class Capture:
                     self.sink.set_state("failed", e.message)
                     return
                 got_frames, error = False, e.message
+            except CapExceeded as e:  # the camera sends frames over the pixel cap: reconnecting gets the same
+                self.sink.set_state("failed", f"frames over the service's cap: {e}")
+                log.warning("stream %s failed: %s", self.name, e)
+                return
             except Exception as e:  # noqa: BLE001 - any failure of the source means: reconnect
                 got_frames, error = getattr(e, "got_frames", False), self._describe(e)
             if self.stop_event.is_set():
@@ -166,6 +170,7 @@ class Capture:
             rate = vs.average_rate or vs.guessed_rate
             fps = float(rate) if rate else None
             pace = _Pacer(vs.time_base) if src.scheme == "file" and self.opts.pace_files else None
+            counter = FrameCounter(FrameCaps(max_pixels=self.opts.max_pixels), vs.time_base)
             for _, frames in demux_frames(container, vs):
                 if self.stop_event.is_set():
                     return got
@@ -173,6 +178,7 @@ class Capture:
                     self.sink.dropped("decode_error")
                     continue
                 for frame in frames:
+                    counter.check(frame)  # before the frame is converted, queued or upscaled
                     if pace is not None and pace.wait(frame.pts, self.stop_event):
                         return got
                     if not got:

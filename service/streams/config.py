@@ -40,6 +40,7 @@ class StreamOptions:
     max_frame_age_s: float = 1.0  # older frames are dropped (``stale``) instead of upscaled
     jpeg_quality: int = 80
     pace_files: bool = True  # file sources play at their frame rate (and loop), like a camera
+    max_pixels: int | None = None  # every decoded frame is checked; a bigger one fails the stream
 
     @classmethod
     def from_settings(cls, s: Any) -> StreamOptions:
@@ -52,6 +53,7 @@ class StreamOptions:
             max_pending=s.stream_max_pending,
             max_frame_age_s=s.stream_max_frame_age_s,
             jpeg_quality=s.stream_jpeg_quality,
+            max_pixels=s.max_input_pixels,
         )
 
 

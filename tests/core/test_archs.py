@@ -90,11 +90,46 @@ def test_untrained_student_is_nearest_neighbour() -> None:
     torch.testing.assert_close(y, torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def test_default_student_is_real_time_sized() -> None:
+@pytest.mark.parametrize("colors", [3, 1])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_default_student_is_real_time_sized(scale: int, colors: int) -> None:
+    """Our budget: <= 30k inference parameters at x2 and x4, RGB or luma (the first x4 had 31,920)."""
     from training.config import STUDENT_DEFAULTS
 
-    plain = RepStudent(**{**STUDENT_DEFAULTS[2], "scale": 2, "fused": True})
+    plain = RepStudent(**{**STUDENT_DEFAULTS[scale], "scale": scale, "colors": colors, "fused": True})
     assert count_parameters(plain) <= 30_000
+
+
+@pytest.mark.parametrize("colors", [3, 1])
+@pytest.mark.parametrize("expand", [0, 1, 2])
+def test_fold_on_forward_equals_branches_and_fused_export(expand: int, colors: int) -> None:
+    """Training folds each block's branches into one kernel per forward: same outputs and same gradients as running
+    the branches apart, and the same function as the fused (exported) plain-conv model."""
+    torch.manual_seed(0)
+    folded = _randomize(RepStudent(scale=2, channels=8, depth=2, expand=expand, colors=colors, fold=True))
+    branchy = RepStudent(scale=2, channels=8, depth=2, expand=expand, colors=colors, fold=False)
+    branchy.load_state_dict(folded.state_dict())
+    x = torch.rand(2, colors, 11, 9)
+    y_fold, y_branch = folded(x), branchy(x)
+    torch.testing.assert_close(y_fold, y_branch, atol=1e-5, rtol=1e-5)
+    y_fold.square().mean().backward()
+    y_branch.square().mean().backward()
+    for (name, a), b in zip(folded.named_parameters(), branchy.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+    plain = RepStudent(scale=2, channels=8, depth=2, colors=colors, fused=True)
+    plain.load_state_dict(fused_state_dict(folded), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), y_fold.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_luma_student_sees_and_predicts_one_channel() -> None:
+    model = RepStudent(scale=2, channels=8, depth=1, colors=1).eval()
+    with torch.no_grad():
+        y = model(torch.rand(1, 1, 6, 7))
+    assert tuple(y.shape) == (1, 1, 12, 14) and model.colors == 1
+    with pytest.raises(ValueError, match="colors"):
+        RepStudent(colors=2)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -22,7 +22,7 @@ from training.camera import (
     sensor_noise,
 )
 from training.camera_config import KERNELS, CameraConfig, CameraDegradation
-from training.camera_pool import build_pool, pool_pairs, split_holdout
+from training.camera_pool import build_pool, holdout_by_content, pool_pairs
 from training.video_eval import pan_clip, temporal_psnr
 
 IMG = synthetic_image(np.random.default_rng(0), 80, 96)
@@ -137,8 +137,8 @@ def test_pool_caches_by_content_not_name(tmp_path: Path) -> None:
 
 def test_holdout_split_is_stable_under_renames(tmp_path: Path) -> None:
     paths = _write(tmp_path / "h", [f"{i}.png" for i in range(6)], seed=5)
-    train, held = split_holdout(paths, 3)
+    train, held = holdout_by_content(paths, 3)
     assert len(held) == 2 and not set(train) & set(held)
     renamed = [p.rename(p.with_name("z" + p.name)) for p in paths]
-    _, held2 = split_holdout(renamed, 3)
+    _, held2 = holdout_by_content(renamed, 3)
     assert sorted("z" + p.name for p in held) == sorted(p.name for p in held2)

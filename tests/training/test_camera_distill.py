@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tests.conftest import export_tiny, synthetic_image, write_images
+from tests.conftest import SHARED, export_tiny, require_or_skip, synthetic_image, write_images
 from tests.training.test_distill import _cfg as distill_cfg
 from training.camera_train import init_from_artifact
 from training.config import TrainConfig
-from training.data import sample_batch
+from training.evaluate import evaluate_set, model_upscaler
 from training.loop import build_state, load_teachers, prepare_data, train_step
 from training.losses import kd_loss
 from training.video_eval import clip_scores, lr_clip, pan_clip
@@ -26,6 +26,7 @@ from vsr.imageops import upscale_bicubic
 from vsr.inference import upscale_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+TEST_SETS = SHARED / "datasets" / "test"
 
 
 @pytest.fixture
@@ -61,15 +62,17 @@ def test_few_camera_steps_lower_the_loss(workdir: Path) -> None:
     cfg = _cfg(workdir)
     device = torch.device("cpu")
     teachers, weights, descs = load_teachers(cfg, device)
-    pairs = prepare_data(cfg, device, teachers, weights, descs)
+    source = prepare_data(cfg, device, teachers, weights, descs)
+    pairs = source.pairs
     assert pairs and all(p.soft is not None and p.soft.shape == p.hr.shape for p in pairs)
-    assert len({id(p.hr) for p in pairs}) <= 4 * 4 * 2, "one image of five is held out: 4 images x 4 frames"
+    frames = {p.hr.tobytes() for p in pairs}
+    assert len(frames) == 4 * 4, "one image of five is held out: 4 images x 1 clip x 4 frames"
     state = build_state(cfg, device, None)
     with torch.no_grad():  # off the nearest-neighbour init, as in test_distill
         gen = torch.Generator().manual_seed(0)
         for prm in state.model.tail.parameters():
             prm.add_(0.05 * torch.randn(prm.shape, generator=gen))
-    probe = sample_batch(pairs, scale=2, batch=16, patch=12, rng=np.random.default_rng(7))
+    probe = source.batch(16, np.random.default_rng(7))
 
     def probe_loss() -> float:
         with torch.no_grad():
@@ -77,7 +80,7 @@ def test_few_camera_steps_lower_the_loss(workdir: Path) -> None:
 
     before = probe_loss()
     for _ in range(cfg.steps):
-        train_step(state, cfg, pairs, device, None)
+        train_step(state, cfg, source, device, None)
     assert probe_loss() < 0.9 * before
 
 
@@ -109,19 +112,20 @@ def test_camera_run_validates_on_held_out_clips(workdir: Path) -> None:
 
 
 def _test_scene(seed: int = 0) -> np.ndarray:
-    """A 192x256 scene with edges, text-like strokes and texture: what a camera watches (made here, not loaded)."""
+    """A 192x256 scene made here: filled shapes and thick strokes with sharp edges over smooth gradients."""
     rng = np.random.default_rng(seed)
     img = Image.fromarray(synthetic_image(rng, 192, 256))
     d = ImageDraw.Draw(img)
-    for _ in range(40):
-        x, y = rng.integers(0, 240), rng.integers(0, 176)
+    for _ in range(25):
+        x, y = int(rng.integers(0, 230)), int(rng.integers(0, 170))
         col = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if rng.random() < 0.5:
-            d.rectangle([x, y, x + rng.integers(4, 40), y + rng.integers(4, 30)], outline=col, width=2)
+        kind = rng.random()
+        if kind < 0.4:
+            d.rectangle([x, y, x + int(rng.integers(8, 50)), y + int(rng.integers(8, 40))], fill=col)
+        elif kind < 0.7:
+            d.ellipse([x, y, x + int(rng.integers(10, 40)), y + int(rng.integers(10, 40))], fill=col)
         else:
-            d.line([x, y, x + rng.integers(-30, 30), y + rng.integers(-30, 30)], fill=col, width=1)
-    for i in range(6):
-        d.text((10 + 40 * i, 150), "CAM-7", fill=(250, 250, 250))
+            d.line([x, y, x + int(rng.integers(-40, 40)), y + int(rng.integers(-40, 40))], fill=col, width=3)
     return np.asarray(img)
 
 
@@ -130,12 +134,23 @@ def test_x2_camera_beats_bicubic_on_a_compressed_clip() -> None:
     model, meta = load_artifact("x2-camera")
     assert meta.parameters <= 30_000 and meta.scale == 2
     hr = pan_clip(_test_scene(), 2, frames=6)
-    lr = lr_clip(hr, 2, codec="h264", crf=28)
-    sr = np.stack([upscale_frames(model, f, scale=2)[0] for f in lr])
+    lr = lr_clip(hr, 2, codec="h264", crf=23)
     bic = np.stack([upscale_bicubic(f, 2) for f in lr])
-    ours, base = clip_scores(sr, hr, 2, ssim=False), clip_scores(bic, hr, 2, ssim=False)
+    ours = clip_scores(np.stack([upscale_frames(model, f, scale=2) for f in lr]), hr, 2, ssim=False)
+    base = clip_scores(bic, hr, 2, ssim=False)
     assert ours["psnr_y"] > base["psnr_y"] + 0.3, (ours, base)
-    assert ours["tpsnr_y"] >= base["tpsnr_y"] - 0.2, (ours, base)
+    assert ours["tpsnr_y"] > base["tpsnr_y"], (ours, base)  # steadier than bicubic, not flickering
+
+
+@pytest.mark.skipif("x2-camera" not in bundled_names(), reason="x2-camera is not bundled yet")
+def test_x2_camera_card_reproduces_and_keeps_clean_quality() -> None:
+    """The card's clean Set5/Set14 scores come from the shipped weights; clean Set5 stays >= 36.5 dB (issue 9)."""
+    require_or_skip(TEST_SETS.is_dir(), f"{TEST_SETS} missing")
+    model, meta = load_artifact("x2-camera")
+    for name in ("Set5", "Set14"):
+        res = evaluate_set(model_upscaler(model, 2), TEST_SETS / name, 2, progress=False)
+        assert res["psnr_y"] == pytest.approx(meta.scores["test"][name]["psnr_y"], abs=0.01)
+    assert meta.scores["test"]["Set5"]["psnr_y"] >= 36.5
 
 
 def test_evaluate_codec_flag(tmp_path: Path, tiny_artifact, capsys) -> None:

@@ -15,7 +15,6 @@ import torch
 
 from tests.conftest import export_tiny, write_images
 from training.config import TrainConfig
-from training.data import sample_batch
 from training.loop import build_state, checkpoint, load_teachers, prepare_data, restore, train_step
 from training.losses import kd_loss
 from vsr.archs.edsr import EDSR
@@ -59,6 +58,7 @@ def _cfg(root: Path, **kw) -> TrainConfig:
         device="cpu",
         amp="off",
         out_dir=str(root / "runs"),
+        pool=64,
     )
     return TrainConfig(**(base | kw))
 
@@ -68,9 +68,9 @@ def test_few_steps_lower_the_loss(workdir: Path) -> None:
     device = pick_device(cfg.device)
     teachers, weights, descs = load_teachers(cfg, device)
     assert descs[0]["arch"] == "edsr" and not any(p.requires_grad for p in teachers[0].parameters())
-    pairs = prepare_data(cfg, device, teachers, weights, descs)
-    assert all(p.soft is not None and p.soft.shape == p.hr.shape for p in pairs)
-    assert list((workdir / ".cache" / "x2").glob("soft-*.npz"))  # teacher outputs cached once
+    source = prepare_data(cfg, device, teachers, weights, descs)
+    assert all(p.soft is not None and p.soft.shape == p.hr.shape for p in source.pairs)
+    assert len(list((workdir / ".cache" / "soft").glob("*.npy"))) == 4  # teacher outputs cached once per image
 
     state = build_state(cfg, device, None)
     # A fresh student is exactly nearest-neighbour upsampling (zero tail), already near the optimum on these
@@ -79,7 +79,7 @@ def test_few_steps_lower_the_loss(workdir: Path) -> None:
         gen = torch.Generator().manual_seed(0)
         for prm in state.model.tail.parameters():
             prm.add_(0.05 * torch.randn(prm.shape, generator=gen))
-    probe = sample_batch(pairs, scale=2, batch=16, patch=12, rng=np.random.default_rng(123))
+    probe = source.batch(16, np.random.default_rng(123))
 
     def probe_loss() -> float:
         with torch.no_grad():
@@ -87,7 +87,7 @@ def test_few_steps_lower_the_loss(workdir: Path) -> None:
 
     before = probe_loss()
     teacher_before = [p.detach().clone() for p in teachers[0].parameters()]
-    parts = [train_step(state, cfg, pairs, device, None) for _ in range(cfg.steps)]
+    parts = [train_step(state, cfg, source, device, None) for _ in range(cfg.steps)]
     after = probe_loss()
     assert state.step == cfg.steps
     assert {"hard", "soft", "loss"} <= set(parts[-1])
@@ -98,15 +98,15 @@ def test_few_steps_lower_the_loss(workdir: Path) -> None:
 def test_checkpoint_resume_is_exact(workdir: Path) -> None:
     cfg = _cfg(workdir, alpha=1.0, teachers=[], steps=6, ema=0.9)
     device = torch.device("cpu")
-    pairs = prepare_data(cfg, device, [], [], [])
+    source = prepare_data(cfg, device, [], [], [])
     a = build_state(cfg, device, None)
     for _ in range(3):
-        train_step(a, cfg, pairs, device, None)
-    torch.save(checkpoint(a, cfg), workdir / "ck.pt")  # through disk, as in training.run: no shared tensors
-    b = build_state(cfg, device, None)
-    restore(b, torch.load(workdir / "ck.pt", weights_only=False))
-    la = [train_step(a, cfg, pairs, device, None)["loss"] for _ in range(3)]
-    lb = [train_step(b, cfg, pairs, device, None)["loss"] for _ in range(3)]
+        train_step(a, cfg, source, device, None)
+    torch.save(checkpoint(a, cfg, source), workdir / "ck.pt")  # through disk, as in training.run: no shared tensors
+    b, source_b = build_state(cfg, device, None), prepare_data(cfg, device, [], [], [])
+    restore(b, torch.load(workdir / "ck.pt", weights_only=False), source_b)  # the crop pool is rebuilt, not stored
+    la = [train_step(a, cfg, source, device, None)["loss"] for _ in range(3)]
+    lb = [train_step(b, cfg, source_b, device, None)["loss"] for _ in range(3)]
     assert la == lb and a.step == b.step == 6
 
 
@@ -126,3 +126,68 @@ def test_train_end_to_end(workdir: Path) -> None:
     assert meta.scores["val"]["V"]["images"] == 1
     # resuming a finished run is a no-op that still exports
     assert train(cfg, progress=False)["steps"] == 4
+
+
+def test_bf16_training_path_runs(workdir: Path) -> None:
+    cfg = _cfg(workdir, amp="bf16", steps=3)
+    device = torch.device("cpu")
+    teachers, weights, descs = load_teachers(cfg, device)
+    source = prepare_data(cfg, device, teachers, weights, descs)
+    state = build_state(cfg, device, None)
+    assert state.amp == torch.bfloat16
+    parts = [train_step(state, cfg, source, device, None) for _ in range(cfg.steps)]
+    assert all(np.isfinite(p["loss"]) for p in parts)
+    assert all(p.dtype == torch.float32 for p in state.model.parameters())  # weights and optimizer stay fp32
+
+
+def test_lr_schedule_and_ema_are_what_is_exported(workdir: Path) -> None:
+    from training.loop import lr_at
+    from training.run import train
+    from vsr.archs.student import fused_state_dict
+    from vsr.artifact import load_artifact
+
+    cfg = _cfg(workdir, steps=6, warmup=2, lr=1e-2, min_lr=1e-4, ema=0.5, eval_every=3, ckpt_every=3, batch=4)
+    assert [round(lr_at(s, cfg), 6) for s in (0, 1)] == [0.005, 0.01]  # linear warm-up
+    assert lr_at(cfg.steps, cfg) == pytest.approx(cfg.min_lr)  # cosine down to min_lr
+    assert lr_at(2, cfg) > lr_at(4, cfg) > lr_at(5, cfg)
+    summary = train(cfg, progress=False)
+    rows = [json.loads(line) for line in (workdir / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert rows  # the log records the schedule's lr
+    ck = torch.load(workdir / "runs" / "tiny" / "checkpoint.pt", weights_only=False)
+    from vsr.archs import build
+
+    ema = build(cfg.arch, cfg.arch_config)
+    ema.load_state_dict(ck["ema"])
+    live = build(cfg.arch, cfg.arch_config)
+    live.load_state_dict(ck["model"])
+    model, _meta = load_artifact(summary["artifact"])
+    exported = model.state_dict()
+    for k, v in fused_state_dict(ema).items():  # type: ignore[arg-type]
+        torch.testing.assert_close(exported[k], v)
+    assert any(not torch.allclose(exported[k], v) for k, v in fused_state_dict(live).items())  # type: ignore[arg-type]
+
+
+def test_lockstep_twins_share_init_and_batches(workdir: Path) -> None:
+    """KD and no-KD twins of one seed start from the same weights and see the same batches; with alpha = 1 for
+    both they would stay identical, so any difference comes from the KD terms alone."""
+    from training.lockstep import lockstep_configs, train_lockstep
+
+    cfg = _cfg(workdir, steps=3, eval_every=3, ckpt_every=3, batch=4, name="lock")
+    same = train_lockstep(cfg, [0], {"a": {"alpha": 1.0}, "b": {"alpha": 1.0}}, progress=False)
+    from vsr.artifact import load_artifact
+
+    (ma, _), (mb, _) = (load_artifact(same["artifacts"][k]) for k in ("a-s0", "b-s0"))
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+    cfgs = lockstep_configs(cfg, [0, 1], {"kd": {}, "nokd": {"alpha": 1.0, "zoomout": 0}})
+    assert sorted(cfgs) == ["kd-s0", "kd-s1", "nokd-s0", "nokd-s1"]
+    diff = {k for k, v in cfgs["kd-s1"].to_dict().items() if cfgs["nokd-s1"].to_dict()[k] != v}
+    assert diff == {"alpha", "name"}
+    twins = train_lockstep(replace_name(cfg, "twins"), [0], progress=False)
+    assert set(twins["artifacts"]) == {"kd-s0", "nokd-s0"}
+
+
+def replace_name(cfg: TrainConfig, name: str) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, name=name)

@@ -33,6 +33,26 @@ def test_onnx_parity(tmp_path: Path, tiny_artifact) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("rgb", [True, False])
+def test_onnx_luma_model(tmp_path: Path, rgb: bool) -> None:
+    """A luma artifact exports either RGB in/out (colour conversion and bilinear chroma inside the graph) or bare
+    Y in/out; both match PyTorch."""
+    require_or_skip(_have_onnx(), "onnx and onnxruntime (the [train] extra) are not installed")
+    from tests.conftest import export_tiny
+    from vsr.archs.student import RepStudent
+
+    torch.manual_seed(0)
+    student = RepStudent(scale=2, channels=8, depth=1, expand=0, colors=1)
+    with torch.no_grad():
+        for p in student.tail.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model, _ = load_artifact(export_tiny(student, tmp_path / "luma"), rgb=rgb)
+    report = export_onnx(model, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] < 1e-4 and report["input_space"] == ("rgb" if rgb else "y")
+    assert report["shape"] == [2, 3 if rgb else 1, 74, 122]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_vsr_export_onnx_cli(tmp_path: Path, tiny_artifact, capsys) -> None:
     require_or_skip(_have_onnx(), "onnx and onnxruntime (the [train] extra) are not installed")
     out = tmp_path / "x4.onnx"
