@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
-        app.state.video_jobs = JobManager.from_settings(settings, batcher.submit)
+        app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield

@@ -90,6 +90,8 @@ class Batcher:
         self.max_batch_delay_s = max_batch_delay_s
         self.queue_limit = queue_limit
         self.metrics = metrics
+        if metrics is not None:
+            metrics.queue_limit.set(queue_limit)
         self._on_start = on_start
         self._models: Collection[str] | None = getattr(engine, "names", None)
         self._cond = threading.Condition()

@@ -18,7 +18,7 @@ import torch
 
 from service.metrics import Metrics
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES, LoadedModel, load_models
+from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
 
@@ -38,8 +38,10 @@ class Engine(SharedEngine):
         dtype: torch.dtype,
         tiles: TileSpec | None = None,
         metrics: Metrics | None = None,
+        compile: bool = False,
+        dtype_ms: dict[str, float | None] | None = None,
     ) -> None:
-        super().__init__(models, device=device, dtype=dtype, tiles=tiles)
+        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, dtype_ms=dtype_ms)
         self.metrics = metrics
         self._ready = threading.Event()
         self.fault_hook: FaultHook | None = None
@@ -47,9 +49,17 @@ class Engine(SharedEngine):
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
-        device, dtype = settings.torch_device(), settings.torch_dtype()
-        models = load_models(settings.models, device, dtype)
-        engine = cls(models, device=device, dtype=dtype, tiles=settings.tiles(), metrics=metrics)
+        device = settings.torch_device()
+        models, dtype, times = load_resolved(settings.models, device, settings.dtype)
+        engine = cls(
+            models,
+            device=device,
+            dtype=dtype,
+            tiles=settings.tiles(),
+            metrics=metrics,
+            dtype_ms=times,
+            compile=settings.compile,
+        )
         if metrics is not None:
             engine._publish_info(metrics)
         return engine

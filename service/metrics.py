@@ -22,6 +22,9 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 QUEUE_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+# A recorded video takes seconds (a short clip on a GPU) to an hour (a long one on a CPU).
+VIDEO_JOB_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+VIDEO_JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 # The reasons work is turned away (label values of vsr_rejected_total).
 REJECT_REASONS = ("queue_full", "deadline", "too_large", "shutting_down")
@@ -77,6 +80,20 @@ class Metrics:
             "vsr_oom_retries_total", "CUDA out-of-memory errors recovered by splitting or tiling", registry=r
         )
         self.ready = Gauge("vsr_ready", "1 once the models are loaded and warm", registry=r)
+        self.queue_limit = Gauge("vsr_queue_limit", "frames the inference queue holds before 503 (setting)", registry=r)
+
+        # Recorded-video jobs (service/videojobs.py)
+        self.video_jobs = Gauge("vsr_video_jobs", "video jobs kept, by state", ["state"], registry=r)
+        self.video_jobs_finished = Counter(
+            "vsr_video_jobs_finished_total", "video jobs that ended, by outcome", ["outcome"], registry=r
+        )
+        self.video_job_duration = Histogram(
+            "vsr_video_job_duration_seconds", "run time of a video job", buckets=VIDEO_JOB_BUCKETS, registry=r
+        )
+        for state in VIDEO_JOB_STATES:
+            self.video_jobs.labels(state=state)
+            if state in ("done", "failed", "cancelled"):
+                self.video_jobs_finished.labels(outcome=state)
 
         # --- stream metrics (service/streams/) go below this line ---
         # The `stream` label is the operator's stream name, bounded by VSR_MAX_STREAMS (removed when a stream is).

@@ -6,6 +6,7 @@ request gets when it names none depends on its use (stills, streams, video jobs)
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.sharding import Shard, resolve_shard
 from service.streams.config import StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        default="auto", description="auto: fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX, else fp32"
+        default="auto", description="auto: fp16 on CUDA; on CPU the faster of fp32/bf16, measured at start-up"
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
@@ -78,7 +80,15 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
-    tile_size: int = Field(default=512, ge=0, description="tile core in input pixels for large frames (0 = never tile)")
+    tile_size: int = Field(
+        default=0,
+        ge=0,
+        description="0 (auto): frames up to ~1 MP (CPU) / 1080p (CUDA) run whole, larger ones in the fewest tiles that "
+        "fit; N > 0: at most N*N input pixels per call",
+    )
+    compile: bool = Field(
+        default=False, description="try torch.compile at warm-up (~26 s once on 2 cores); kept only if measured faster"
+    )
     tile_overlap: int = Field(default=16, ge=0)
     warmup: bool = Field(default=True, description="run each model once before reporting ready")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -129,6 +139,12 @@ class Settings(BaseSettings):
     video_workers: int = Field(default=1, ge=1, le=16)
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
 
+    # Camera sharding across replicas (service/sharding.py, docs/scale.md)
+    shard_count: int = Field(default=1, ge=1, le=1000, description="replicas sharing the configured cameras")
+    shard_index: int | None = Field(
+        default=None, ge=0, description="this replica's shard (0..count-1); unset: the host name's -<ordinal>"
+    )
+
     _split = field_validator("models", "api_keys", "stream_allow_cidrs", mode="before")(_split_commas)
 
     @field_validator("stream_allow_cidrs")
@@ -167,6 +183,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"cannot read the API key file: {e.strerror}") from None
             keys = [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
             self.api_keys = [*self.api_keys, *(k for k in keys if k not in self.api_keys)]
+        return self
+
+    @model_validator(mode="after")
+    def _shard_known(self) -> Settings:
+        self.shard()  # fail at start-up, with the operator's message, when count > 1 and no index can be found
         return self
 
     @model_validator(mode="after")
@@ -209,6 +230,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"VSR_{use.upper()}_MODEL={chosen!r} is not loaded; loaded: {', '.join(loaded)}")
             return chosen
         return PREFERRED_MODEL[use] if PREFERRED_MODEL[use] in loaded else loaded[0]
+
+    def shard(self) -> Shard:
+        return resolve_shard(self.shard_count, self.shard_index, socket.gethostname())
 
     def video_caps(self) -> FrameCaps:
         """What every decoded frame of a video job is checked against."""

@@ -9,6 +9,7 @@ files are removed when it is deleted, fails, expires (``ttl_s`` after it finishe
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from service.batcher import QueueFull
+from service.metrics import VIDEO_JOB_STATES, Metrics
 from vsr.frames import FrameCaps
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
 
@@ -119,17 +121,22 @@ def batcher_upscale(
 
 class JobManager:
     @classmethod
-    def from_settings(cls, settings: Any, submit: Callable[..., Any]) -> JobManager:
+    def from_settings(cls, settings: Any, submit: Callable[..., Any], metrics: Metrics | None = None) -> JobManager:
         opts = JobOptions(
             max_jobs=settings.video_max_jobs,
             workers=settings.video_workers,
             ttl_s=settings.video_job_ttl_s,
             caps=settings.video_caps(),
         )
-        return cls(submit, opts)
+        return cls(submit, opts, metrics)
 
-    def __init__(self, submit: Callable[..., Any], opts: JobOptions = JobOptions()) -> None:
-        self.submit, self.opts = submit, opts
+    def __init__(
+        self, submit: Callable[..., Any], opts: JobOptions = JobOptions(), metrics: Metrics | None = None
+    ) -> None:
+        self.submit, self.opts, self.metrics = submit, opts, metrics
+        if metrics is not None:  # read at scrape time: no gauge to keep in step with every state change
+            for state in VIDEO_JOB_STATES:
+                metrics.video_jobs.labels(state=state).set_function(functools.partial(self._count, state))
         self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -182,6 +189,9 @@ class JobManager:
             t.join(10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def _count(self, state: str) -> int:
+        return sum(1 for j in list(self._jobs.values()) if j.state == state)
+
     def _expire(self) -> None:
         now = time.time()
         with self._lock:
@@ -198,7 +208,7 @@ class JobManager:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        job.state = "running"
+        job.state, started = "running", time.time()
 
         def progress(done: int, _total: int | None) -> None:
             job.frames_done = done
@@ -225,6 +235,9 @@ class JobManager:
                 job.out_path.unlink()
         finally:
             job.finished = time.time()
+            if self.metrics is not None:
+                self.metrics.video_jobs_finished.labels(outcome=job.state).inc()
+                self.metrics.video_job_duration.observe(job.finished - started)
             with contextlib.suppress(OSError):
                 job.in_path.unlink()  # the upload is not needed any more
             if job.id not in self._jobs:  # deleted while running

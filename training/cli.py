@@ -74,11 +74,17 @@ def config_from_args(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, *, teacher: bool) -> int:
+    from training import distributed
     from training.run import train
 
     cfg = config_from_args(args, teacher=teacher)
-    summary = train(cfg, resume=not args.no_resume)
-    print(json.dumps(summary, indent=2, default=str))
+    ranks = distributed.init(cfg.device)  # torchrun's environment, else one process (training/distributed.py)
+    try:
+        summary = train(cfg, resume=not args.no_resume, ranks=ranks)
+    finally:
+        distributed.close()
+    if ranks.master:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

@@ -5,10 +5,13 @@ fault injection on top), ``vsr upscale`` (``vsr_cli.upscale``) and the benchmark
 once, here:
 
 - Device: ``auto`` = CUDA when available, else CPU (:func:`pick_device`).
-- Dtype: ``auto`` = fp16 on CUDA; on CPU bf16 when it has AVX512-BF16/AMX (3-5x fp32), else fp32 (:func:`pick_dtype`).
-- CUDA: weights cast to the dtype, channels-last, pinned host memory and async copies (``vsr.inference.to_tensor``).
-  CPU: fp32 weights, channels-last, convs under bf16 autocast when the dtype is bf16.
-- Frames larger than the tile size run in overlapping tiles (``vsr.inference.run_model``).
+- Dtype: ``auto`` = fp16 on CUDA; on CPU **measured** on the first model, fp32 against bf16 (:func:`resolve_dtype`;
+  CPU flags do not tell: bf16 is ~3x fp32 on a Zen 5 with AVX512-BF16 and unusable on an AVX2-only Zen 3).
+- Each model runs through its :class:`vsr.runner.FrameRunner`: the fused uint8 kernel (``vsr.kernel``) for our
+  students, the reference path (``vsr.inference``) for other architectures; on CUDA fp16 channels-last with pinned
+  staging and CUDA graphs (``vsr.gpu``).
+- Tiles by pixel count (``vsr.tiling``): whole frames up to ~1 MP on CPU / 1080p on CUDA; ``TileSpec.tile`` > 0
+  caps a call at ``tile**2`` input pixels instead.
 - CUDA out of memory: the batch is split in halves, then a single frame is tiled ever smaller, and retried.
 
 Frames in and out are uint8 RGB NHWC numpy arrays. The models and the device belong to the thread that calls
@@ -27,7 +30,8 @@ import torch
 from torch import nn
 
 from vsr.artifact import ArtifactError, ArtifactMeta, load_artifact
-from vsr.inference import TileSpec, cpu_has_amx_bf16, upscale_frames
+from vsr.inference import TileSpec
+from vsr.runner import FrameRunner, choose_dtype
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 MIN_OOM_TILE = 64  # LR pixels: below this, tiling costs more than it saves and OOM is re-raised
 WARMUP_SIZE = (64, 64)  # LR frame the warm-up runs per model (first-call kernel selection / allocation)
+COMPILE_SIZE = (360, 640)  # LR frame torch.compile specialises on when asked (static shapes; a camera's size)
 
 
 class DeviceError(ValueError):
@@ -55,13 +60,30 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> fp16 on CUDA; on CPU bf16 when it runs bf16 convs fast (AVX512-BF16/AMX), else fp32."""
+def resolve_dtype(
+    name: str, device: torch.device, model: nn.Module | None = None
+) -> tuple[torch.dtype, dict[str, float | None]]:
+    """``auto`` -> fp16 on CUDA; on CPU the faster of fp32 and bf16 measured on ``model`` (fp32 without a model).
+
+    Returns the dtype and the measured probe times in ms (empty when nothing was measured).
+    """
     if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+        return DTYPES[name], {}
+    if device.type == "cuda" or model is None:
+        return (torch.float16 if device.type == "cuda" else torch.float32), {}
+    dtype, times = choose_dtype(model, scale=int(getattr(model, "scale", 2)), device=device, channels=_colors(model))
+    log.info("dtype measured on %s: %s -> %s", device, times, DTYPE_NAMES[dtype])
+    return dtype, times
+
+
+def pick_dtype(name: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype:
+    """:func:`resolve_dtype` without the timings."""
+    return resolve_dtype(name, device, model)[0]
+
+
+def _colors(model: nn.Module) -> int:
+    inner = getattr(model, "luma", None)  # vsr.luma.LumaAsRGB wraps a 1-channel model
+    return int(getattr(inner if isinstance(inner, nn.Module) else model, "colors", 3))
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,17 @@ def load_models(entries: Sequence[str], device: torch.device, dtype: torch.dtype
     return models
 
 
+def load_resolved(
+    entries: Sequence[str], device: torch.device, dtype: str
+) -> tuple[dict[str, LoadedModel], torch.dtype, dict[str, float | None]]:
+    """Load ``entries`` and resolve ``dtype`` (``auto``: measured on the first model); (models, dtype, timings)."""
+    provisional = DTYPES.get(dtype, torch.float16 if device.type == "cuda" else torch.float32)
+    models = load_models(entries, device, provisional)
+    first = next(iter(models.values()), None)
+    dt, times = resolve_dtype(dtype, device, first.model if first else None)
+    return models, dt, times
+
+
 class Engine:
     """Named models on one device. ``run(name, frames)`` is the only inference entry point."""
 
@@ -107,6 +140,8 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         tiles: TileSpec | None = None,
+        compile: bool = False,
+        dtype_ms: dict[str, float | None] | None = None,
     ) -> None:
         if not models:
             raise ValueError("the engine needs at least one model")
@@ -114,16 +149,29 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.tiles = tiles or TileSpec()
+        self.compile = compile
         self.default_model = next(iter(models))
+        self.runners = {
+            name: FrameRunner(lm.model, scale=lm.meta.scale, device=device, dtype=dtype, overlap=self.tiles.overlap)
+            for name, lm in models.items()
+        }
+        for r in self.runners.values():
+            r.info.dtype_ms = dict(dtype_ms or {})
 
     @classmethod
     def open(
-        cls, entries: Sequence[str], *, device: str = "auto", dtype: str = "auto", tiles: TileSpec | None = None
+        cls,
+        entries: Sequence[str],
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        tiles: TileSpec | None = None,
+        compile: bool = False,
     ) -> Engine:
         """Pick the device and dtype from their names (``auto`` or explicit) and load ``entries`` onto them."""
         dev = pick_device(device)
-        dt = pick_dtype(dtype, dev)
-        return cls(load_models(entries, dev, dt), device=dev, dtype=dt, tiles=tiles)
+        models, dt, times = load_resolved(entries, dev, dtype)
+        return cls(models, device=dev, dtype=dt, tiles=tiles, compile=compile, dtype_ms=times)
 
     # ---- properties ------------------------------------------------------------------------------------------
 
@@ -137,6 +185,9 @@ class Engine:
 
     def scale(self, name: str) -> int:
         return self.models[name].meta.scale
+
+    def runner(self, name: str) -> FrameRunner:
+        return self.runners[name]
 
     def describe(self, name: str) -> dict[str, Any]:
         """Metadata of one model (for ``GET /v2/models/{name}``)."""
@@ -159,10 +210,13 @@ class Engine:
     # ---- the inference thread's side -------------------------------------------------------------------------
 
     def warmup(self) -> None:
-        """Run every model once (kernel selection, allocator)."""
+        """Run every model once (kernel selection, allocator); with ``compile``, try torch.compile on each model
+        at :data:`COMPILE_SIZE` and keep it where it measures faster (failure keeps the eager kernel)."""
         frame = np.zeros((1, *WARMUP_SIZE, 3), np.uint8)
         for lm in self.models.values():
             self._infer(lm, frame, self.tiles)
+            if self.compile:
+                self.runners[lm.name].compile(COMPILE_SIZE)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -195,7 +249,8 @@ class Engine:
         return self._run(lm, frames, smaller)
 
     def _infer(self, lm: LoadedModel, frames: np.ndarray, tiles: TileSpec) -> np.ndarray:
-        return upscale_frames(lm.model, frames, scale=lm.meta.scale, device=self.device, dtype=self.dtype, tiles=tiles)
+        budget = tiles.tile * tiles.tile if tiles.tile > 0 else None
+        return self.runners[lm.name](frames, pixel_budget=budget, overlap=tiles.overlap)
 
 
 def _smaller_tiles(hw: tuple[int, ...], tiles: TileSpec) -> TileSpec | None:

@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("output")
     up.add_argument("--model", default="x2")
     up.add_argument("--device", default="auto")
-    up.add_argument("--tile", type=int, default=512, help="tile size in input pixels (0 = whole image)")
+    up.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="0 (auto): tiles only above ~1 MP on CPU / 1080p on CUDA; N: N*N px per call",
+    )
 
     sv = sub.add_parser("serve", help="run the HTTP service")
     sv.add_argument("--host")
@@ -64,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything starts torch/OpenMP: allocator keeps its buffers, OpenMP threads sleep when idle (vsr.runtime).
+    from vsr.runtime import configure
+
+    configure()
     args = _parser().parse_args(argv)
     try:
         logs.configure(args.log_level, args.log_format)

@@ -1,4 +1,9 @@
-"""The newest output frame of a stream, encoded once and shared by every viewer.
+"""The newest output frame of a stream, encoded once and shared by every viewer — and only if someone watches.
+
+JPEG encoding a 1280x720 frame costs ~3.5 ms of CPU here (Pillow q80; simplejpeg measured slower on this CPU, cv2
+faster but a 60 MB dependency for 0.6 ms): with nobody watching, a stream publishes the raw frame and encodes
+nothing. The pump thread encodes each new frame once when at least one MJPEG viewer is connected
+(:meth:`FrameBroadcast.watching`); a frame asked for otherwise (``frame.jpg``) is encoded on first access and cached.
 
 A viewer remembers the sequence number it sent last and waits for a newer one; a slow viewer simply skips the
 frames it missed. Publishing never waits on viewers. Async viewers (MJPEG responses) are woken through their event
@@ -9,17 +14,59 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from PIL import Image
 
 
-@dataclass(frozen=True)
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 class EncodedFrame:
-    seq: int
-    jpeg: bytes
-    width: int
-    height: int
-    t_emitted: float  # time.monotonic()
+    """One output frame: its JPEG, or the RGB frame and how to encode it on first access (then cached)."""
+
+    def __init__(
+        self,
+        seq: int,
+        jpeg: bytes | None,
+        width: int,
+        height: int,
+        t_emitted: float,  # time.monotonic()
+        *,
+        rgb: np.ndarray | None = None,
+        encode: Callable[[np.ndarray], bytes] | None = None,
+    ) -> None:
+        if jpeg is None and (rgb is None or encode is None):
+            raise ValueError("an EncodedFrame needs its JPEG or an RGB frame and an encoder")
+        self.seq, self.width, self.height, self.t_emitted = seq, width, height, t_emitted
+        self._jpeg, self._rgb, self._encode = jpeg, rgb, encode
+        self._lock = threading.Lock()
+
+    @classmethod
+    def lazy(cls, seq: int, rgb: np.ndarray, encode: Callable[[np.ndarray], bytes], t_emitted: float) -> EncodedFrame:
+        h, w = rgb.shape[:2]
+        return cls(seq, None, w, h, t_emitted, rgb=rgb, encode=encode)
+
+    @property
+    def encoded(self) -> bool:
+        return self._jpeg is not None
+
+    @property
+    def jpeg(self) -> bytes:
+        """The JPEG bytes, encoding them now if nobody has (once per frame, whoever asks first)."""
+        if self._jpeg is None:
+            with self._lock:
+                if self._jpeg is None:
+                    assert self._rgb is not None and self._encode is not None
+                    self._jpeg = self._encode(self._rgb)
+                    self._rgb = None  # the raw frame is no longer needed
+        return self._jpeg
 
 
 class FrameBroadcast:
@@ -28,6 +75,22 @@ class FrameBroadcast:
         self._latest: EncodedFrame | None = None
         self._closed = False
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._viewers = 0
+
+    @property
+    def viewers(self) -> int:
+        """Connected MJPEG viewers (the publisher encodes each frame only while this is > 0)."""
+        return self._viewers
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        with self._cond:
+            self._viewers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._viewers -= 1
 
     @property
     def latest(self) -> EncodedFrame | None:

@@ -1,4 +1,4 @@
-"""One stream: reader -> a one-frame pending slot -> the shared batcher -> JPEG -> viewers.
+"""One stream: reader -> a one-frame pending slot -> the shared batcher -> (JPEG, only while watched) -> viewers.
 
 Staying live: at most ``max_pending`` frames of this stream are in the batcher; a newer decoded frame waits in a
 one-frame slot and replaces an older one there (the replaced frame counts as dropped ``queue_full``). Frames older
@@ -13,7 +13,6 @@ Drop reasons: ``queue_full`` (replaced while pending), ``overloaded`` (the batch
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import threading
 import time
@@ -22,15 +21,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from service.batcher import DeadlineExceeded, QueueFull
 from service.streams.capture import STATES, Capture, to_rgb
 from service.streams.config import StreamOptions, StreamSpec
-from service.streams.output import EncodedFrame, FrameBroadcast
+from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.urlpolicy import CheckedUrl, redact
 
 log = logging.getLogger(__name__)
@@ -241,11 +240,11 @@ class Stream:
             self.dropped("late")
             return
         self._last_shown = item.seq
-        buf = io.BytesIO()
-        Image.fromarray(out).save(buf, "JPEG", quality=self.opts.jpeg_quality)
         now = time.monotonic()
-        h, w = out.shape[:2]
-        self.output.publish(EncodedFrame(item.seq, buf.getvalue(), w, h, now))
+        frame = EncodedFrame.lazy(item.seq, out, partial(encode_jpeg, quality=self.opts.jpeg_quality), now)
+        if self.output.viewers:
+            frame.jpeg  # noqa: B018 - encode here, once for every viewer, off the event loop
+        self.output.publish(frame)
         latency = now - item.t_decoded
         s = self.stats
         s.frames_out += 1

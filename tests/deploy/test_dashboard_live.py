@@ -31,6 +31,7 @@ from PIL import Image
 
 from tests.conftest import REPO, require_or_skip, synthetic_image
 from tests.deploy.helpers import dashboard, queries, substitute
+from tests.reliability.test_hostile_inputs import make_video
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi (not importable from the venv)
 CAMERA_FPS = 30
@@ -232,6 +233,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: dict[str, Pat
         yield {"base": base, "prom": prom, "tmp": tmp, "procs": procs, "cam": cam, "cam_port": cam_port}
 
 
+def run_video_job(base: str, tmp: Path) -> None:
+    """One tiny recorded-video job through ``POST /upscale/video``, waited for until done."""
+    data = make_video(tmp / "clip.mp4", "mp4", frames=6)
+    r = httpx.post(f"{base}/upscale/video", content=data, headers={"content-type": "video/mp4"}, timeout=30)
+    assert r.status_code == 202, r.text
+    job = r.json()["status_url"]
+    deadline = time.monotonic() + 60
+    while (state := httpx.get(f"{base}{job}", timeout=10).json()["state"]) in ("queued", "running"):
+        assert time.monotonic() < deadline, "video job did not finish"
+        time.sleep(0.2)
+    assert state == "done", state
+
+
 def wait_until(pred, timeout: float, what: str, procs: list[Proc]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -253,6 +267,7 @@ def test_every_dashboard_query_returns_data(stack: dict) -> None:
 
     with Traffic(base) as traffic:
         wait_until(stream_out, 25, "upscaled stream frames in Prometheus", procs)
+        run_video_job(base, stack["tmp"])  # the video-job panels need one job that ran
         # a camera outage: the reader reconnects, and the reconnect counter appears
         cam = stack["cam"]
         cam.stop()

@@ -232,11 +232,32 @@ def test_dashboard_covers_the_issue() -> None:
         "vsr_stream_state",
         "vsr_stream_latency_seconds_bucket",
         "vsr_gpu_memory_allocated_bytes",
+        "vsr_video_jobs",
+        "vsr_video_jobs_finished_total",
+        "vsr_video_job_duration_seconds_bucket",
     ]
     assert [m for m in wanted if m not in exprs] == []
     for q in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({q}, sum by (le, route) (rate(vsr_http_request_duration_seconds_bucket" in exprs
     assert any(q.gpu_only for q in queries(dashboard()))
+
+
+def test_dashboard_units_and_not_ready() -> None:
+    """Every graph and stat has a unit, no axis mixes units (a second unit goes to its own right axis), and the
+    Ready stat shows NOT READY, never "No data", when the service is down or unscraped."""
+    for p in iter_panels(dashboard()["panels"]):
+        if p["type"] not in ("timeseries", "stat"):
+            continue
+        assert p["fieldConfig"]["defaults"].get("unit"), p["title"]
+        for o in p["fieldConfig"].get("overrides", []):
+            props = {x["id"]: x["value"] for x in o["properties"]}
+            if "unit" in props:
+                assert props.get("custom.axisPlacement") == "right", p["title"]
+    (ready,) = [p for p in iter_panels(dashboard()["panels"]) if p["title"] == "Ready"]
+    assert ready["fieldConfig"]["defaults"]["noValue"] == "NOT READY"
+    assert "or on() vector(0)" in ready["targets"][0]["expr"]
+    texts = {v["text"] for m in ready["fieldConfig"]["defaults"]["mappings"] for v in m["options"].values()}
+    assert texts == {"READY", "NOT READY"}
 
 
 def test_docs_name_only_real_settings() -> None:

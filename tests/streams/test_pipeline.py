@@ -101,6 +101,27 @@ def test_newest_wins_and_cap(rig) -> None:
     )
 
 
+def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
+    stream, batcher, _ = rig
+    stream.offer(frame(1), time.monotonic())
+    wait_until(lambda: len(batcher.calls) == 1)
+    batcher.futures[0].set_result(np.full((8, 12, 3), 10, np.uint8))
+    wait_until(lambda: stream.stats.frames_out == 1)
+    unwatched = stream.output.latest
+    assert unwatched is not None and not unwatched.encoded  # nobody watching: no JPEG was made
+    with stream.output.watching(), stream.output.watching():  # two viewers
+        assert stream.output.viewers == 2
+        stream.offer(frame(2), time.monotonic())
+        wait_until(lambda: len(batcher.calls) == 2)
+        batcher.futures[1].set_result(np.full((8, 12, 3), 20, np.uint8))
+        wait_until(lambda: stream.stats.frames_out == 2)
+        watched = stream.output.latest
+        assert watched is not None and watched.seq > unwatched.seq and watched.encoded  # made by the pump
+        assert watched.jpeg is watched.jpeg  # one encoding shared by every viewer
+    assert stream.output.viewers == 0
+    assert unwatched.jpeg[:2] == b"\xff\xd8" and unwatched.encoded  # asked for later (frame.jpg): encoded then
+
+
 def test_stale_overloaded_error_and_late(rig) -> None:
     stream, batcher, _ = rig
     stream.offer(frame(1), time.monotonic() - 1.0)  # older than max_frame_age_s: never submitted
