@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from training.config import DEFAULT_DATA_ROOT, TrainConfig
 
@@ -73,11 +74,17 @@ def config_from_args(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, *, teacher: bool) -> int:
+    from training import distributed
     from training.run import train
 
     cfg = config_from_args(args, teacher=teacher)
-    summary = train(cfg, resume=not args.no_resume)
-    print(json.dumps(summary, indent=2, default=str))
+    ranks = distributed.init(cfg.device)  # torchrun's environment, else one process (training/distributed.py)
+    try:
+        summary = train(cfg, resume=not args.no_resume, ranks=ranks)
+    finally:
+        distributed.close()
+    if ranks.master:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -91,9 +98,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: model is x{desc['scale']}, asked for x{scale}", file=sys.stderr)
         return 2
     data = args.data or [f"{DEFAULT_DATA_ROOT}/test/Set5", f"{DEFAULT_DATA_ROOT}/test/Set14"]
-    sets = evaluate_sets(model_upscaler(model, scale, tile=args.tile), data, scale, progress=not args.json)
+    upscale = model_upscaler(model, scale, tile=args.tile)
+    codec = getattr(args, "codec", None)
+    if codec is not None:  # pan clips, clean or through the codec, with temporal consistency
+        return _evaluate_clips(args, upscale, scale, data, codec)
+    sets = evaluate_sets(upscale, data, scale, progress=not args.json)
     result = {"model": args.model, "scale": scale, "sets": sets}
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def _evaluate_clips(args: argparse.Namespace, upscale: Any, scale: int, data: list[str], codec: str) -> int:
+    from training.video_eval import evaluate_video_sets, format_video_table
+    from vsr.imageops import upscale_bicubic
+
+    ups = {"bicubic": lambda lr: upscale_bicubic(lr, scale), args.model: upscale}
+    c = None if codec == "clean" else codec
+    sets = evaluate_video_sets(ups, data, scale, codec=c, crf=args.crf, progress=not args.json)
+    result = {"model": args.model, "scale": scale, "codec": c, "crf": args.crf if c else None, "sets": sets}
+    print(json.dumps(result, indent=2) if args.json else format_video_table(result))
     return 0
 
 

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=int)
     ev.add_argument("--tile", type=int, default=0)
     ev.add_argument("--json", action="store_true")
+    ev.add_argument(
+        "--codec",
+        choices=["clean", "h264", "h265"],
+        help="evaluate on 6-frame pan clips of each image, LR by bicubic then this codec (clean: none), with tPSNR-Y",
+    )
+    ev.add_argument("--crf", type=int, default=28, help="codec quality with --codec h264/h265 (default 28)")
 
     ex = sub.add_parser("export", help="export a checkpoint as an artifact, and/or an artifact to ONNX")
     ex.add_argument("--checkpoint", help="a training checkpoint.pt")
@@ -57,8 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--device")
 
     bn = sub.add_parser("bench", help="benchmarks into bench/results/ and bench/README.md")
-    bn.add_argument("what", nargs="*", default=["engine", "service"])
+    bn.add_argument(
+        "what",
+        nargs="*",
+        default=["kernel", "engine", "cli", "service", "streams"],
+        choices=["kernel", "engine", "cli", "sizes", "service", "streams", "gpu"],
+        help="kernel/engine/cli: one run on the same 640x360 frames (+ OpenCV ESPCN/FSRCNN); sizes: the engine "
+        "across sizes and batches; service: vsr serve at 1/4/16 JPEG clients; streams: a live RTSP camera to an "
+        "MJPEG viewer; gpu: 540p->1080p on CUDA (scripts/gpu_check.sh)",
+    )
     bn.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    bn.add_argument("--dry-run", action="store_true", help="gpu: run on CPU with a tiny frame (checks the script)")
     return p
 
 

