@@ -33,6 +33,8 @@ class Tty(io.StringIO):
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # an earlier in-process CLI run may have left warnings captured: then configure() would not capture them anew
+    logging.captureWarnings(False)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
