@@ -105,11 +105,17 @@ def _require_folders(folders: Iterable[Path]) -> None:
 
 
 def cmd_train(args: argparse.Namespace, *, teacher: bool) -> int:
+    from training import distributed
     from training.run import train
 
     cfg = checked_config(args, teacher=teacher)
-    summary = train(cfg, resume=not args.no_resume)
-    print(json.dumps(summary, indent=2, default=str))
+    ranks = distributed.init(cfg.device)  # torchrun's environment, else one process (training/distributed.py)
+    try:
+        summary = train(cfg, resume=not args.no_resume, ranks=ranks)
+    finally:
+        distributed.close()
+    if ranks.master:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

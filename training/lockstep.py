@@ -48,11 +48,14 @@ log = logging.getLogger(__name__)
 def lockstep_configs(
     base: TrainConfig, seeds: list[int], variants: dict[str, dict[str, Any]]
 ) -> dict[str, TrainConfig]:
-    """``{"<variant>-s<seed>": cfg}``: each variant is the base recipe with some fields overridden."""
+    """``{"<variant>-s<seed>": cfg}``: each variant is the base recipe with some fields overridden (and, with the
+    key ``"_seeds"``, run for those seeds only: e.g. a one-seed comparison riding along a multi-seed ablation)."""
     out = {}
     for v, over in variants.items():
+        over = dict(over)
+        only = over.pop("_seeds", seeds)
         cfg_v = TrainConfig.from_dict(base.to_dict() | over)
-        for s in seeds:
+        for s in only:
             out[f"{v}-s{s}"] = replace(cfg_v, seed=s, name=f"{base.name}-{v}-s{s}")
     return out
 
@@ -94,7 +97,7 @@ def train_lockstep(
     last: dict[str, Any] = {}
     while step < base.steps:
         for s in seeds:
-            keys = [f"{v}-s{s}" for v in variants]
+            keys = [f"{v}-s{s}" for v in variants if f"{v}-s{s}" in cfgs]
             # the first variant's generator draws the seed's batch for all its variants
             shared = source.batch(base.batch, states[keys[0]].rng)
             row = {"step": step + 1, "time_s": round(time.time() - t_start, 1)}

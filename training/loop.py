@@ -67,6 +67,9 @@ class State:
     step: int = 0
     best_psnr: float = -1.0
     amp: torch.dtype | None = None
+    # what the step calls: None = ``model``; under torchrun its DDP wrapper (training.distributed.wrap), which
+    # averages the gradients across ranks. Checkpoints, EMA and export always use the bare ``model``.
+    ddp: nn.Module | None = None
 
 
 def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | None) -> State:
@@ -157,7 +160,7 @@ def step_on(state: State, cfg: TrainConfig, batch: Batch, teacher: nn.Module | N
     dtype = state.amp
     device_type = batch.lr.device.type
     with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = state.model(batch.lr)
+        out = (state.ddp or state.model)(batch.lr)
         loss, parts = kd_loss(out.float(), batch.hr, batch.soft, alpha=cfg.alpha, kind=cfg.loss, has_hr=batch.has_hr)
         if cfg.feat_beta > 0 and teacher is not None:
             with torch.no_grad():
@@ -246,12 +249,24 @@ def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Modul
 
 
 def prepare_data(
-    cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
+    cfg: TrainConfig,
+    device: torch.device,
+    teachers: list[nn.Module],
+    weights: list[float],
+    descs: list[dict],
+    shard: tuple[int, int] = (0, 1),
 ) -> CropPool:
     """The training data source: a crop pool over the training images (less the held-out slice), with teacher
-    outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0."""
+    outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0.
+
+    ``shard = (rank, world)``: data-parallel rank ``rank`` gets every ``world``-th image and its own pool seed."""
     del descs  # teachers are identified by their weights' hash, not by their description
     paths, _held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.holdout if not cfg.val_sets else 0)
+    rank, world = shard
+    if world > 1:
+        if len(paths) < world:
+            raise ValueError(f"{len(paths)} training images cannot be shared by {world} ranks")
+        paths = paths[rank::world]
     pairs = make_pairs(paths, cfg.scale, min_lr=cfg.patch)
     extra: list[Pair] = []
     if teachers and cfg.alpha < 1.0:
@@ -266,7 +281,7 @@ def prepare_data(
         scale=cfg.scale,
         patch=cfg.patch,
         size=cfg.pool,
-        seed=cfg.seed,
+        seed=cfg.seed + rank,
         refresh=cfg.pool_refresh,
         degradations=cfg.degradations,
         teacher_only=extra,
