@@ -132,7 +132,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scale = args.scale or desc["scale"]
     if scale != desc["scale"]:
         raise UsageError(f"model is x{desc['scale']}, asked for x{scale}")
-    sets = evaluate_sets(model_upscaler(model, scale, tile=args.tile), data, scale, progress=not args.json)
+    upscale = model_upscaler(model, scale, tile=args.tile)
+    codec = getattr(args, "codec", None)
+    if codec is not None:  # pan clips, clean or through the codec, with temporal consistency
+        return _evaluate_clips(args, upscale, scale, data, codec)
+    sets = evaluate_sets(upscale, data, scale, progress=not args.json)
     result = {"model": args.model, "scale": scale, "sets": sets}
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
@@ -146,6 +150,18 @@ def _read(load: Callable[..., T], path: str, **kwargs: Any) -> T:
         return load(path, **kwargs)
     except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
         raise UsageError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _evaluate_clips(args: argparse.Namespace, upscale: Any, scale: int, data: list[str], codec: str) -> int:
+    from training.video_eval import evaluate_video_sets, format_video_table
+    from vsr.imageops import upscale_bicubic
+
+    ups = {"bicubic": lambda lr: upscale_bicubic(lr, scale), args.model: upscale}
+    c = None if codec == "clean" else codec
+    sets = evaluate_video_sets(ups, data, scale, codec=c, crf=args.crf, progress=not args.json)
+    result = {"model": args.model, "scale": scale, "codec": c, "crf": args.crf if c else None, "sets": sets}
+    print(json.dumps(result, indent=2) if args.json else format_video_table(result))
+    return 0
 
 
 def _load_model(name: str):

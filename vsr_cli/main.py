@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=int, help="upscaling factor (default: the model's own)")
     ev.add_argument("--tile", type=int, default=0, help="tile size in input pixels (0 = whole image)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    ev.add_argument(
+        "--codec",
+        choices=["clean", "h264", "h265"],
+        help="evaluate on 6-frame pan clips of each image, LR by bicubic then this codec (clean: none), with tPSNR-Y",
+    )
+    ev.add_argument("--crf", type=int, default=28, help="codec quality with --codec h264/h265 (default 28)")
 
     ex = sub.add_parser("export", help="export a checkpoint as an artifact, and/or an artifact to ONNX")
     ex.add_argument("--checkpoint", help="a training checkpoint.pt")
