@@ -92,9 +92,16 @@ def _parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="benchmarks into bench/results/ and bench/README.md")
     bn.add_argument(
-        "what", nargs="*", default=["engine", "service"], help="engine, service, streams (default: engine service)"
+        "what",
+        nargs="*",
+        default=["kernel", "engine", "cli", "service", "streams"],
+        choices=["kernel", "engine", "cli", "sizes", "service", "streams", "gpu"],
+        help="kernel/engine/cli: one run on the same 640x360 frames (+ OpenCV ESPCN/FSRCNN); sizes: the engine "
+        "across sizes and batches; service: vsr serve at 1/4/16 JPEG clients; streams: a live RTSP camera to an "
+        "MJPEG viewer; gpu: 540p->1080p on CUDA (scripts/gpu_check.sh)",
     )
     bn.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    bn.add_argument("--dry-run", action="store_true", help="gpu: run on CPU with a tiny frame (checks the script)")
     return p
 
 

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,23 +112,16 @@ def _engine(args: argparse.Namespace) -> Engine:
         raise UsageError(str(e)) from None
 
 
-def _upscale_one(engine: Engine, src: Path, dst: Path) -> None:
-    """One image or video; raises OSError/VideoError when ``src`` cannot be read (a partial ``dst`` is removed)."""
-    name = engine.default_model
-    if src.suffix.lower() in VIDEO_EXTS:
-        from vsr_cli.video import upscale_video_file  # PyAV-backed; imported only for videos
+def _upscale_video(engine: Engine, src: Path, dst: Path) -> None:
+    """Raises VideoError when ``src`` cannot be read; a partial ``dst`` is removed."""
+    from vsr_cli.video import upscale_video_file  # PyAV-backed; imported only for videos
 
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            upscale_video_file(src, dst, engine, name, progress=True)
-        except BaseException:
-            dst.unlink(missing_ok=True)
-            raise
-        return
-    with Image.open(src) as im:
-        im.load()
-        result = upscale_image(im, lambda rgb: engine.run(name, rgb[None])[0])
-    save_image(result, dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        upscale_video_file(src, dst, engine, engine.default_model, progress=True)
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -142,19 +136,57 @@ def run(args: argparse.Namespace) -> Outcome:
     inp, out = Path(args.input), Path(args.output)
     jobs = plan(inp, out)
     engine = _engine(args)
+    name, scale = engine.default_model, engine.scale(engine.default_model)
     done = Outcome()
-    for src, dst in tqdm(jobs, desc=f"upscale x{engine.scale(engine.default_model)}", unit="file"):
-        try:
-            _upscale_one(engine, src, dst)
-        except (OSError, VideoError) as e:  # unreadable or corrupt input (PIL: OSError; PyAV: VideoError)
-            if not inp.is_dir():
-                raise UsageError(f"cannot read {src}: {e}") from None
-            log.warning("skipped %s: %s", src, e)
-            done.failed.append((src, str(e)))
-            continue
-        done.written.append(dst)
+
+    def up(rgb: np.ndarray) -> np.ndarray:
+        return engine.run(name, rgb[None])[0]
+
+    # Decode of the next image and encode of the previous one run in two I/O threads while the model runs (PIL
+    # releases the GIL in both): on 2 cores they fill the gaps between the model's parallel regions.
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
+        nxt = _prefetch(reader, jobs, 0)
+        saves: list[tuple[Path, Future[None]]] = []
+        for i, (src, dst) in enumerate(tqdm(jobs, desc=f"upscale x{scale}", unit="file")):
+            cur, nxt = nxt, _prefetch(reader, jobs, i + 1)
+            try:
+                if cur is None:
+                    _upscale_video(engine, src, dst)
+                else:
+                    saves.append((dst, writer.submit(save_image, upscale_image(cur.result(), up), dst)))
+            except (OSError, VideoError) as e:  # unreadable or corrupt input (PIL: OSError; PyAV: VideoError)
+                if not inp.is_dir():
+                    raise UsageError(f"cannot read {src}: {e}") from None
+                log.warning("skipped %s: %s", src, e)
+                done.failed.append((src, str(e)))
+                continue
+            while len(saves) > 2:  # bounded: at most two upscaled images wait for their encode
+                _saved(*saves.pop(0))
+            done.written.append(dst)
+        for dst, f in saves:
+            _saved(dst, f)
     log.info("wrote %d file(s) to %s", len(done.written), out)
     return done
+
+
+def _prefetch(reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int) -> Future[Image.Image] | None:
+    """The ``i``-th image, read in the background (None past the end and for videos, which stream themselves)."""
+    if i >= len(jobs) or jobs[i][0].suffix.lower() in VIDEO_EXTS:
+        return None
+    return reader.submit(_read, jobs[i][0])
+
+
+def _read(src: Path) -> Image.Image:
+    im = Image.open(src)
+    im.load()  # reads the pixels and closes the file (single-frame formats); the image stays usable
+    return im
+
+
+def _saved(dst: Path, f: Future[None]) -> None:
+    try:
+        f.result()
+    except OSError as e:
+        raise UsageError(f"cannot write {dst}: {e}") from None
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
