@@ -18,6 +18,7 @@ from service.settings import Settings
 from tests.support.checks import assert_error
 from tests.support.live import ClientFactory, hold_worker, sample, wait_ready
 from tests.support.media import encode, rgb
+from vsr.errors import UsageError
 
 PNG = {"content-type": "image/png"}
 TIMEOUT = 10.0
@@ -251,6 +252,8 @@ def test_serve_refuses_bad_settings_and_missing_models(monkeypatch: pytest.Monke
     from service.main import cmd_serve
 
     args = argparse.Namespace(host=None, port=None, models="/nonexistent/model", device=None)
-    assert cmd_serve(args) == 2  # before binding any port
+    with pytest.raises(UsageError, match="cannot serve model"):  # before binding any port; the CLI prints it
+        cmd_serve(args)
     monkeypatch.setenv("VSR_MAX_BATCH_SIZE", "0")
-    assert cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None)) == 2
+    with pytest.raises(UsageError, match="VSR_MAX_BATCH_SIZE"):
+        cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None))
