@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.camera_train import camera_pairs, init_from_artifact, validate_holdout
 from training.config import TrainConfig
 from training.data import Batch, Pair, list_images, make_pairs, split_holdout, validation_pairs
 from training.evaluate import evaluate_pairs, model_upscaler
@@ -76,6 +77,8 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
     torch.manual_seed(cfg.seed)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build(cfg.arch, cfg.arch_config).to(device).to(memory_format=fmt)  # type: ignore[call-overload]
+    if cfg.init:
+        init_from_artifact(model, cfg.init)
     ema = build(cfg.arch, cfg.arch_config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:
         ema.load_state_dict(model.state_dict())
@@ -198,10 +201,13 @@ def evaluate(state: State, cfg: TrainConfig, device: torch.device, val: ValPairs
     """PSNR-Y/SSIM-Y of the EMA (else the live) model on the validation images (the held-out slice)."""
     model = state.ema or state.model
     model.eval()
-    res = {
-        name: evaluate_pairs(model_upscaler(model, cfg.scale, device=str(device)), pairs, cfg.scale)
-        for name, pairs in val.items()
-    }
+    if cfg.camera.enabled:  # held-out training images as clips: clean and through libx264
+        res = validate_holdout(model, cfg, device)
+    else:
+        res = {
+            name: evaluate_pairs(model_upscaler(model, cfg.scale, device=str(device)), pairs, cfg.scale)
+            for name, pairs in val.items()
+        }
     state.model.train()
     return res
 
@@ -260,6 +266,9 @@ def prepare_data(
     outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0.
 
     ``shard = (rank, world)``: data-parallel rank ``rank`` gets every ``world``-th image and its own pool seed."""
+    if cfg.camera.enabled:  # the camera clip pool (degraded + clean LR, teacher on the clean LR) feeds the crops
+        pairs = camera_pairs(cfg, device, teachers, weights, descs)
+        return CropPool(pairs, scale=cfg.scale, patch=cfg.patch, size=cfg.pool, seed=cfg.seed, refresh=cfg.pool_refresh)
     del descs  # teachers are identified by their weights' hash, not by their description
     paths, _held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.holdout if not cfg.val_sets else 0)
     rank, world = shard
@@ -291,6 +300,8 @@ def prepare_data(
 
 def validation_data(cfg: TrainConfig) -> ValPairs:
     """``{name: [(image, LR, HR), ...]}``: the held-out slice of the training images, or ``cfg.val_sets``."""
+    if cfg.camera.enabled:
+        return {}  # camera runs validate on held-out clips of their own slice (training.camera_train)
     if cfg.val_sets:
         return {
             Path(s).name: validation_pairs([p], cfg.scale)

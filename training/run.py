@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.camera_train import camera_data_info
 from training.config import TrainConfig
 from training.distributed import Ranks, agree, wrap
 from training.export import export_artifact
@@ -130,7 +131,9 @@ def train(
         name=cfg.name,
         arch=cfg.arch,
         training=training_info,
-        data={
+        data=camera_data_info(cfg)
+        if cfg.camera.enabled
+        else {
             "train": cfg.train_sets,
             "val": cfg.val_sets or f"held-out slice of the training images (1 in {cfg.holdout} by name hash)",
             "val_images": sorted(n for pairs in val.values() for n, _, _ in pairs),

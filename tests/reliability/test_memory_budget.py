@@ -18,8 +18,9 @@ from PIL import Image
 
 from service import batcher as batcher_mod
 from service.batcher import Batcher, OverBudget, QueueFull
-from tests.conftest import REPO
-from tests.reliability.conftest import Server, error_body_ok, report
+from tests.support.checks import error_body_ok, report
+from tests.support.env import REPO
+from tests.support.live import Server
 
 
 class PricedEngine:
@@ -105,8 +106,8 @@ def png(w: int, h: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_server_splits_batches_and_refuses_frames_over_the_budget(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(memory_budget_mb=30, max_batch_size=8, max_batch_delay_ms=50)
+def test_server_splits_batches_and_refuses_frames_over_the_budget(live_server: Callable[..., Server]) -> None:
+    srv = live_server(memory_budget_mb=30, max_batch_size=8, max_batch_delay_ms=50)
     engine = srv.app.state.engine
     cost = engine.frame_bytes("x2", (256, 256, 3))
     per_batch = (30 << 20) // cost

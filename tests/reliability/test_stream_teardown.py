@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.reliability.conftest import Server, error_body_ok, report, thread_count, wait_until
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server, wait_until
+from tests.support.procs import thread_count
 
 
 class Tarpit:
@@ -65,8 +67,8 @@ def tarpit() -> Iterator[Tarpit]:
     t.close()
 
 
-def test_create_delete_churn_stays_bounded(server_factory: Callable[..., Server], tarpit: Tarpit) -> None:
-    srv = server_factory(max_streams=2, stream_open_timeout_s=1.5, stream_read_timeout_s=1.0)
+def test_create_delete_churn_stays_bounded(live_server: Callable[..., Server], tarpit: Tarpit) -> None:
+    srv = live_server(max_streams=2, stream_open_timeout_s=1.5, stream_read_timeout_s=1.0)
     threads0 = thread_count()
     created = refused = 0
     peak_threads = peak_conns = 0
@@ -105,8 +107,8 @@ def test_create_delete_churn_stays_bounded(server_factory: Callable[..., Server]
     )
 
 
-def test_udp_only_for_allow_listed_cameras(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory()  # the allow-list holds 127.0.0.0/8 (the test cameras)
+def test_udp_only_for_allow_listed_cameras(live_server: Callable[..., Server]) -> None:
+    srv = live_server()  # the allow-list holds 127.0.0.0/8 (the test cameras)
     r = srv.client.post("/stream", json={"url": "rtsp://8.8.8.8/cam", "transport": "udp"})
     assert r.status_code == 403 and error_body_ok(r) and "UDP" in r.json()["error"]["message"], r.text
     tcp = srv.client.post("/stream", json={"url": "rtsp://8.8.8.8/cam"})

@@ -1,0 +1,144 @@
+"""End to end on a real loopback RTSP server and the real service on uvicorn: frames, reconnects, batching across
+streams, slow viewers, dead sources."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+from PIL import Image
+
+from tests.support.live import Server, read_mjpeg
+from tests.support.rtsp import RtspServer
+
+
+def add(svc: Server, url: str, **kw: object) -> dict:
+    r = svc.client.post("/stream", json={"url": url, **kw})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
+    s = add(svc, rtsp_server.url, name="cam-1")
+    assert s["mjpeg_url"] == f"/stream/{s['id']}/mjpeg" and s["state"] in ("connecting", "live")
+    assert svc.client.get("/stream").json()["streams"][0]["id"] == s["id"]
+
+    frames = read_mjpeg(svc.base, s["id"], 10)
+    sizes = {Image.open(io.BytesIO(f)).size for f in frames}
+    assert sizes == {(320, 180)}  # scale 2 x the 160x90 source
+
+    info = svc.client.get(f"/stream/{s['id']}").json()
+    assert info["state"] == "live"
+    assert info["source"] == {"width": 160, "height": 90, "fps": 15.0}
+    assert info["output"]["width"] == 320 and info["frames_out"] >= 10 and info["frames_in"] >= info["frames_out"]
+    assert info["latency_seconds"]["p50"] is not None and info["latency_seconds"]["p50"] < 1.0
+    assert set(info["dropped"]) >= {"queue_full", "stale", "decode_error"}
+
+    jpg = svc.client.get(f"/stream/{s['id']}/frame.jpg")
+    assert jpg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpg.content)).size == (320, 180)
+
+    labels = {"stream": "cam-1"}
+    assert svc.sample("vsr_stream_frames_total", {**labels, "direction": "out"}) >= 10
+    assert svc.sample("vsr_stream_state", {**labels, "state": "live"}) == 1
+    assert svc.sample("vsr_stream_latency_seconds_count", labels) >= 10
+    metrics = svc.client.get("/metrics").text
+    assert 'vsr_stream_frames_total{direction="in",stream="cam-1"}' in metrics
+
+    assert svc.client.delete(f"/stream/{s['id']}").status_code == 204
+    end = time.monotonic() + 3  # the reader and pump threads exit (within the read timeout)
+    while any(t.name in ("capture:cam-1", "stream:cam-1", "reap:cam-1") for t in threading.enumerate()):
+        assert time.monotonic() < end, "stream threads still running after DELETE"
+        time.sleep(0.05)
+    r = svc.client.get(f"/stream/{s['id']}")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    registry = svc.app.state.registry
+    for name, extra in (("vsr_stream_state", {"state": "live"}), ("vsr_stream_frames_total", {"direction": "out"})):
+        assert registry.get_sample_value(name, {**labels, **extra}) is None  # label sets removed
+    assert svc.client.delete(f"/stream/{s['id']}").status_code == 404
+
+
+def test_source_loss_and_return(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
+    s = add(svc, rtsp_server.url, name="flaky")
+    svc.wait_stream(s["id"], lambda i: i["state"] == "live" and i["frames_out"] > 0, 10)
+
+    rtsp_server.stop()
+    lost = svc.wait_stream(s["id"], lambda i: i["state"] != "live", 5)
+    assert lost["state"] in ("connecting", "backoff")
+
+    before = svc.client.get(f"/stream/{s['id']}").json()["frames_out"]
+    rtsp_server.start()
+    back = time.monotonic()
+    svc.wait_stream(s["id"], lambda i: i["state"] == "live" and i["frames_out"] > before, 3.0)
+    assert time.monotonic() - back < 3.0
+    info = svc.client.get(f"/stream/{s['id']}").json()
+    assert info["reconnects"] >= 1 and info["last_error"]
+    assert svc.sample("vsr_stream_reconnects_total", {"stream": "flaky"}) >= 1
+
+
+def test_two_streams_share_batches(live_server, rtsp_server: RtspServer) -> None:
+    # Both streams read the same (shared) server pipeline, so their frames arrive together and batch together.
+    svc = live_server(max_batch_delay_ms=30.0)
+    a, b = add(svc, rtsp_server.url, name="left"), add(svc, rtsp_server.url, name="right")
+    for s in (a, b):
+        svc.wait_stream(s["id"], lambda i: i["frames_out"] >= 15, 10)
+    count = svc.sample("vsr_batch_size_count")
+    singles = svc.sample("vsr_batch_size_bucket", {"le": "1.0"})
+    assert count > singles, f"no batch larger than 1 in {count} batches"
+    assert svc.sample("vsr_batch_size_sum") > count
+
+
+def test_stalled_viewer_does_not_block_others(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
+    s = add(svc, rtsp_server.url, name="shared")
+    svc.wait_stream(s["id"], lambda i: i["frames_out"] > 0, 10)
+    port = int(svc.base.rsplit(":", 1)[1])
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a frame or two
+    slow.connect(("127.0.0.1", port))
+    slow.sendall(f"GET /stream/{s['id']}/mjpeg HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert slow.recv(1024).startswith(b"HTTP/1.1 200")
+    try:
+        before = svc.client.get(f"/stream/{s['id']}").json()["frames_out"]
+        t0 = time.monotonic()
+        frames = read_mjpeg(svc.base, s["id"], 20, timeout=5)  # the slow viewer reads nothing meanwhile
+        assert len(frames) == 20 and time.monotonic() - t0 < 4.0
+        after = svc.client.get(f"/stream/{s['id']}").json()
+        assert after["frames_out"] - before >= 19 and after["state"] == "live"  # the first part was already out
+    finally:
+        slow.close()
+
+
+def test_never_answering_source(live_server) -> None:
+    svc = live_server(stream_max_attempts=2)
+    silent = socket.socket()  # accepts TCP connections (kernel backlog) but never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        t0 = time.monotonic()
+        s = add(svc, f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam", name="silent")
+        assert time.monotonic() - t0 < 1.0
+        stop = threading.Event()
+        slowest = [0.0]
+
+        def poll() -> None:  # the API stays responsive while the reader waits on the dead source
+            while not stop.is_set():
+                t = time.monotonic()
+                assert httpx.get(f"{svc.base}/stream", timeout=5).status_code == 200
+                slowest[0] = max(slowest[0], time.monotonic() - t)
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        info = svc.wait_stream(s["id"], lambda i: i["state"] == "failed", 10)
+        stop.set()
+        poller.join(5)
+        assert info["frames_in"] == 0 and info["last_error"] and slowest[0] < 0.5
+        assert svc.client.delete(f"/stream/{s['id']}").status_code == 204
+    finally:
+        silent.close()

@@ -1,0 +1,121 @@
+"""``vsr upscale``: files and folders (tiled), grey and alpha images, videos, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.media import synthetic_image, write_images
+from vsr_cli.main import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_file(tmp_path: Path, tiny_artifact) -> None:
+    (src,) = write_images(tmp_path / "in", 1, height=24, width=32)
+    out = tmp_path / "out" / "big.jpg"  # format from OUT's extension; parent folder created
+    assert main(["upscale", str(src), str(out), "--model", str(tiny_artifact["x2"])]) == 0
+    with Image.open(out) as im:
+        assert im.format == "JPEG" and im.size == (64, 48) and im.mode == "RGB"
+
+
+def test_folder_tiled_equals_untiled(tmp_path: Path, tiny_artifact) -> None:
+    write_images(tmp_path / "in", 3, height=40, width=36, seed=4)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    x4 = str(tiny_artifact["x4"])
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "tiled"), "--model", x4, "--tile", "16"]) == 0
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "whole"), "--model", x4, "--tile", "0"]) == 0
+    names = sorted(p.name for p in (tmp_path / "tiled").iterdir())
+    assert names == ["img0.png", "img1.png", "img2.png"]
+    for n in names:
+        a = np.asarray(Image.open(tmp_path / "tiled" / n)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "whole" / n)).astype(int)
+        assert a.shape == (160, 144, 3)
+        assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGBA", "png"), ("LA", "png"), ("RGBA", "webp"), ("P", "bmp")])
+def test_grey_and_alpha(tmp_path: Path, tiny_artifact, mode: str, ext: str) -> None:
+    rgb = synthetic_image(np.random.default_rng(0), 20, 26)
+    if mode in ("RGBA", "LA"):
+        base = Image.fromarray(rgb).convert(mode[:-1])
+        alpha = Image.fromarray(np.tile(np.linspace(0, 255, 26, dtype=np.uint8), (20, 1)))
+        base.putalpha(alpha)
+        img = base
+    else:
+        img = Image.fromarray(rgb).convert(mode)
+    src = tmp_path / f"in.{ext}"
+    img.save(src)
+    out = tmp_path / f"out.{ext}"
+    assert main(["upscale", str(src), str(out), "--model", str(tiny_artifact["x2"])]) == 0
+    with Image.open(out) as res:
+        assert res.size == (52, 40)
+        expected_mode = {"L": "L", "RGBA": "RGBA", "LA": "LA", "P": "RGB"}[mode]
+        assert res.mode == expected_mode
+        if "A" in mode:
+            a = np.asarray(res.getchannel("A")).astype(int)
+            assert a[:, 0].max() < 40 and a[:, -1].min() > 215  # the alpha ramp survived (bicubic)
+
+
+def test_alpha_dropped_for_jpeg(tmp_path: Path, tiny_artifact) -> None:
+    img = Image.fromarray(synthetic_image(np.random.default_rng(0), 16, 16)).convert("RGBA")
+    img.save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "a.jpg"), "--model", str(tiny_artifact["x2"])]) == 0
+    assert Image.open(tmp_path / "a.jpg").mode == "RGB"
+
+
+def test_output_folder_for_a_file(tmp_path: Path, tiny_artifact) -> None:
+    (src,) = write_images(tmp_path / "in", 1)
+    (tmp_path / "dest").mkdir()
+    assert main(["upscale", str(src), str(tmp_path / "dest"), "--model", str(tiny_artifact["x2"])]) == 0
+    assert (tmp_path / "dest" / src.name).is_file()
+
+
+@pytest.mark.parametrize(
+    "make, out, message",
+    [
+        (lambda d: d / "missing.png", "o.png", "input not found"),
+        (lambda d: (d / "a.gif").write_bytes(b"GIF89a") and d / "a.gif", "o.png", "unsupported input"),
+        (lambda d: write_images(d / "in", 1)[0], "o.tiff", "unsupported output"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "outdir", "no images"),
+    ],
+    ids=["missing", "input-ext", "output-ext", "empty-folder"],
+)
+def test_errors_exit_2(tmp_path: Path, tiny_artifact, capsys, make, out, message) -> None:
+    src = make(tmp_path)
+    assert main(["upscale", str(src), str(tmp_path / out), "--model", str(tiny_artifact["x2"])]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_model_exit_2(tmp_path: Path, capsys) -> None:
+    (src,) = write_images(tmp_path / "in", 1)
+    assert main(["upscale", str(src), str(tmp_path / "o.png"), "--model", str(tmp_path / "nope")]) == 2
+    assert "no artifact" in capsys.readouterr().err
+
+
+def test_video(tmp_path: Path, tiny_artifact) -> None:
+    av = pytest.importorskip("av")  # a runtime dependency; always present after `make install`
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(synthetic_image(rng, 24, 32), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    assert main(["upscale", str(src), str(out), "--model", str(tiny_artifact["x2"])]) == 0
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 48)
+
+
+def test_video_needs_video_output(tmp_path: Path, tiny_artifact, capsys) -> None:
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"")
+    assert main(["upscale", str(src), str(tmp_path / "o.png"), "--model", str(tiny_artifact["x2"])]) == 2
+    assert "video OUT" in capsys.readouterr().err
