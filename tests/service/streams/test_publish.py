@@ -7,13 +7,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
 import pytest
 
-from tests.conftest import require_or_skip
-from tests.streams.conftest import LiveService, RtspServer, free_port
+from tests.support.env import require_or_skip
+from tests.support.live import Server, free_port
+from tests.support.rtsp import RtspServer
 
 FPS = 15
 
@@ -42,8 +44,9 @@ def start_receiver(port: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def test_published_stream_reaches_an_rtsp_receiver(
-    live_service: LiveService, rtsp_server: RtspServer, tmp_path: Path
+    live_server: Callable[..., Server], rtsp_server: RtspServer, tmp_path: Path
 ) -> None:
+    svc = live_server()
     port, out = free_port(), tmp_path / "received.mkv"
     receiver = start_receiver(port, out)
     spec = {
@@ -52,14 +55,14 @@ def test_published_stream_reaches_an_rtsp_receiver(
         "publish": f"rtsp://127.0.0.1:{port}/out",
         "publish_options": {"encoder": "libx264", "preset": "ultrafast", "gop": FPS},
     }
-    r = live_service.client.post("/stream", json=spec)
+    r = svc.client.post("/stream", json=spec)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    info = live_service.wait_stream(sid, lambda i: (i["publish"] or {}).get("frames", 0) >= 4 * FPS, timeout=30)
+    info = svc.wait_stream(sid, lambda i: (i["publish"] or {}).get("frames", 0) >= 4 * FPS, timeout=30)
     assert info["publish"]["state"] == "live" and info["publish"]["encoder"] == "libx264"
-    assert live_service.sample("vsr_stream_frames_total", {"stream": "pub", "direction": "published"}) > 0
-    stream = live_service.app.state.streams.get(sid)
-    live_service.app.state.streams.remove(sid, join_timeout=10)  # stops reader, pump and publisher (TEARDOWN)
+    assert svc.sample("vsr_stream_frames_total", {"stream": "pub", "direction": "published"}) > 0
+    stream = svc.app.state.streams.get(sid)
+    svc.app.state.streams.remove(sid, join_timeout=10)  # stops reader, pump and publisher (TEARDOWN)
     try:
         assert receiver.wait(30) == 0, receiver.stderr.read() if receiver.stderr else ""
     finally:
@@ -74,10 +77,11 @@ def test_published_stream_reaches_an_rtsp_receiver(
     assert stream.publisher is not None and stream.publisher.stats.frames == len(frames)
 
 
-def test_a_dead_target_never_stalls_the_stream(live_service: LiveService, rtsp_server: RtspServer) -> None:
+def test_a_dead_target_never_stalls_the_stream(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
     spec = {"url": rtsp_server.url, "name": "nobody", "publish": f"rtsp://127.0.0.1:{free_port()}/out"}
-    sid = live_service.client.post("/stream", json=spec).json()["id"]
-    info = live_service.wait_stream(sid, lambda i: i["frames_out"] >= 2 * FPS, timeout=30)
+    sid = svc.client.post("/stream", json=spec).json()["id"]
+    info = svc.wait_stream(sid, lambda i: i["frames_out"] >= 2 * FPS, timeout=30)
     assert info["state"] == "live"
     assert info["publish"]["state"] in ("backoff", "connecting") and info["publish"]["frames"] == 0
     assert "refused" in (info["publish"]["last_error"] or "").lower(), info["publish"]
@@ -93,8 +97,11 @@ def test_a_dead_target_never_stalls_the_stream(live_service: LiveService, rtsp_s
         ("srt://127.0.0.1/out", 400, "bad_url"),  # SRT needs a port
     ],
 )
-def test_publish_targets_obey_the_url_policy(live_service: LiveService, target: str, status: int, code: str) -> None:
+def test_publish_targets_obey_the_url_policy(
+    live_server: Callable[..., Server], target: str, status: int, code: str
+) -> None:
+    svc = live_server()
     spec = {"url": "rtsp://127.0.0.1:9/cam", "publish": target}
-    r = live_service.client.post("/stream", json=spec)
+    r = svc.client.post("/stream", json=spec)
     assert r.status_code == status and r.json()["error"]["code"] == code, r.text
-    assert live_service.client.get("/stream").json()["streams"] == []
+    assert svc.client.get("/stream").json()["streams"] == []
