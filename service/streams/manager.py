@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from service.sharding import Shard
@@ -92,6 +93,8 @@ class StreamManager:
         model = spec.model or self.default_model
         if model not in self.models:
             raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+        # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
+        target = self.policy.check(spec.publish, publish=True) if spec.publish else None
         src: CheckedUrl | None
         try:
             src = self._check(spec)
@@ -122,10 +125,13 @@ class StreamManager:
                 metrics=self.metrics,
                 opts=self.opts,
                 check=lambda: self._check(spec),
+                publish=target,
             )
             self._streams[stream.id] = stream
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
+        if target is not None:
+            log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
 
     def _check(self, spec: StreamSpec) -> CheckedUrl:
@@ -225,7 +231,7 @@ def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> Str
         models={name: engine.scale(name) for name in engine.names},
         metrics=metrics,
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=StreamOptions.from_settings(settings),
+        opts=replace(StreamOptions.from_settings(settings), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
         default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),
