@@ -38,6 +38,7 @@ from scripts import attack_media as media  # noqa: E402
 CLI = [sys.executable, "-m", "vsr_cli"]
 RSS_TARGET = 2.5e9
 HEALTH_P99_TARGET_S = 0.1
+MIN_PROBE_S = 5.0  # health is probed at least this long from the attack's start
 
 
 @dataclass
@@ -315,6 +316,7 @@ def run_attack(name: str, work: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         outcome = ATTACKS[name](Ctx(base, work, {"pid": proc.pid}))
         took = time.monotonic() - t0
+        time.sleep(max(0.0, MIN_PROBE_S - took))  # enough health probes for a p99, and the aftermath
         prober.stop.set()
         prober.join()
         rss_peak = status_kb(proc.pid, "VmHWM") * 1024
@@ -389,9 +391,15 @@ def main() -> int:
         results.append(run_attack(name, work))
         sys.stderr.write(json.dumps(results[-1]) + "\n")
     load = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"loadavg": load, "results": results}, indent=1))
-    sys.stdout.write(table(results) + f"\n\nload average at the end: {load[0]:.2f}; logs in {work}\n")
+    for r in results:
+        r["loadavg_1m"] = round(load[0], 2)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(out.read_text())["results"] if out.exists() else []  # other attacks' last figures stay
+    merged = [r for r in kept if r["attack"] not in names] + results
+    merged.sort(key=lambda r: list(ATTACKS).index(r["attack"]) if r["attack"] in ATTACKS else len(ATTACKS))
+    out.write_text(json.dumps({"command": "python scripts/attack.py [ATTACK ...]", "results": merged}, indent=1))
+    sys.stdout.write(table(merged) + f"\n\nload average at the end: {load[0]:.2f}; logs in {work}\n")
     return 0 if all(r["ok"] for r in results) else 1
 
 
