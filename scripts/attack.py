@@ -194,16 +194,21 @@ def stream_churn(ctx: Ctx) -> dict[str, Any]:
 
     threading.Thread(target=accept, daemon=True).start()
     pid = ctx.notes["pid"]
-    peak_threads = 0
+    peak_threads = peak_open = refused = 0
     with ctx.client() as c:
         for i in range(200):
-            s = c.post("/stream", json={"url": f"rtsp://127.0.0.1:{port}/cam{i}"}).json()
-            c.delete(f"/stream/{s['id']}")
+            r = c.post("/stream", json={"url": f"rtsp://127.0.0.1:{port}/cam{i}"})
+            if r.status_code == 201:
+                c.delete(f"/stream/{r.json()['id']}")
+            else:
+                refused += 1  # 429 while the deleted streams' readers end (they keep their slots)
+                time.sleep(0.05)
             peak_threads = max(peak_threads, len(os.listdir(f"/proc/{pid}/task")))
+            peak_open = max(peak_open, sum(1 for h in list(held) if _peer_open(h)))
     time.sleep(3)
     open_to_tarpit = sum(1 for h in held if _peer_open(h))
     stop.set()
-    return {"cycles": 200, "peak_threads": peak_threads, "threads_after_3s": len(os.listdir(f"/proc/{pid}/task")),
+    return {"cycles": 200, "refused_429": refused, "peak_threads": peak_threads, "peak_open_connections": peak_open, "threads_after_3s": len(os.listdir(f"/proc/{pid}/task")),
             "tarpit_connections_total": len(held), "tarpit_connections_open_after_3s": open_to_tarpit}  # fmt: skip
 
 
@@ -314,12 +319,16 @@ def run_attack(name: str, work: Path) -> dict[str, Any]:
         prober = Prober(base)
         prober.start()
         t0 = time.monotonic()
-        outcome = ATTACKS[name](Ctx(base, work, {"pid": proc.pid}))
+        try:
+            outcome = ATTACKS[name](Ctx(base, work, {"pid": proc.pid}))
+        except Exception as e:  # noqa: BLE001 - a broken attack is reported, the others still run
+            outcome = {"attack_error": f"{type(e).__name__}: {e}"}
         took = time.monotonic() - t0
         time.sleep(max(0.0, MIN_PROBE_S - took))  # enough health probes for a p99, and the aftermath
         prober.stop.set()
         prober.join()
         rss_peak = status_kb(proc.pid, "VmHWM") * 1024
+        _settle(base)
         rss_now = status_kb(proc.pid, "VmRSS") * 1024
         alive = proc.poll() is None
     finally:
@@ -345,6 +354,22 @@ def run_attack(name: str, work: Path) -> dict[str, Any]:
         and "Traceback" not in text
         and not left,  # fmt: skip
     }
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), 0.0)
+
+
+def _settle(base: str, timeout: float = 60.0) -> None:
+    """Wait until the inference queue is empty and no batch ran for 2 s: RSS "after" is then the resident size
+    once the attack's work is over, not while its last frames still run."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        batches = _metric(base, "vsr_batch_compute_seconds_count")
+        time.sleep(2.0)
+        if _metric(base, "vsr_queue_depth") == 0 and _metric(base, "vsr_batch_compute_seconds_count") == batches:
+            return
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
