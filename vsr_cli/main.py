@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the HTTP service")
     sv.add_argument("--host")
     sv.add_argument("--port", type=int)
-    sv.add_argument("--models", help="comma-separated artifact names/paths, e.g. x2,x4")
+    sv.add_argument("--models", help="comma-separated artifact names/paths (default x2,x4,x2-camera)")
     sv.add_argument("--device")
 
     bn = sub.add_parser("bench", help="benchmarks into bench/results/ and bench/README.md")
