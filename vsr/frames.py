@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import cast
+from typing import Any, cast
 
 import av
 from av.container import InputContainer
+from av.packet import Packet
 from av.stream import Stream
 
 
@@ -21,7 +22,7 @@ def demux_frames(
     video: av.VideoStream,
     *others: Stream,
     skip: type[Exception] = av.error.FFmpegError,
-) -> Iterator[tuple[av.Packet, list[av.VideoFrame] | None]]:
+) -> Iterator[tuple[Packet[Any], list[av.VideoFrame] | None]]:
     """Demux ``video`` (and ``others``) and decode the video packets: yields ``(packet, frames)``.
 
     ``frames`` is the decoded frames of a video packet (often 0 or 1), ``[]`` for a packet of another stream (left to

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.deps import StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
 from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownStream
@@ -73,12 +74,6 @@ class StreamList(BaseModel):
     max_streams: int
     shard: ShardInfo
 
-
-def get_streams(request: Request) -> StreamManager:
-    return request.app.state.streams
-
-
-StreamsDep = Annotated[StreamManager, Depends(get_streams)]
 
 router = APIRouter(prefix="/stream", tags=["streams"])
 

@@ -48,7 +48,7 @@ class SourceEnded(Exception):
 
 def backoff_delay(attempt: int, opts: StreamOptions, rng: random.Random) -> float:
     """Exponential backoff with jitter: ``min(max, base * 2**(attempt-1))`` scaled by a factor in [0.5, 1]."""
-    cap = min(opts.backoff_max_s, opts.backoff_base_s * (2 ** max(attempt - 1, 0)))
+    cap = min(opts.backoff_max_s, opts.backoff_base_s * (2.0 ** max(attempt - 1, 0)))
     return cap * rng.uniform(0.5, 1.0)
 
 
