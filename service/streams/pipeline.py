@@ -97,6 +97,7 @@ class Stream:
         """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.source = f"stream:{name}"  # its frames' label in the batcher and vsr_frames_total
         self.opts, self._submit, self.metrics = opts, submit, metrics
         self.state = "connecting"
         self.created = time.time()
@@ -203,7 +204,7 @@ class Stream:
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
-            fut = self._submit(rgb, model=self.model, source=f"stream:{self.name}", deadline=deadline)
+            fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")
@@ -267,9 +268,14 @@ class Stream:
             self.metrics.stream_state.labels(stream=self.name, state=st).set(1 if st == state else 0)
 
     def reap(self, timeout: float) -> None:
-        """Wait for the threads to end, then drop this stream's metric label sets (run after :meth:`stop`)."""
+        """Wait for the threads to end and for this stream's frames still in the batcher (each one still counts
+        ``vsr_frames_total{source=...}`` when it completes), then drop its metric label sets (after :meth:`stop`)."""
+        deadline = time.monotonic() + timeout
         if not self.join(timeout):
             log.warning("stream %s: threads still running after %.1f s", self.name, timeout)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inflight <= 0, max(0.0, deadline - time.monotonic())):
+                log.warning("stream %s: frames still in the batcher after %.1f s", self.name, timeout)
         self.forget_metrics()
 
     def forget_metrics(self) -> None:
@@ -280,6 +286,7 @@ class Stream:
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
+            (self.metrics.frames, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
