@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
-from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownStream
+from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownModel, UnknownStream
 from service.streams.output import EncodedFrame
 from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
@@ -98,9 +98,10 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
         raise ApiError(409, "wrong_shard", str(e), headers={"X-Shard-Owner": str(e.owner)}) from None
     except UrlRejected as e:
         raise ApiError(e.status, e.code, e.message) from None
+    except UnknownModel as e:
+        raise ApiError(422, "invalid_model", str(e)) from None
     except StreamConflict as e:
-        code = 422 if "model" in str(e) else 409
-        raise ApiError(code, "invalid_model" if code == 422 else "conflict", str(e)) from None
+        raise ApiError(409, "conflict", str(e)) from None
     except TooManyStreams as e:
         raise ApiError(429, "too_many_streams", str(e)) from None
     response.headers["Location"] = f"/stream/{stream.id}"

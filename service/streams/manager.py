@@ -24,7 +24,11 @@ class UnknownStream(KeyError):
 
 
 class StreamConflict(ValueError):
-    """The name is taken, or the model is unknown (409 / 422)."""
+    """A stream with that name exists (409)."""
+
+
+class UnknownModel(StreamConflict):
+    """The stream asks for a model that is not loaded (422)."""
 
 
 class NotOwner(Exception):
@@ -83,7 +87,7 @@ class StreamManager:
             raise NotOwner(key, self.shard.owner(key), self.shard)
         model = spec.model or self.default_model
         if model not in self.models:
-            raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+            raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
         src: CheckedUrl | None
         try:
             src = self.policy.check(spec.url)
