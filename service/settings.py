@@ -17,11 +17,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.sharding import Shard, resolve_shard
-from service.streams.config import StreamSpec, load_stream_specs
+from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
+
+_STREAM = StreamOptions()  # the stream defaults are written once, there; the VSR_STREAM_* fields take them
 
 
 def _split_commas(v: object) -> object:
@@ -117,16 +119,22 @@ class Settings(BaseSettings):
     )
     stream_allow_file: bool = Field(default=False, description="allow file:// stream sources (development only)")
     max_streams: int = Field(default=8, ge=0, le=1000, description="concurrent streams")
-    stream_open_timeout_s: float = Field(default=10.0, gt=0)
-    stream_read_timeout_s: float = Field(default=5.0, gt=0, description="a source silent this long is reconnected")
-    stream_backoff_base_s: float = Field(default=0.25, gt=0)
-    stream_backoff_max_s: float = Field(default=2.0, gt=0)
-    stream_max_attempts: int = Field(
-        default=0, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    stream_open_timeout_s: float = Field(default=_STREAM.open_timeout_s, gt=0)
+    stream_read_timeout_s: float = Field(
+        default=_STREAM.read_timeout_s, gt=0, description="a source silent this long is reconnected"
     )
-    stream_max_pending: int = Field(default=2, ge=1, le=64, description="frames of one stream in the batcher at once")
-    stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
-    stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
+    stream_backoff_base_s: float = Field(default=_STREAM.backoff_base_s, gt=0)
+    stream_backoff_max_s: float = Field(default=_STREAM.backoff_max_s, gt=0)
+    stream_max_attempts: int = Field(
+        default=_STREAM.max_attempts, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    )
+    stream_max_pending: int = Field(
+        default=_STREAM.max_pending, ge=1, le=64, description="frames of one stream in the batcher at once"
+    )
+    stream_max_frame_age_s: float = Field(
+        default=_STREAM.max_frame_age_s, gt=0, description="older frames are dropped as stale"
+    )
+    stream_jpeg_quality: int = Field(default=_STREAM.jpeg_quality, ge=1, le=100)
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"

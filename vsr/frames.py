@@ -12,9 +12,14 @@ from fractions import Fraction
 from typing import Any, cast
 
 import av
+import numpy as np
 from av.container import InputContainer
 from av.packet import Packet
 from av.stream import Stream
+
+# A decoded frame as it leaves the decoder, or one already in the boundary format (uint8 RGB HWC): converting is
+# the costly part, so it happens only where a frame is used (a dropped frame never pays for it).
+Frame = av.VideoFrame | np.ndarray
 
 
 def demux_frames(

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from service.batcher import Batcher, SubmitFn
+from service.metrics import Metrics
 from service.sharding import Shard
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
+
+if TYPE_CHECKING:  # the engine and the settings import the stream config
+    from service.engine import Engine
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,9 @@ class StreamManager:
     def __init__(
         self,
         *,
-        submit: Callable[..., Any],
+        submit: SubmitFn,
         models: Mapping[str, int],
-        metrics: Any,
+        metrics: Metrics,
         policy: UrlPolicy,
         opts: StreamOptions,
         max_streams: int = 8,
@@ -185,7 +191,7 @@ class StreamManager:
             s.reap(timeout / max(len(streams), 1))
 
 
-def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> StreamManager:
+def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
     """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
     manager = StreamManager(
         submit=batcher.submit,

@@ -26,13 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import DeadlineExceeded, QueueFull
-from service.streams.capture import STATES, Capture, to_rgb
+from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
+from service.metrics import Metrics
+from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.urlpolicy import CheckedUrl, redact
+from vsr.frames import Frame
 
 log = logging.getLogger(__name__)
+
+
+def to_rgb(frame: Frame) -> np.ndarray:
+    """The one frame format of every boundary: uint8 RGB HWC (converted here, only for frames sent to the model)."""
+    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+
 
 DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error")
 
@@ -73,7 +81,7 @@ class StreamStats:
 
 @dataclass
 class _Pending:
-    frame: Any  # av.VideoFrame (converted to RGB only when sent) or uint8 RGB HWC
+    frame: Frame | None  # converted to RGB only when sent; None once sent (its buffers go back to the decoder)
     t_decoded: float
     seq: int
 
@@ -89,8 +97,8 @@ class Stream:
         name: str,
         model: str,
         scale: int,
-        submit: Any,
-        metrics: Any,
+        submit: SubmitFn,
+        metrics: Metrics,
         opts: StreamOptions,
         check: Callable[[], CheckedUrl] | None = None,
     ) -> None:
@@ -149,7 +157,7 @@ class Stream:
         s = self.stats
         s.source_width, s.source_height, s.source_fps = width, height, fps
 
-    def offer(self, frame: Any, t_decoded: float) -> None:
+    def offer(self, frame: Frame, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
         if (m := self._live_metrics()) is not None:
@@ -201,6 +209,7 @@ class Stream:
             self._release()
             self.dropped("stale")
             return
+        assert item.frame is not None  # sent once
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
@@ -214,13 +223,13 @@ class Stream:
             self.dropped("error")
             self.stats.last_error = f"inference: {type(e).__name__}: {e}"
             return
-        fut.add_done_callback(lambda f, item=item: self._on_done(f, item))
+        fut.add_done_callback(partial(self._on_done, item=item))
 
     def _release(self) -> None:
         with self._cond:
             self._inflight -= 1
 
-    def _on_done(self, fut: Future[np.ndarray], item: _Pending) -> None:
+    def _on_done(self, fut: Future[np.ndarray], *, item: _Pending) -> None:
         # Runs on the batcher's worker thread: record and wake the pump, nothing else.
         with self._cond:
             self._inflight -= 1
@@ -257,7 +266,7 @@ class Stream:
 
     # -- reporting --
 
-    def _live_metrics(self) -> Any | None:
+    def _live_metrics(self) -> Metrics | None:
         """The metrics while the stream runs; None once it is stopping (its label sets are being removed)."""
         return None if self._stop.is_set() else self.metrics
 
