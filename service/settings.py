@@ -135,6 +135,14 @@ class Settings(BaseSettings):
         default=_STREAM.max_frame_age_s, gt=0, description="older frames are dropped as stale"
     )
     stream_jpeg_quality: int = Field(default=_STREAM.jpeg_quality, ge=1, le=100)
+    # Published streams (POST /stream {"publish": "rtsp://..."}): defaults, each overridable per stream
+    stream_publish_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        default="auto", description="H.264 encoder of published streams; auto: h264_nvenc on CUDA, else libx264"
+    )
+    stream_publish_preset: str = Field(default="superfast", description="encoder preset (libx264: ultrafast..slow)")
+    stream_publish_crf: int = Field(default=23, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set")
+    stream_publish_bitrate_kbps: int = Field(default=0, ge=0, description="target bitrate; 0 = CRF")
+    stream_publish_gop: int = Field(default=30, ge=1, le=600, description="frames between keyframes")
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"

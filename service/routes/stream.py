@@ -43,6 +43,18 @@ class Latency(BaseModel):
     p99: float | None = None
 
 
+class PublishInfo(BaseModel):
+    """Where the upscaled stream is pushed, and how that goes."""
+
+    url: str = Field(description="the target without its password")
+    encoder: str
+    state: Literal["connecting", "live", "backoff", "stopped"]
+    frames: int = Field(description="frames sent")
+    dropped: int = Field(description="upscaled frames skipped because the publisher was busy")
+    reconnects: int
+    last_error: str | None
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
@@ -60,6 +72,7 @@ class StreamInfo(BaseModel):
     reconnects: int
     last_error: str | None
     latency_seconds: Latency
+    publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
     mjpeg_url: str
     frame_url: str
 

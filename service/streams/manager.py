@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from service.batcher import Batcher, SubmitFn
@@ -94,6 +95,8 @@ class StreamManager:
         model = spec.model or self.default_model
         if model not in self.models:
             raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+        # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
+        target = self.policy.check(spec.publish, publish=True) if spec.publish else None
         src: CheckedUrl | None
         try:
             src = self.policy.check(spec.url)
@@ -120,10 +123,13 @@ class StreamManager:
                 metrics=self.metrics,
                 opts=self.opts,
                 check=lambda: self.policy.check(spec.url),
+                publish=target,
             )
             self._streams[stream.id] = stream
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
+        if target is not None:
+            log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
 
     def _free_name(self) -> str:
@@ -198,7 +204,7 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
         models={name: engine.scale(name) for name in engine.names},
         metrics=metrics,
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=StreamOptions.from_settings(settings),
+        opts=replace(StreamOptions.from_settings(settings), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
         default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),
