@@ -116,7 +116,7 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
     except StreamConflict as e:
         raise ApiError(409, "conflict", str(e)) from None
     except TooManyStreams as e:
-        raise ApiError(429, "too_many_streams", str(e)) from None
+        raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     response.headers["Location"] = f"/stream/{stream.id}"
     return StreamInfo.model_validate(stream.info())
 
