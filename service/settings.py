@@ -22,6 +22,7 @@ from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
+from vsr.memory import default_budget_bytes
 
 
 def _split_commas(v: object) -> object:
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     )
     http_body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
+    )
+    memory_budget_mb: int = Field(
+        default=0,
+        ge=0,
+        description="bytes the batcher lets a batch use (inputs + activations + outputs), MiB; 0 = from this "
+        "machine: min(1536, 40% of the container's or host's memory). Size a container limit at ~1.5x this + 1 GiB",
     )
     tile_size: int = Field(
         default=0,
@@ -250,6 +257,9 @@ class Settings(BaseSettings):
             max_seconds=self.video_max_seconds,
             max_fps=self.video_max_fps,
         )
+
+    def memory_budget_bytes(self) -> int:
+        return self.memory_budget_mb * 1024 * 1024 if self.memory_budget_mb else default_budget_bytes()
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

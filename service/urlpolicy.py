@@ -167,6 +167,21 @@ class UrlPolicy:
             c, reason = denied[0]
             raise DeniedUrl(f"address {c} is {reason} and not in the stream CIDR allow-list")
 
+    def check_transport(self, src: CheckedUrl, transport: str) -> None:
+        """RTSP over UDP only to cameras in the CIDR allow-list (TCP, the default, to any admitted address).
+
+        Over UDP, FFmpeg sends RTP/RTCP (and NAT-punch) packets to whatever host and ports the camera's SETUP
+        reply names (``Transport: ...;source=``), so a public "camera" could aim them anywhere, past the address
+        policy. TCP interleaves the media in the checked connection."""
+        if transport != "udp" or src.scheme not in ("rtsp", "rtsps"):
+            return
+        ip = ipaddress.ip_address(src.address) if src.address else None
+        if ip is None or not any(n.version == ip.version and ip in n for n in self.allow_cidrs):
+            raise DeniedUrl(
+                "RTSP over UDP is allowed only for cameras in VSR_STREAM_ALLOW_CIDRS (over UDP the camera chooses "
+                "where RTP/RTCP packets go); use transport tcp"
+            )
+
     def resolve(self, host: str, port: int) -> list[IPAddress]:
         try:
             infos = self.resolver(host, port, 0, socket.SOCK_STREAM)

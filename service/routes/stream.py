@@ -120,7 +120,7 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
         code = 422 if "model" in str(e) else 409
         raise ApiError(code, "invalid_model" if code == 422 else "conflict", str(e)) from None
     except TooManyStreams as e:
-        raise ApiError(429, "too_many_streams", str(e)) from None
+        raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     response.headers["Location"] = f"/stream/{stream.id}"
     return StreamInfo.model_validate(stream.info())
 

@@ -52,7 +52,9 @@ class StreamSpec(BaseModel):
     model: str | None = Field(
         None, description="a loaded model; default: x2-camera (VSR_STREAM_MODEL)", examples=["x2"]
     )
-    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport; udp only for cameras in VSR_STREAM_ALLOW_CIDRS (docs/reliability.md)"
+    )
     publish: str | None = Field(
         None,
         max_length=2048,
