@@ -125,6 +125,7 @@ class Stream:
         self.capture = Capture(name, src, spec.transport, opts, self, check)
         self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
         self.publisher = None if publish is None else self._publisher(publish)
+        self.last_source: np.ndarray | None = None
         self._set_state_metric("connecting")
 
     # -- lifecycle --
@@ -240,6 +241,7 @@ class Stream:
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
+            self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
             fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
