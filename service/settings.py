@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     )
     video_max_jobs: int = Field(default=8, ge=1, description="video jobs kept at once (queued, running, finished)")
     video_workers: int = Field(default=1, ge=1, le=16)
+    video_jobs_dir: str | None = Field(
+        default=None,
+        description="folder for video uploads, results and job state (SQLite); a volume keeps jobs across "
+        "restarts. Default: a private temporary folder, removed at shutdown",
+    )
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
 
     # Camera sharding across replicas (service/sharding.py, docs/scale.md)
