@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             queue_limit=settings.queue_limit,
             metrics=metrics,
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
+            memory_budget_bytes=settings.memory_budget_bytes(),
         ).start()
         app.state.engine = engine
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once

@@ -22,6 +22,7 @@ from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
+from vsr.memory import default_budget_bytes
 
 
 def _split_commas(v: object) -> object:
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body that makes no progress this long closes the connection"
     )
+    memory_budget_mb: int = Field(
+        default=0,
+        ge=0,
+        description="bytes the batcher lets a batch use (inputs + activations + outputs), MiB; 0 = from this "
+        "machine: min(1536, 40% of the container's or host's memory). Size a container limit at ~1.5x this + 1 GiB",
+    )
     tile_size: int = Field(
         default=0,
         ge=0,
@@ -133,6 +140,14 @@ class Settings(BaseSettings):
     stream_max_pending: int = Field(default=2, ge=1, le=64, description="frames of one stream in the batcher at once")
     stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
     stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
+    # Published streams (POST /stream {"publish": "rtsp://..."}): defaults, each overridable per stream
+    stream_publish_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        default="auto", description="H.264 encoder of published streams; auto: h264_nvenc on CUDA, else libx264"
+    )
+    stream_publish_preset: str = Field(default="superfast", description="encoder preset (libx264: ultrafast..slow)")
+    stream_publish_crf: int = Field(default=23, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set")
+    stream_publish_bitrate_kbps: int = Field(default=0, ge=0, description="target bitrate; 0 = CRF")
+    stream_publish_gop: int = Field(default=30, ge=1, le=600, description="frames between keyframes")
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"
@@ -252,6 +267,9 @@ class Settings(BaseSettings):
     def batch_size(self, device: torch.device) -> int:
         """``max_batch_size``, or its automatic value for ``device`` when unset."""
         return self.max_batch_size or (8 if device.type == "cuda" else 1)
+
+    def memory_budget_bytes(self) -> int:
+        return self.memory_budget_mb * 1024 * 1024 if self.memory_budget_mb else default_budget_bytes()
 
     def tiles(self) -> TileSpec:
         return TileSpec(self.tile_size, self.tile_overlap)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, OverBudget, QueueFull
 from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
@@ -132,6 +132,8 @@ async def infer(
         future = batcher.submit(frame, model=model, source=source, deadline=deadline)
     except QueueFull as e:
         raise ApiError(503, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+    except OverBudget as e:
+        raise ApiError(413, "over_memory_budget", str(e)) from None
     except BatcherClosed:
         raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "1"}) from None
     try:

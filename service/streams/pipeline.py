@@ -30,11 +30,12 @@ from service.batcher import DeadlineExceeded, QueueFull
 from service.streams.capture import STATES, Capture, to_rgb
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
+from service.streams.publish import Publisher
 from service.urlpolicy import CheckedUrl, redact
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error")
+DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
 
 
 class RateMeter:
@@ -93,8 +94,10 @@ class Stream:
         metrics: Any,
         opts: StreamOptions,
         check: Callable[[], CheckedUrl] | None = None,
+        publish: CheckedUrl | None = None,
     ) -> None:
-        """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects."""
+        """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects.
+        ``publish``: the (checked) media server the upscaled frames are pushed to, in their own thread."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
         self.opts, self._submit, self.metrics = opts, submit, metrics
@@ -112,17 +115,39 @@ class Stream:
         self._stop = threading.Event()
         self.capture = Capture(name, src, spec.transport, opts, self, check)
         self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
+        self.publisher = None if publish is None else self._publisher(publish)
+        self.last_source: np.ndarray | None = None
         self._set_state_metric("connecting")
 
     # -- lifecycle --
 
+    def _publisher(self, target: CheckedUrl) -> Publisher:
+        def sent(n: int) -> None:
+            if (m := self._live_metrics()) is not None:
+                m.stream_frames.labels(stream=self.name, direction="published").inc(n)
+
+        opts = self.opts.publish.merged(self.spec.publish_options)
+        return Publisher(
+            self.name,
+            target,
+            self.output,
+            opts,
+            cuda=self.opts.cuda,
+            on_sent=sent,
+            on_dropped=partial(self.dropped, "publish"),
+        )
+
     def start(self) -> None:
         self._pump.start()
         self.capture.start()
+        if self.publisher is not None:
+            self.publisher.start()
 
     def stop(self) -> None:
         """Signal both threads; returns at once (see :meth:`join`)."""
         self.capture.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -132,7 +157,10 @@ class Stream:
         deadline = time.monotonic() + timeout
         if self._pump.ident is not None:
             self._pump.join(max(0.0, deadline - time.monotonic()))
-        return self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
+        joined = self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
+        if self.publisher is not None:
+            joined = self.publisher.join(max(0.0, deadline - time.monotonic())) and joined
+        return joined
 
     # -- CaptureSink (called on the reader thread) --
 
@@ -203,6 +231,7 @@ class Stream:
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
+            self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
             fut = self._submit(rgb, model=self.model, source=f"stream:{self.name}", deadline=deadline)
         except QueueFull:
             self._release()
@@ -275,7 +304,7 @@ class Stream:
     def forget_metrics(self) -> None:
         """Remove this stream's label sets (keeps the ``stream`` label bounded by the live streams)."""
         for metric, labelsets in (
-            (self.metrics.stream_frames, [(self.name, d) for d in ("in", "out")]),
+            (self.metrics.stream_frames, [(self.name, d) for d in ("in", "out", "published")]),
             (self.metrics.stream_dropped, [(self.name, r) for r in self.stats.dropped]),
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
@@ -314,6 +343,7 @@ class Stream:
             "reconnects": s.reconnects,
             "last_error": s.last_error,
             "latency_seconds": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
+            "publish": self.publisher.info() if self.publisher is not None else None,
             "mjpeg_url": f"/stream/{self.id}/mjpeg",
             "frame_url": f"/stream/{self.id}/frame.jpg",
         }
