@@ -191,8 +191,9 @@ class Settings(BaseSettings):
             dev = torch.device(v)
         except RuntimeError:
             raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device {v!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
+        # Availability is checked where the engine loads (vsr.engine.pick_device -> one error line, exit 2), not
+        # here: a compose/Kubernetes file that asks for cuda must validate on a CPU-only host too.
+        del dev  # parsed only to refuse nonsense like "cuda:x"
         return v
 
     @model_validator(mode="after")
