@@ -63,7 +63,7 @@ def test_gpu_reservation_only_in_gpu_variant(variant: tuple[str, dict]) -> None:
     vsr = cfg["services"]["vsr"]
     devices = (vsr.get("deploy") or {}).get("resources", {}).get("reservations", {}).get("devices", [])
     if name == "gpu":
-        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu", "video"]}]  # video: NVDEC/NVENC
         assert vsr["build"]["args"]["VARIANT"] == "cuda"
         assert "dcgm-exporter" in cfg["services"]  # GPU utilisation for the dashboard
     else:
