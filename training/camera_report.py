@@ -106,7 +106,7 @@ def ablation_rows(runs: list[Path]) -> str:
         last = evals[-1]
         e = last["eval"]
 
-        def gain(c: str, k: str = "psnr_y", e: dict = e) -> str:
+        def gain(c: str, k: str = "psnr_y", e: dict[str, Any] = e) -> str:
             return f"{e[c][k] - e[c]['bicubic_' + k]:+.2f}" if c in e else "-"
 
         lines.append(

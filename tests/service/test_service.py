@@ -15,7 +15,10 @@ from pydantic import ValidationError
 from service.engine import Engine
 from service.main import describe_errors, load_settings
 from service.settings import Settings
-from tests.service.conftest import ClientFactory, assert_error, encode, rgb, sample, wait_ready_or_fail
+from tests.support.checks import assert_error
+from tests.support.live import ClientFactory, hold_worker, sample, wait_ready, wait_until
+from tests.support.media import encode, rgb
+from vsr.errors import UsageError
 
 PNG = {"content-type": "image/png"}
 TIMEOUT = 10.0
@@ -30,20 +33,6 @@ def concurrently(client: Any, images: list[np.ndarray]) -> list[Any]:
     with ThreadPoolExecutor(len(images)) as pool:
         futures = [pool.submit(post, client, img) for img in images]
         return [f.result(timeout=TIMEOUT) for f in futures]
-
-
-def hold_worker(client: Any, *, until: threading.Event) -> threading.Event:
-    """Make the worker's next batch block until ``until`` is set; returns an event set when it blocks."""
-    engine = client.app.state.engine
-    blocked = threading.Event()
-
-    def hook(model: str, frames: np.ndarray) -> None:
-        if not blocked.is_set():
-            blocked.set()
-            until.wait(TIMEOUT)
-
-    engine.fault_hook = hook
-    return blocked
 
 
 # ---- health and metadata ---------------------------------------------------------------------------------------
@@ -65,7 +54,7 @@ def test_not_ready_until_warm(make_client: ClientFactory, monkeypatch: pytest.Mo
     assert r.headers["retry-after"] == "1"
     assert sample(client, "vsr_ready") == 0
     release.set()
-    wait_ready_or_fail(client)
+    wait_ready(client)
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert sample(client, "vsr_ready") == 1
 
@@ -192,13 +181,16 @@ def test_deadlines_give_504_and_the_service_recovers(make_client: ClientFactory)
         running = pool.submit(post, client, rgb(seed=0))
         assert blocked.wait(TIMEOUT)
         queued = [pool.submit(post, client, rgb(seed=i)) for i in (1, 2)]
-        time.sleep(0.5)  # every deadline passes while the worker is held
+        batcher = client.app.state.batcher
+        assert wait_until(lambda: batcher.qsize() == 2, TIMEOUT)  # both queued behind the held batch
+        time.sleep(0.5)  # every deadline (0.3 s from its request's start) passes while the worker is held
         release.set()
         responses = [running.result(TIMEOUT)] + [f.result(TIMEOUT) for f in queued]
     for r in responses:
         assert_error(r, 504, "deadline_exceeded")
     assert sample(client, "vsr_rejected_total", {"reason": "deadline"}) == 3
-    assert post(client, rgb()).status_code == 200
+    # recovered: a request is served again (retried: on a loaded machine one may miss its 0.3 s deadline)
+    assert wait_until(lambda: post(client, rgb()).status_code == 200, 30)
 
 
 def test_a_failing_batch_fails_only_its_requests(make_client: ClientFactory) -> None:
@@ -263,6 +255,8 @@ def test_serve_refuses_bad_settings_and_missing_models(monkeypatch: pytest.Monke
     from service.main import cmd_serve
 
     args = argparse.Namespace(host=None, port=None, models="/nonexistent/model", device=None)
-    assert cmd_serve(args) == 2  # before binding any port
+    with pytest.raises(UsageError, match="cannot serve model"):  # before binding any port; the CLI prints it
+        cmd_serve(args)
     monkeypatch.setenv("VSR_MAX_BATCH_SIZE", "0")
-    assert cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None)) == 2
+    with pytest.raises(UsageError, match="VSR_MAX_BATCH_SIZE"):
+        cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None))
