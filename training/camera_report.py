@@ -91,7 +91,7 @@ def ablation_rows(runs: list[Path]) -> str:
         if run.suffix == ".json":  # a saved validate_holdout result of a bundled model (e.g. x2, before fine-tuning)
             e = json.loads(run.read_text())
 
-            def g(c: str, k: str = "psnr_y", e: dict = e) -> str:
+            def g(c: str, k: str = "psnr_y", e: dict[str, Any] = e) -> str:
                 return f"{e[c][k] - e[c]['bicubic_' + k]:+.2f}"
 
             lines.append(
