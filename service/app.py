@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             settings.model_for(use, engine.names)  # type: ignore[arg-type]
         batcher = Batcher(
             engine,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.batch_size(engine.device),
             max_batch_delay_s=settings.max_batch_delay_s,
             queue_limit=settings.queue_limit,
             metrics=metrics,
