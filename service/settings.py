@@ -17,12 +17,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.sharding import Shard, resolve_shard
-from service.streams.config import StreamSpec, load_stream_specs
+from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
 from vsr.memory import default_budget_bytes
+
+_STREAM = StreamOptions()  # the stream defaults are written once, there; the VSR_STREAM_* fields take them
 
 
 def _split_commas(v: object) -> object:
@@ -130,16 +132,22 @@ class Settings(BaseSettings):
     )
     stream_allow_file: bool = Field(default=False, description="allow file:// stream sources (development only)")
     max_streams: int = Field(default=8, ge=0, le=1000, description="concurrent streams")
-    stream_open_timeout_s: float = Field(default=10.0, gt=0)
-    stream_read_timeout_s: float = Field(default=5.0, gt=0, description="a source silent this long is reconnected")
-    stream_backoff_base_s: float = Field(default=0.25, gt=0)
-    stream_backoff_max_s: float = Field(default=2.0, gt=0)
-    stream_max_attempts: int = Field(
-        default=0, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    stream_open_timeout_s: float = Field(default=_STREAM.open_timeout_s, gt=0)
+    stream_read_timeout_s: float = Field(
+        default=_STREAM.read_timeout_s, gt=0, description="a source silent this long is reconnected"
     )
-    stream_max_pending: int = Field(default=2, ge=1, le=64, description="frames of one stream in the batcher at once")
-    stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
-    stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
+    stream_backoff_base_s: float = Field(default=_STREAM.backoff_base_s, gt=0)
+    stream_backoff_max_s: float = Field(default=_STREAM.backoff_max_s, gt=0)
+    stream_max_attempts: int = Field(
+        default=_STREAM.max_attempts, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    )
+    stream_max_pending: int = Field(
+        default=_STREAM.max_pending, ge=1, le=64, description="frames of one stream in the batcher at once"
+    )
+    stream_max_frame_age_s: float = Field(
+        default=_STREAM.max_frame_age_s, gt=0, description="older frames are dropped as stale"
+    )
+    stream_jpeg_quality: int = Field(default=_STREAM.jpeg_quality, ge=1, le=100)
     # Published streams (POST /stream {"publish": "rtsp://..."}): defaults, each overridable per stream
     stream_publish_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
         default="auto", description="H.264 encoder of published streams; auto: h264_nvenc on CUDA, else libx264"

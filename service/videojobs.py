@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import QueueFull
+from service.batcher import QueueFull, SubmitFn
 from service.jobstore import JobStore
 from service.metrics import VIDEO_JOB_STATES, Metrics
+from service.settings import Settings
 from vsr.frames import FrameCaps
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
 
@@ -119,9 +120,7 @@ class Job:
         }
 
 
-def batcher_upscale(
-    submit: Callable[..., Any], model: str, stop: threading.Event
-) -> Callable[[np.ndarray], np.ndarray]:
+def batcher_upscale(submit: SubmitFn, model: str, stop: threading.Event) -> Callable[[np.ndarray], np.ndarray]:
     """An ``upscale(frames)`` for :func:`vsr.video.transcode` that goes through the shared batcher.
 
     Video frames are not live: when the queue is full they wait and retry (live callers come first).
@@ -148,7 +147,7 @@ def batcher_upscale(
 
 class JobManager:
     @classmethod
-    def from_settings(cls, settings: Any, submit: Callable[..., Any], metrics: Metrics | None = None) -> JobManager:
+    def from_settings(cls, settings: Settings, submit: SubmitFn, metrics: Metrics | None = None) -> JobManager:
         opts = JobOptions(
             max_jobs=settings.video_max_jobs,
             workers=settings.video_workers,
@@ -158,9 +157,7 @@ class JobManager:
         )
         return cls(submit, opts, metrics)
 
-    def __init__(
-        self, submit: Callable[..., Any], opts: JobOptions = JobOptions(), metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, submit: SubmitFn, opts: JobOptions = JobOptions(), metrics: Metrics | None = None) -> None:
         self.submit, self.opts, self.metrics = submit, opts, metrics
         if metrics is not None:  # read at scrape time: no gauge to keep in step with every state change
             for state in VIDEO_JOB_STATES:

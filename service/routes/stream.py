@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.deps import StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
-from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownStream
+from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownModel, UnknownStream
 from service.streams.output import EncodedFrame, encode_jpeg
 from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
@@ -87,12 +88,6 @@ class StreamList(BaseModel):
     shard: ShardInfo
 
 
-def get_streams(request: Request) -> StreamManager:
-    return request.app.state.streams
-
-
-StreamsDep = Annotated[StreamManager, Depends(get_streams)]
-
 router = APIRouter(prefix="/stream", tags=["streams"])
 
 
@@ -116,9 +111,10 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
         raise ApiError(409, "wrong_shard", str(e), headers={"X-Shard-Owner": str(e.owner)}) from None
     except UrlRejected as e:
         raise ApiError(e.status, e.code, e.message) from None
+    except UnknownModel as e:
+        raise ApiError(422, "invalid_model", str(e)) from None
     except StreamConflict as e:
-        code = 422 if "model" in str(e) else 409
-        raise ApiError(code, "invalid_model" if code == 422 else "conflict", str(e)) from None
+        raise ApiError(409, "conflict", str(e)) from None
     except TooManyStreams as e:
         raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     response.headers["Location"] = f"/stream/{stream.id}"

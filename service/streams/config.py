@@ -6,10 +6,13 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+if TYPE_CHECKING:  # settings imports this module
+    from service.settings import Settings
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -67,7 +70,8 @@ class StreamSpec(BaseModel):
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """Timeouts, backoff and the staying-live caps, shared by all streams."""
+    """Timeouts, backoff and the staying-live caps, shared by all streams. These defaults are the only copy: the
+    service's ``VSR_STREAM_*`` settings default to them."""
 
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
@@ -83,7 +87,7 @@ class StreamOptions:
     cuda: bool = False  # the engine runs on CUDA (a published stream may use NVENC)
 
     @classmethod
-    def from_settings(cls, s: Any) -> StreamOptions:
+    def from_settings(cls, s: Settings) -> StreamOptions:
         return cls(
             open_timeout_s=s.stream_open_timeout_s,
             read_timeout_s=s.stream_read_timeout_s,
