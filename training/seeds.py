@@ -38,14 +38,14 @@ def score(artifact: str | Path, scale: int, data_root: str, heldout: Any) -> dic
     model, meta = load_artifact(artifact)
     up = model_upscaler(model, scale)
     sets = evaluate_sets(up, [Path(data_root) / "test" / s for s in TEST_SETS], scale, progress=False)
-    held = {name: evaluate_pairs(up, pairs, scale) for name, pairs in heldout.items()}
+    held = {"heldout": evaluate_pairs(up, heldout, scale)}
     return {"artifact": str(artifact), "params": meta.parameters, "sets": sets, "heldout": held, "meta": meta}
 
 
 def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
     conf = json.loads((run / "config.json").read_text())
     base = TrainConfig.from_dict(conf["base"])
-    heldout = validation_data(base)
+    heldout = next(iter(validation_data(base).values()))  # (name, LR, HR) of the held-out slice
     scores = {}
     for d in sorted(run.glob("*-s*/artifact")):
         scores[d.parent.name] = score(d, scale, base.data_root, heldout)
@@ -70,7 +70,7 @@ def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[s
             t: [scores[f"{k}-s{s}"]["sets"]["Set14"]["psnr_y"] for s in seeds]
             for t, k in (("kd", "kd"), ("no_kd", "nokd"))
         },
-        "heldout": {"kd": held["kd"], "no_kd": held["no_kd"], "images": len(heldout["heldout"])},
+        "heldout": {"kd": held["kd"], "no_kd": held["no_kd"], "images": len(heldout)},
         "recipe": conf["base"],
         "twins_differ_in": "alpha (KD weight) and, for the KD twin, the teacher-labelled zoom-out samples "
         f"({conf['base'].get('zoomout', 0)} HR images fed to the teacher as LR, {conf['base'].get('zoomout_share', 0)} "
@@ -88,7 +88,7 @@ def install(name: str, scores: dict[str, dict[str, Any]], heldout: Any, scale: i
     best = max((k for k in scores if k.startswith("kd-")), key=lambda k: scores[k]["heldout"]["heldout"]["psnr_y"])
     new = scores[best]["heldout"]["heldout"]["psnr_y"]
     old_model, old_meta = load_artifact(name)
-    old = evaluate_pairs(model_upscaler(old_model, scale), heldout["heldout"], scale)["psnr_y"]
+    old = evaluate_pairs(model_upscaler(old_model, scale), heldout, scale)["psnr_y"]
     verdict = (
         f"best KD seed {best}: held-out {new:.3f} dB vs bundled {name} {old:.3f} dB "
         f"(the bundled model trained on these held-out images, so this favours it)"
