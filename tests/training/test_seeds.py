@@ -40,7 +40,12 @@ def test_seeds_block_and_install_rule(tmp_path: Path, monkeypatch: pytest.Monkey
         batch=4, patch=12, warmup=0, ema=0.0, device="cpu", amp="off", out_dir=str(tmp_path / "runs"), pool=32,
         eval_every=4, ckpt_every=4,
     )  # fmt: skip
-    train_lockstep(cfg, [0, 1], progress=False)
+    variants = {
+        "kd": {},
+        "nokd": {"alpha": 1.0, "zoomout": 0},
+        "rgbkd": {"_seeds": [0], "arch_config": {"channels": 8, "depth": 1, "expand": 1}},
+    }
+    train_lockstep(cfg, [0, 1], variants, progress=False)
     # a bundled "x2" that is far worse than anything trained (a zero-initialised tail and a broken head bias)
     bundled = tmp_path / "models"
     bad = RepStudent(scale=2, channels=8, depth=1, expand=0)
@@ -61,7 +66,9 @@ def test_seeds_block_and_install_rule(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "installed as x2" in block["install"]
     meta = json.loads((bundled / "x2" / "model.json").read_text())
     assert meta["input_space"] == "y" and meta["scores"]["chosen_by"].startswith("held-out")
-    assert "KD ablation over seeds" in (bundled / "x2" / "MODEL_CARD.md").read_text()
+    card = (bundled / "x2" / "MODEL_CARD.md").read_text()
+    assert "KD ablation over seeds" in card and "`rgbkd-s0`" in card
+    assert set(block["other_variants"]["scores"]) == {"rgbkd-s0"}
     # now the bundled model is the best seed itself: nothing beats it, so nothing is installed
     before = (bundled / "x2" / "model.safetensors").read_bytes()
     shutil.copy(tmp_path / "kd_ablation.json", tmp_path / "first.json")
