@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def opencv_anchors(scale: int = 2) -> dict[str, Any]:
         path = shared / "anchors" / "opencv_dnn_superres" / f"{name}_x{scale}.pb" if shared else None
         if path is None or not path.is_file() or not hasattr(cv2, "dnn_superres"):
             continue
-        sr = cv2.dnn_superres.DnnSuperResImpl_create()
+        sr = cv2.dnn_superres.DnnSuperResImpl_create()  # type: ignore[attr-defined]
         sr.readModel(str(path))
         sr.setModel(algo, scale)
         out[f"opencv_{algo}"] = sr
@@ -148,7 +149,7 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
     if "engine" in parts:
         fns["engine"] = lambda i: engine.run(name, frames[i % n][None])
     for k, sr in cv.items():
-        fns[k] = lambda i, sr=sr: _cv_rgb(sr, frames[i % n])
+        fns[k] = partial(_cv_frame, sr, frames)
     rounds, per_round = (3, 2) if quick else (7, 4)
     sec = interleaved(fns, rounds, per_round)
     rows = {k: {"ms_per_frame": round(1000 * s / (4 if k.endswith("batch4") else 1), 2)} for k, s in sec.items()}
@@ -164,13 +165,27 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")},
         "in_memory": rows,
     }
+    if "kernel" in parts:
+        from bench.gpu import conv_flops, matmul_peak
+
+        # how close the kernel runs to this CPU's limit: the model's conv FLOPs at the kernel's rate over the
+        # rate of a large matmul in the kernel's dtype, measured here (the best this CPU does on dense math)
+        flops = conv_flops(ref_model, HEIGHT, WIDTH)
+        peak = matmul_peak(device, runner.dtype, 512 if quick else 2048)
+        res["conv_gflop_per_frame"] = round(flops / 1e9, 2)
+        res["matmul_peak_gflops"] = round(peak / 1e9, 1)
+        res["kernel_fraction_of_matmul_peak"] = round(flops * rows["kernel"]["fps"] / peak, 3)
     if "cli" in parts:
         res["file_to_file"] = file_to_file(frames, cv, quick)
     res["ratios"] = ratios(res)
     return res
 
 
-def _cv_rgb(sr: Any, rgb: np.ndarray) -> np.ndarray:
+def _cv_frame(sr: Any, frames: list[np.ndarray], i: int) -> np.ndarray:
+    return cv_rgb(sr, frames[i % len(frames)])
+
+
+def cv_rgb(sr: Any, rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     out: np.ndarray = cv2.cvtColor(sr.upsample(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), cv2.COLOR_BGR2RGB)

@@ -1,10 +1,11 @@
-"""``vsr bench [engine] [service] [streams]``: run benchmarks, write JSON under bench/results/, refresh bench/README.md."""
+"""``vsr bench [kernel engine cli sizes service streams gpu]``: run benchmarks, write JSON under bench/results/, refresh bench/README.md."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-RESULTS = Path("bench/results")
+RESULTS = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results"))  # the GPU dry run writes elsewhere
 
 
 def machine() -> dict[str, Any]:
@@ -31,7 +32,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def _write(name: str, payload: dict[str, Any], device: torch.device) -> Path:
+    """Write a result with the load average when its part started (``loadavg_start`` in the meta) and now."""
+    payload = {**payload, "loadavg": {"start": payload.pop("loadavg_start", None), "end": _loadavg()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{device.type}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -42,7 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeat = 3 if args.quick else 10
     command = "vsr bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "vsr bench"
-    meta = {
+    meta: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": command,
@@ -50,24 +57,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
     }
-    if "engine" in args.what:
+    realtime_parts = [w for w in ("kernel", "engine", "cli") if w in args.what]
+    if realtime_parts:
+        meta["loadavg_start"] = _loadavg()
+        from bench.realtime import realtime_table, run_realtime
+
+        res = run_realtime(device=device, quick=args.quick, parts=realtime_parts)
+        print(realtime_table(res))
+        print(_write("realtime", meta | res, device))
+    if "sizes" in args.what:  # the engine across sizes and batch sizes, x2 and x4, beside bicubic and OpenCV
+        meta["loadavg_start"] = _loadavg()
         from bench.engine import engine_table, run_engine
 
         res = run_engine(["x2", "x4"], batches=[1, 2, 4, 8], repeat=repeat, device=device)
         print(engine_table(res))
         print(_write("engine", meta | res, device))
     if "service" in args.what:
+        meta["loadavg_start"] = _loadavg()
         from bench.service import run_service, service_table
 
         res = run_service(device=device, quick=args.quick)
         print(service_table(res))
         print(_write("service", meta | res, device))
     if "streams" in args.what:
+        meta["loadavg_start"] = _loadavg()
         from bench.streams import run_streams, streams_table
 
         res = run_streams(device=device, quick=args.quick)
         print(streams_table(res))
         print(_write("streams", meta | res, device))
+    if "gpu" in args.what:
+        meta["loadavg_start"] = _loadavg()
+        from bench.gpu import gpu_table, run_gpu
+
+        dry = bool(getattr(args, "dry_run", False))
+        res = run_gpu(device=torch.device("cpu") if dry else device, dry_run=dry)
+        print(gpu_table(res))
+        name = "gpu-dryrun" if dry else "gpu"
+        print(_write(name, meta | res, torch.device("cpu") if dry else device))
+    if getattr(args, "dry_run", False):
+        return 0  # a dry run checks the code path; it does not touch bench/README.md
     from bench.report import write_readme
 
     print(write_readme(RESULTS))

@@ -26,7 +26,7 @@ from service.engine import Engine
 from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
 from service.routes import health, oip, stream, upscale, video, web
-from service.settings import Settings
+from service.settings import PREFERRED_MODEL, Settings
 from service.streams.manager import start_streams
 from service.videojobs import JobManager
 
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = await run_in_threadpool(Engine.load, settings, metrics)
+        for use in PREFERRED_MODEL:  # a VSR_<USE>_MODEL that names no loaded model fails the start, not a request
+            settings.model_for(use, engine.names)  # type: ignore[arg-type]
         batcher = Batcher(
             engine,
             max_batch_size=settings.max_batch_size,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from service.settings import Settings
 from vsr.artifact import ArtifactError, resolve
+from vsr.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,15 @@ def describe_errors(e: ValidationError) -> str:
     return "invalid settings: " + "; ".join(parts)
 
 
+def describe_settings_error(e: SettingsError) -> str:
+    """pydantic-settings' parse failure, named as the environment variable (the value is not echoed)."""
+    field = re.search(r'field "(\w+)"', str(e))
+    name = f"VSR_{field.group(1).upper()}" if field else "a VSR_* variable"
+    return f"invalid settings: {name}: cannot parse the value (expected JSON)"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bad settings or models raise :class:`UsageError` (the CLI prints one ``error:`` line, exit 2)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
@@ -43,14 +54,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args)
     except ValidationError as e:
-        log.error("%s", describe_errors(e))
-        return 2
+        raise UsageError(describe_errors(e)) from None
+    except SettingsError as e:  # a value that is not even parseable (e.g. VSR_STREAMS='not json')
+        raise UsageError(describe_settings_error(e)) from None
     for entry in settings.models:  # fail fast with a clear message, before binding the port
         try:
             resolve(entry)
         except ArtifactError as e:
-            log.error("cannot serve model %r: %s", entry, e)
-            return 2
+            raise UsageError(f"cannot serve model {entry!r}: {e}") from None
     app = create_app(settings)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler installed before it ran: make that
     # a clean exit, so a graceful stop ends with status 0 (orchestrators read death-by-signal as a crash).

@@ -1,11 +1,13 @@
 """Service settings: parsed once at the entry point (env ``VSR_*``, then CLI flags) and passed down.
 
-Lists (``VSR_MODELS``, ``VSR_API_KEYS``) are comma-separated, e.g. ``VSR_MODELS=x2,x4``.
+Lists (``VSR_MODELS``, ``VSR_API_KEYS``) are comma-separated, e.g. ``VSR_MODELS=x2,x4``. Which loaded model a
+request gets when it names none depends on its use (stills, streams, video jobs): see :meth:`Settings.model_for`.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +30,12 @@ def _split_commas(v: object) -> object:
     return v
 
 
+# Loaded by default; each use falls back to the first loaded model when its preferred one is not loaded.
+DEFAULT_MODELS = ("x2", "x4", "x2-camera")
+PREFERRED_MODEL = {"image": "x2", "stream": "x2-camera", "video": "x2-camera"}
+ModelUse = Literal["image", "stream", "video"]
+
+
 class Settings(BaseSettings):
     """Every knob of ``vsr serve``. Env: ``VSR_<FIELD>`` (case-insensitive)."""
 
@@ -36,7 +44,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["x2"], description="artifact names (x2, x4) or paths; the first is the default"
+        default_factory=lambda: list(DEFAULT_MODELS), description="artifact names (x2, x4, x2-camera) or paths"
+    )
+    image_model: str | None = Field(
+        default=None, description="default model of /upscale (stills): x2 when loaded, else the first of models"
+    )
+    stream_model: str | None = Field(
+        default=None, description="default model of live streams: x2-camera (codec/noise-trained) when loaded"
+    )
+    video_model: str | None = Field(
+        default=None, description="default model of video jobs: x2-camera (codec/noise-trained) when loaded"
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -203,6 +220,16 @@ class Settings(BaseSettings):
 
     def torch_dtype(self) -> torch.dtype:
         return pick_dtype(self.dtype, self.torch_device())
+
+    def model_for(self, use: ModelUse, loaded: Sequence[str]) -> str:
+        """The model a request of ``use`` gets when it names none: ``VSR_<USE>_MODEL`` (must be loaded), else the
+        preferred one when loaded (x2 for stills, x2-camera for streams and video), else the first loaded."""
+        chosen = {"image": self.image_model, "stream": self.stream_model, "video": self.video_model}[use]
+        if chosen is not None:
+            if chosen not in loaded:
+                raise ValueError(f"VSR_{use.upper()}_MODEL={chosen!r} is not loaded; loaded: {', '.join(loaded)}")
+            return chosen
+        return PREFERRED_MODEL[use] if PREFERRED_MODEL[use] in loaded else loaded[0]
 
     def shard(self) -> Shard:
         return resolve_shard(self.shard_count, self.shard_index, socket.gethostname())

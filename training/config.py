@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.camera_config import CameraConfig
 from training.degrade import DegradeConfig
 
 DEFAULT_DATA_ROOT = "../shared/datasets"
@@ -44,6 +45,8 @@ class TrainConfig:
     zoomout: int = 0  # images also fed to the teacher as LR ("zoom-out", teacher-only samples; KD twins only)
     zoomout_share: float = 0.25  # share of the crop pool they fill
     degradations: DegradeConfig = field(default_factory=DegradeConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)  # camera clips (codec/noise/blur) instead of crops
+    init: str = ""  # start from this artifact's weights (e.g. "x2"), not from scratch
     steps: int = 20000
     batch: int = 32
     patch: int = 32  # LR crop size
@@ -68,6 +71,8 @@ class TrainConfig:
         if isinstance(self.degradations, dict):
             kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.degradations.items()}
             self.degradations = DegradeConfig(**kwargs)
+        if isinstance(self.camera, dict):
+            self.camera = CameraConfig.from_dict(self.camera)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError("alpha must be in [0, 1]")
         if self.alpha < 1.0 and not self.teachers:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.camera_train import camera_pairs, init_from_artifact, validate_holdout
 from training.config import TrainConfig
 from training.data import Batch, Pair, list_images, make_pairs, split_holdout, validation_pairs
 from training.evaluate import evaluate_pairs, model_upscaler
@@ -67,12 +68,17 @@ class State:
     step: int = 0
     best_psnr: float = -1.0
     amp: torch.dtype | None = None
+    # what the step calls: None = ``model``; under torchrun its DDP wrapper (training.distributed.wrap), which
+    # averages the gradients across ranks. Checkpoints, EMA and export always use the bare ``model``.
+    ddp: nn.Module | None = None
 
 
 def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | None) -> State:
     torch.manual_seed(cfg.seed)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build(cfg.arch, cfg.arch_config).to(device).to(memory_format=fmt)  # type: ignore[call-overload]
+    if cfg.init:
+        init_from_artifact(model, cfg.init)
     ema = build(cfg.arch, cfg.arch_config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:
         ema.load_state_dict(model.state_dict())
@@ -157,7 +163,7 @@ def step_on(state: State, cfg: TrainConfig, batch: Batch, teacher: nn.Module | N
     dtype = state.amp
     device_type = batch.lr.device.type
     with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = state.model(batch.lr)
+        out = (state.ddp or state.model)(batch.lr)
         loss, parts = kd_loss(out.float(), batch.hr, batch.soft, alpha=cfg.alpha, kind=cfg.loss, has_hr=batch.has_hr)
         if cfg.feat_beta > 0 and teacher is not None:
             with torch.no_grad():
@@ -195,10 +201,13 @@ def evaluate(state: State, cfg: TrainConfig, device: torch.device, val: ValPairs
     """PSNR-Y/SSIM-Y of the EMA (else the live) model on the validation images (the held-out slice)."""
     model = state.ema or state.model
     model.eval()
-    res = {
-        name: evaluate_pairs(model_upscaler(model, cfg.scale, device=str(device)), pairs, cfg.scale)
-        for name, pairs in val.items()
-    }
+    if cfg.camera.enabled:  # held-out training images as clips: clean and through libx264
+        res = validate_holdout(model, cfg, device)
+    else:
+        res = {
+            name: evaluate_pairs(model_upscaler(model, cfg.scale, device=str(device)), pairs, cfg.scale)
+            for name, pairs in val.items()
+        }
     state.model.train()
     return res
 
@@ -246,12 +255,27 @@ def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Modul
 
 
 def prepare_data(
-    cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
+    cfg: TrainConfig,
+    device: torch.device,
+    teachers: list[nn.Module],
+    weights: list[float],
+    descs: list[dict],
+    shard: tuple[int, int] = (0, 1),
 ) -> CropPool:
     """The training data source: a crop pool over the training images (less the held-out slice), with teacher
-    outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0."""
+    outputs attached when distilling and teacher-only zoom-out samples when ``cfg.zoomout`` > 0.
+
+    ``shard = (rank, world)``: data-parallel rank ``rank`` gets every ``world``-th image and its own pool seed."""
+    if cfg.camera.enabled:  # the camera clip pool (degraded + clean LR, teacher on the clean LR) feeds the crops
+        pairs = camera_pairs(cfg, device, teachers, weights, descs)
+        return CropPool(pairs, scale=cfg.scale, patch=cfg.patch, size=cfg.pool, seed=cfg.seed, refresh=cfg.pool_refresh)
     del descs  # teachers are identified by their weights' hash, not by their description
     paths, _held = split_holdout(list_images(cfg.data_paths(cfg.train_sets)), cfg.holdout if not cfg.val_sets else 0)
+    rank, world = shard
+    if world > 1:
+        if len(paths) < world:
+            raise ValueError(f"{len(paths)} training images cannot be shared by {world} ranks")
+        paths = paths[rank::world]
     pairs = make_pairs(paths, cfg.scale, min_lr=cfg.patch)
     extra: list[Pair] = []
     if teachers and cfg.alpha < 1.0:
@@ -266,7 +290,7 @@ def prepare_data(
         scale=cfg.scale,
         patch=cfg.patch,
         size=cfg.pool,
-        seed=cfg.seed,
+        seed=cfg.seed + rank,
         refresh=cfg.pool_refresh,
         degradations=cfg.degradations,
         teacher_only=extra,
@@ -276,6 +300,8 @@ def prepare_data(
 
 def validation_data(cfg: TrainConfig) -> ValPairs:
     """``{name: [(image, LR, HR), ...]}``: the held-out slice of the training images, or ``cfg.val_sets``."""
+    if cfg.camera.enabled:
+        return {}  # camera runs validate on held-out clips of their own slice (training.camera_train)
     if cfg.val_sets:
         return {
             Path(s).name: validation_pairs([p], cfg.scale)

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.camera_train import camera_data_info
 from training.config import TrainConfig
+from training.distributed import Ranks, agree, wrap
 from training.export import export_artifact
 from training.loop import (
     build_state,
@@ -32,20 +34,32 @@ from vsr.engine import pick_device
 log = logging.getLogger(__name__)
 
 
-def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run in ``cfg.run_dir``; returns a summary with the exported artifact path."""
+def train(
+    cfg: TrainConfig, *, resume: bool = True, progress: bool = True, ranks: Ranks | None = None
+) -> dict[str, Any]:
+    """Train (or resume) the run in ``cfg.run_dir``; returns a summary with the exported artifact path.
+
+    ``ranks``: this process's place under torchrun (``training.distributed.init``); rank 0 alone writes files and
+    logs, and returns the summary (the others return ``{}``)."""
     from tqdm import tqdm
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    ranks = ranks or Ranks(pick_device(cfg.device))
+    device, master = ranks.device, ranks.master
+    log.info("world size %d; device %s", ranks.world, device)
+    if ranks.world > 1 and cfg.feat_beta > 0:
+        raise ValueError(
+            "feature distillation (feat_beta > 0) is not supported under torchrun: its adapters are not synchronised"
+        )
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     teachers, weights, descs = load_teachers(cfg, device)
     t0 = time.time()
-    source = prepare_data(cfg, device, teachers, weights, descs)
-    val = validation_data(cfg)
+    source = prepare_data(cfg, device, teachers, weights, descs, shard=(ranks.rank, ranks.world))
+    val = validation_data(cfg) if master else {}
     online_teacher = teachers[0] if cfg.feat_beta > 0 and teachers else None
     state = build_state(cfg, device, online_teacher)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -56,17 +70,25 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         restore(state, ck, source)
         elapsed = ck.get("elapsed_s", 0.0)
         log.info("resumed %s at step %d", run_dir, state.step)
-    elif metrics_path.exists():
+    elif metrics_path.exists() and master:
         metrics_path.unlink()
+    if ranks.world > 1:  # each rank its own batch stream (offset by rank; by step too on a resume, whatever N was)
+        state.rng = np.random.default_rng([cfg.seed, ranks.rank, state.step])
     log.info("data ready: %d images in %.1fs; device %s", len(source.pairs), time.time() - t0, device)
     state.model.train()
     choose_amp(state, cfg, next_batch(source, cfg, np.random.default_rng(0), device), device)
+    state.amp = agree(state.amp)
+    state.ddp = wrap(state.model, ranks)
     t_start = time.time() - elapsed
-    bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master), dynamic_ncols=True
+    )
     last: dict[str, Any] = {}
     while state.step < cfg.steps:
         parts = train_step(state, cfg, source, device, online_teacher)
         bar.update(1)
+        if not master:
+            continue
         if state.step % 50 == 0:
             bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{state.best_psnr:.2f}")
             log_row(
@@ -89,6 +111,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             torch.save(ck, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # atomic: a kill mid-save keeps the old one
     bar.close()
+    if not master:
+        return {}
     wall = time.time() - t_start
     plot_curves(metrics_path, run_dir / "curves.png")
     training_info = {
@@ -97,6 +121,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         "steps": state.step,
         "wall_time_s": round(wall, 1),
         "device": str(device),
+        "world_size": ranks.world,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()} threads={torch.get_num_threads()}",
         "amp": str(state.amp) if state.amp is not None else "fp32",
     }
@@ -106,7 +131,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         name=cfg.name,
         arch=cfg.arch,
         training=training_info,
-        data={
+        data=camera_data_info(cfg)
+        if cfg.camera.enabled
+        else {
             "train": cfg.train_sets,
             "val": cfg.val_sets or f"held-out slice of the training images (1 in {cfg.holdout} by name hash)",
             "val_images": sorted(n for pairs in val.values() for n, _, _ in pairs),

@@ -4,7 +4,9 @@ Images and videos run on the shared engine (``vsr.engine.Engine``: the service's
 tiled with overlap when larger than ``--tile``). Colour is
 upscaled by the model; grayscale images come back grayscale (the model runs on the grey replicated to RGB) and an
 alpha channel is resized with bicubic. The output format follows OUT's extension (a folder keeps each file's own).
-Videos are handed to :func:`vsr_cli.video.upscale_video_file`.
+Videos are handed to :func:`vsr_cli.video.upscale_video_file` (``--tile`` applies to their frames too). A folder
+may mix images and videos; files that cannot be read are skipped, listed at the end, and the exit status is 1.
+OUT never overwrites its input.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +25,10 @@ from tqdm import tqdm
 
 from vsr.artifact import ArtifactError
 from vsr.engine import DeviceError, Engine
+from vsr.errors import UsageError
 from vsr.imageops import bicubic_resize
 from vsr.inference import TileSpec
+from vsr.video import VideoError
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +38,6 @@ TILE_OVERLAP = 16  # LR pixels on each side: covers the student's receptive fiel
 _PIL_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
 _SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 _NO_ALPHA = {"JPEG", "BMP"}
-
-
-class UsageError(Exception):
-    """A user mistake (missing input, unsupported extension): reported as ``error: ...`` with exit status 2."""
 
 
 UpscaleFn = Callable[[np.ndarray], np.ndarray]  # uint8 RGB HWC -> uint8 RGB HWC, ``scale`` times larger
@@ -71,25 +73,34 @@ def save_image(img: Image.Image, path: Path) -> None:
 
 
 def plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
-    """(source, destination) image pairs for IN -> OUT; raises :class:`UsageError` on a bad request."""
+    """(source, destination) pairs for IN -> OUT (images and videos); raises :class:`UsageError` on a bad request."""
     if not inp.exists():
         raise UsageError(f"input not found: {inp}")
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise UsageError(f"input is a folder, so OUT must be a folder: {out}")
-        srcs = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        srcs = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
         if not srcs:
-            raise UsageError(f"no images ({', '.join(IMAGE_EXTS)}) in {inp}")
-        return [(p, out / p.name) for p in srcs]
-    if inp.suffix.lower() not in IMAGE_EXTS:
+            raise UsageError(f"no images ({', '.join(IMAGE_EXTS)}) or videos ({', '.join(VIDEO_EXTS)}) in {inp}")
+        jobs = [(p, out / p.name) for p in srcs]
+    elif inp.suffix.lower() in VIDEO_EXTS:
+        if out.suffix.lower() not in VIDEO_EXTS:
+            raise UsageError(f"a video input needs a video OUT ({', '.join(VIDEO_EXTS)}), got {out.name!r}")
+        jobs = [(inp, out)]
+    elif inp.suffix.lower() in IMAGE_EXTS:
+        if out.is_dir() or not out.suffix:
+            out = out / inp.name  # an existing folder, or a name without an extension: write inside it
+        if out.suffix.lower() not in IMAGE_EXTS:
+            raise UsageError(f"unsupported output extension {out.suffix!r}; use one of {', '.join(IMAGE_EXTS)}")
+        jobs = [(inp, out)]
+    else:
         raise UsageError(
             f"unsupported input {inp.name!r}; images: {', '.join(IMAGE_EXTS)}; videos: {', '.join(VIDEO_EXTS)}"
         )
-    if out.is_dir() or not out.suffix:
-        out = out / inp.name  # an existing folder, or a name without an extension: write inside it
-    if out.suffix.lower() not in IMAGE_EXTS:
-        raise UsageError(f"unsupported output extension {out.suffix!r}; use one of {', '.join(IMAGE_EXTS)}")
-    return [(inp, out)]
+    for src, dst in jobs:
+        if dst.resolve() == src.resolve():
+            raise UsageError(f"refusing to overwrite the input {src}; choose another OUT")
+    return jobs
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -101,46 +112,89 @@ def _engine(args: argparse.Namespace) -> Engine:
         raise UsageError(str(e)) from None
 
 
-def _upscale_video(args: argparse.Namespace, inp: Path, out: Path) -> None:
-    if out.suffix.lower() not in VIDEO_EXTS:
-        raise UsageError(f"a video input needs a video OUT ({', '.join(VIDEO_EXTS)}), got {out.name!r}")
+def _upscale_video(engine: Engine, src: Path, dst: Path) -> None:
+    """Raises VideoError when ``src`` cannot be read; a partial ``dst`` is removed."""
     from vsr_cli.video import upscale_video_file  # PyAV-backed; imported only for videos
 
-    engine = _engine(args)
-    upscale_video_file(inp, out, engine, engine.default_model, progress=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        upscale_video_file(src, dst, engine, engine.default_model, progress=True)
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
 
 
-def run(args: argparse.Namespace) -> list[Path]:
-    """Do the work of ``vsr upscale``; returns the files written."""
+@dataclass
+class Outcome:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def run(args: argparse.Namespace) -> Outcome:
+    """Do the work of ``vsr upscale``. A single bad input is a :class:`UsageError`; in a folder, a file that cannot
+    be read is recorded in ``failed`` and the rest go on."""
     inp, out = Path(args.input), Path(args.output)
-    if inp.is_file() and inp.suffix.lower() in VIDEO_EXTS:
-        _upscale_video(args, inp, out)
-        return [out]
     jobs = plan(inp, out)
     engine = _engine(args)
     name, scale = engine.default_model, engine.scale(engine.default_model)
+    done = Outcome()
 
     def up(rgb: np.ndarray) -> np.ndarray:
         return engine.run(name, rgb[None])[0]
 
-    written = []
-    for src, dst in tqdm(jobs, desc=f"upscale x{scale}", unit="img"):
-        try:
-            with Image.open(src) as im:
-                im.load()
-                result = upscale_image(im, up)
-        except OSError as e:
-            raise UsageError(f"cannot read {src}: {e}") from None
-        save_image(result, dst)
-        written.append(dst)
-    log.info("wrote %d file(s) to %s", len(written), out)
-    return written
+    # Decode of the next image and encode of the previous one run in two I/O threads while the model runs (PIL
+    # releases the GIL in both): on 2 cores they fill the gaps between the model's parallel regions.
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
+        nxt = _prefetch(reader, jobs, 0)
+        saves: list[tuple[Path, Future[None]]] = []
+        for i, (src, dst) in enumerate(tqdm(jobs, desc=f"upscale x{scale}", unit="file")):
+            cur, nxt = nxt, _prefetch(reader, jobs, i + 1)
+            try:
+                if cur is None:
+                    _upscale_video(engine, src, dst)
+                else:
+                    saves.append((dst, writer.submit(save_image, upscale_image(cur.result(), up), dst)))
+            except (OSError, VideoError) as e:  # unreadable or corrupt input (PIL: OSError; PyAV: VideoError)
+                if not inp.is_dir():
+                    raise UsageError(f"cannot read {src}: {e}") from None
+                log.warning("skipped %s: %s", src, e)
+                done.failed.append((src, str(e)))
+                continue
+            while len(saves) > 2:  # bounded: at most two upscaled images wait for their encode
+                _saved(*saves.pop(0))
+            done.written.append(dst)
+        for dst, f in saves:
+            _saved(dst, f)
+    log.info("wrote %d file(s) to %s", len(done.written), out)
+    return done
+
+
+def _prefetch(reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int) -> Future[Image.Image] | None:
+    """The ``i``-th image, read in the background (None past the end and for videos, which stream themselves)."""
+    if i >= len(jobs) or jobs[i][0].suffix.lower() in VIDEO_EXTS:
+        return None
+    return reader.submit(_read, jobs[i][0])
+
+
+def _read(src: Path) -> Image.Image:
+    im = Image.open(src)
+    im.load()  # reads the pixels and closes the file (single-frame formats); the image stays usable
+    return im
+
+
+def _saved(dst: Path, f: Future[None]) -> None:
+    try:
+        f.result()
+    except OSError as e:
+        raise UsageError(f"cannot write {dst}: {e}") from None
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    try:
-        run(args)
-    except UsageError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    return 0
+    """0: everything written; 1: a folder had files that could not be read (listed on stderr); 2: bad request."""
+    done = run(args)
+    if not done.failed:
+        return 0
+    lines = [f"error: {len(done.failed)} of {len(done.failed) + len(done.written)} files failed"]
+    lines += [f"  {src}: {reason}" for src, reason in done.failed]
+    sys.stderr.write("\n".join(lines) + "\n")
+    return 1

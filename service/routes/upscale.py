@@ -73,7 +73,7 @@ async def upscale(
     batcher: BatcherDep,
     metrics: MetricsDep,
     model: Annotated[
-        str | None, Query(description="loaded model name; default: the first one", examples=["x2"])
+        str | None, Query(description="loaded model name; default: x2 (VSR_IMAGE_MODEL)", examples=["x2"])
     ] = None,
     format: Annotated[
         Literal["png", "jpeg", "webp"] | None,
@@ -91,7 +91,7 @@ async def upscale(
     EXIF orientation is applied; grey images stay grey; alpha is upscaled with bicubic (dropped for JPEG output).
     """
     deadline = time.monotonic() + settings.request_timeout_s
-    name = model or engine.default_model
+    name = model or settings.model_for("image", engine.names)
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)

@@ -94,13 +94,13 @@ async def upscale_video(
     engine: EngineDep,
     jobs: JobsDep,
     response: Response,
-    model: Annotated[str | None, Query(description="loaded model name; default: the first one")] = None,
+    model: Annotated[str | None, Query(description="loaded model name; default: x2-camera (VSR_VIDEO_MODEL)")] = None,
 ) -> JobInfo:
     """Send an mp4/mkv/mov/ts/webm as multipart field `file` or as the raw body. Returns `202` with a job:
     poll `GET /jobs/{id}` (state, progress) and download `GET /jobs/{id}/result` (H.264 yuv420p MP4 with the same
     frame count, frame rate and timestamps; audio copied). E.g.
     `curl -F file=@clip.mp4 http://127.0.0.1:8000/upscale/video`."""
-    name = model or engine.default_model
+    name = model or settings.model_for("video", engine.names)
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     path = jobs.new_file(".upload")

@@ -54,10 +54,10 @@ async def bicubic(
     settings: SettingsDep,
     engine: EngineDep,
     metrics: MetricsDep,
-    model: Annotated[str | None, Query(description="match this model's scale; default: the first")] = None,
+    model: Annotated[str | None, Query(description="match this model's scale; default: the stills model")] = None,
 ) -> Response:
     """The same image resized with bicubic interpolation at the model's scale (what the model must beat)."""
-    name = model or engine.default_model
+    name = model or settings.model_for("image", engine.names)
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)

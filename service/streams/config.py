@@ -21,7 +21,9 @@ class StreamSpec(BaseModel):
 
     url: str = Field(max_length=2048, examples=["rtsp://192.168.1.20:554/stream1"])
     name: str | None = Field(None, pattern=NAME_RE.pattern, examples=["gate-1"])
-    model: str | None = Field(None, description="a loaded model; default: the service's first", examples=["x2"])
+    model: str | None = Field(
+        None, description="a loaded model; default: x2-camera (VSR_STREAM_MODEL)", examples=["x2"]
+    )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
 
 

@@ -56,10 +56,12 @@ class StreamManager:
         policy: UrlPolicy,
         opts: StreamOptions,
         max_streams: int = 8,
+        default_model: str | None = None,
         shard: Shard | None = None,
     ) -> None:
         self.submit, self.models, self.metrics = submit, dict(models), metrics
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
+        self._default_model = default_model
         self.shard = shard or Shard()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.Lock()
@@ -67,7 +69,8 @@ class StreamManager:
 
     @property
     def default_model(self) -> str:
-        return next(iter(self.models))
+        """The model of a stream that names none (``VSR_STREAM_MODEL``, x2-camera by default), else the first."""
+        return self._default_model or next(iter(self.models))
 
     def add(self, spec: StreamSpec, *, wait_for_dns: bool = False) -> Stream:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
@@ -187,6 +190,7 @@ def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> Str
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
         opts=StreamOptions.from_settings(settings),
         max_streams=settings.max_streams,
+        default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),
     )
     manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))

@@ -32,6 +32,9 @@ class Tty(io.StringIO):
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # An earlier in-process `vsr` main() left warnings captured, with pytest's per-test recorder installed since:
+    # start from "not captured" so configure() hooks the current showwarning, as in a fresh process.
+    logging.captureWarnings(False)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -16,6 +16,7 @@ from service.engine import Engine
 from service.main import describe_errors, load_settings
 from service.settings import Settings
 from tests.service.conftest import ClientFactory, assert_error, encode, rgb, sample, wait_ready_or_fail
+from vsr.errors import UsageError
 
 PNG = {"content-type": "image/png"}
 TIMEOUT = 10.0
@@ -263,6 +264,8 @@ def test_serve_refuses_bad_settings_and_missing_models(monkeypatch: pytest.Monke
     from service.main import cmd_serve
 
     args = argparse.Namespace(host=None, port=None, models="/nonexistent/model", device=None)
-    assert cmd_serve(args) == 2  # before binding any port
+    with pytest.raises(UsageError, match="cannot serve model"):  # before binding any port; the CLI prints it
+        cmd_serve(args)
     monkeypatch.setenv("VSR_MAX_BATCH_SIZE", "0")
-    assert cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None)) == 2
+    with pytest.raises(UsageError, match="VSR_MAX_BATCH_SIZE"):
+        cmd_serve(argparse.Namespace(host=None, port=None, models=None, device=None))

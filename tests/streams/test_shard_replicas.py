@@ -118,9 +118,11 @@ class ThreadReplica:
         wait_ready(self.base, self.thread.is_alive, lambda: "uvicorn thread ended")
         return self
 
-    def kill(self) -> None:  # the closest a thread gets: no graceful drain
-        self.server.force_exit = self.server.should_exit = True
-        self.thread.join(15)
+    def kill(self) -> None:
+        # A thread cannot die like a process; uvicorn's force_exit would skip the lifespan shutdown and leave this
+        # replica's stream and batcher threads running for the rest of the session. Stop it (SIGKILL: `slow`).
+        self.stop()
+        self.wait_exit()
 
     def stop(self) -> None:
         self.server.should_exit = True
