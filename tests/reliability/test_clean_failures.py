@@ -18,8 +18,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from service.main import describe_errors, load_settings
-from tests.conftest import REPO
-from tests.reliability.conftest import Server, free_port
+from tests.support.env import REPO
+from tests.support.live import Server, free_port
 
 
 def serve_cmd(port: int) -> list[str]:
@@ -79,8 +79,8 @@ def mpo(first: np.ndarray, second: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_mpo_photo_is_upscaled_from_its_first_image(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory()
+def test_mpo_photo_is_upscaled_from_its_first_image(live_server: Callable[..., Server]) -> None:
+    srv = live_server()
     first = np.full((24, 32, 3), 200, np.uint8)
     data = mpo(first, np.zeros((40, 48, 3), np.uint8))
     assert Image.open(io.BytesIO(data)).format == "MPO"
@@ -91,10 +91,10 @@ def test_mpo_photo_is_upscaled_from_its_first_image(server_factory: Callable[...
     assert abs(float(np.asarray(out).mean()) - 200) < 12
 
 
-def test_pathological_images_are_refused_by_cost_at_once(server_factory: Callable[..., Server]) -> None:
+def test_pathological_images_are_refused_by_cost_at_once(live_server: Callable[..., Server]) -> None:
     from scripts.attack_media import many_scan_jpeg, png
 
-    srv = server_factory(max_input_pixels=8_294_400)
+    srv = live_server(max_input_pixels=8_294_400)
     cases = [
         (many_scan_jpeg(5000), "image/jpeg", "too_many_scans"),
         (png(8_294_400, 1), "image/png", "extreme_aspect_ratio"),

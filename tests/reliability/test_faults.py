@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reliability.conftest import Server, error_body_ok, png, report, wait_until
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server, wait_until
+from tests.support.media import png
 
 FIGURES: dict[str, dict] = {}
 
@@ -44,8 +46,8 @@ def write_figures() -> None:
         report("faults", FIGURES)
 
 
-def test_exception_in_one_batch_fails_only_its_requests(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(max_batch_size=8, max_batch_delay_ms=50)
+def test_exception_in_one_batch_fails_only_its_requests(live_server: Callable[..., Server]) -> None:
+    srv = live_server(max_batch_size=8, max_batch_delay_ms=50)
     fired = threading.Event()
 
     def fail_tall(_m: str, frames: np.ndarray) -> None:
@@ -72,8 +74,8 @@ def test_exception_in_one_batch_fails_only_its_requests(server_factory: Callable
     }
 
 
-def test_simulated_oom_splits_the_batch_and_counts(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(max_batch_size=8, max_batch_delay_ms=100)
+def test_simulated_oom_splits_the_batch_and_counts(live_server: Callable[..., Server]) -> None:
+    srv = live_server(max_batch_size=8, max_batch_delay_ms=100)
     sizes: list[int] = []
 
     def oom_above_one(_m: str, frames: np.ndarray) -> None:
@@ -95,8 +97,8 @@ def test_simulated_oom_splits_the_batch_and_counts(server_factory: Callable[...,
     FIGURES["oom_split"] = {"attempt_sizes": sizes, "oom_retries_total": ooms, "requests_ok": 6}
 
 
-def test_oom_on_a_single_frame_gives_up_cleanly(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(max_batch_size=1, tile_size=256, tile_overlap=8)
+def test_oom_on_a_single_frame_gives_up_cleanly(live_server: Callable[..., Server]) -> None:
+    srv = live_server(max_batch_size=1, tile_size=256, tile_overlap=8)
 
     def always_oom(_m: str, frames: np.ndarray) -> None:
         if frames.shape[1] == 300:
@@ -126,10 +128,10 @@ def send_partial(base: str, path: str, headers: dict[str, str], body: bytes) -> 
 
 @pytest.mark.parametrize("route", ["/upscale", "/upscale/video"])
 def test_client_disconnects_mid_upload(
-    server_factory: Callable[..., Server], route: str, caplog: pytest.LogCaptureFixture
+    live_server: Callable[..., Server], route: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    srv = server_factory()
+    srv = live_server()
     jobs_dir: Path = srv.app.state.video_jobs.dir
     raw_type = "image/png" if route == "/upscale" else "video/mp4"
     for _ in range(5):

@@ -25,7 +25,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from service.urlpolicy import UrlPolicy, parse_cidrs
-from tests.reliability.conftest import Server, error_body_ok, png, report
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server
+from tests.support.media import png
 
 MIN_REQUESTS = 1000
 pytestmark = pytest.mark.slow  # ~30 s: `pytest -m 'not slow'` leaves it out
@@ -84,8 +86,8 @@ def fuzz_operation(
     return sent
 
 
-def start_fuzz_server(server_factory: Callable[..., Server], **overrides: Any) -> Server:
-    srv = server_factory(
+def start_fuzz_server(live_server: Callable[..., Server], **overrides: Any) -> Server:
+    srv = live_server(
         max_streams=2,
         stream_allow_cidrs=[],  # generated hosts are never our loopback
         stream_open_timeout_s=0.5,
@@ -121,8 +123,8 @@ def fuzz_all(
     return sent, statuses, failures, len(operations)
 
 
-def test_fuzz_every_operation(server_factory: Callable[..., Server]) -> None:
-    srv = start_fuzz_server(server_factory)
+def test_fuzz_every_operation(live_server: Callable[..., Server]) -> None:
+    srv = start_fuzz_server(live_server)
     sent, statuses, failures, n_ops = fuzz_all(srv, EXAMPLES, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
     by_status = Counter(k.rsplit(" ", 1)[1] for k in statuses.elements())
     summary = {"requests": sent, "operations": n_ops, "by_status": dict(sorted(by_status.items()))}
@@ -136,9 +138,9 @@ def test_fuzz_every_operation(server_factory: Callable[..., Server]) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
 
 
-def test_fuzz_with_api_keys_and_private_metrics(server_factory: Callable[..., Server]) -> None:
+def test_fuzz_with_api_keys_and_private_metrics(live_server: Callable[..., Server]) -> None:
     """Keys configured, none sent: every keyed operation must answer a *documented* 401 with the envelope."""
-    srv = start_fuzz_server(server_factory, api_keys="fuzz-key", metrics_public=False)
+    srv = start_fuzz_server(live_server, api_keys="fuzz-key", metrics_public=False)
     sent, statuses, failures, _ = fuzz_all(srv, {"default": 5, "body": 10}, (GenerationMode.POSITIVE,))
     assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:15])
     by_status = Counter(k.rsplit(" ", 1)[1] for k in statuses.elements())

@@ -13,17 +13,16 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import synthetic_image
-from tests.reliability.conftest import Server, base_settings, error_body_ok, png, serve
+from tests.support.checks import error_body_ok
+from tests.support.live import Server, base_settings, serve, wait_job
+from tests.support.media import img, make_video, png
 
 UPSCALE_STATUSES = {200, 400, 413, 415, 422}
 VIDEO_STATUSES = {202, 400, 413, 415, 422}
@@ -33,10 +32,6 @@ VIDEO_STATUSES = {202, 400, 413, 415, 422}
 def srv(tiny_artifact: dict[str, Path]) -> Iterator[Server]:
     with serve(base_settings(tiny_artifact["x2"], max_upload_bytes=256 * 1024, video_max_bytes=1 << 20)) as s:
         yield s
-
-
-def img(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
-    return synthetic_image(np.random.default_rng(seed), h, w)
 
 
 def encoded(fmt: str, **options: object) -> bytes:
@@ -260,36 +255,12 @@ def test_absurd_query_values(srv: Server, query: str) -> None:
 # ---- videos ----------------------------------------------------------------------------------------------------
 
 
-def make_video(
-    path: Path, container: str, frames: int = 12, *, width: int = 32, height: int = 24, fps: int = 12
-) -> bytes:
-    with av.open(str(path), "w", format=container) as out:
-        s = out.add_stream("libx264" if container != "webm" else "libvpx", rate=Fraction(fps))
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            for packet in s.encode(av.VideoFrame.from_ndarray(img(i, height, width), format="rgb24")):
-                out.mux(packet)
-        for packet in s.encode():
-            out.mux(packet)
-    return path.read_bytes()
-
-
 def post_video(srv: Server, data: bytes, ctype: str) -> httpx.Response:
     r = srv.client.post("/upscale/video", content=data, headers={"content-type": ctype})
     assert r.status_code in VIDEO_STATUSES, (r.status_code, r.text[:300])
     if r.status_code >= 400:
         assert error_body_ok(r), r.text
     return r
-
-
-def job_outcome(srv: Server, job_id: str, timeout: float = 20.0) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        j = srv.client.get(f"/jobs/{job_id}").json()
-        if j["state"] in ("done", "failed", "cancelled"):
-            return j
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {j}")
 
 
 @pytest.mark.parametrize(("container", "ctype"), [("mp4", "video/mp4"), ("matroska", "video/x-matroska")])
@@ -308,7 +279,7 @@ def test_corrupt_and_truncated_videos(srv: Server, tmp_path: Path, container: st
     for name, data in cases.items():
         r = post_video(srv, data, ctype)
         if r.status_code == 202:
-            j = job_outcome(srv, r.json()["id"])
+            j = wait_job(srv, r.json()["id"])
             outcomes[name] = j["state"]
             res = srv.client.get(f"/jobs/{j['id']}/result")
             assert res.status_code == (200 if j["state"] == "done" else 409), name
@@ -335,7 +306,7 @@ def test_video_whose_first_packets_are_garbage(srv: Server, tmp_path: Path) -> N
     assert garbled == 6
     r = post_video(srv, bytes(b), "video/mp2t")
     if r.status_code == 202:
-        j = job_outcome(srv, r.json()["id"])
+        j = wait_job(srv, r.json()["id"])
         assert j["state"] in ("done", "failed")
         if j["state"] == "failed":
             assert j["error"]

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.reliability.conftest import Server, error_body_ok, png, report
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server
+from tests.support.media import png
 
 FIGURES: dict[str, dict] = {}
 
@@ -58,8 +60,8 @@ def closed_by_server(s: socket.socket, timeout: float) -> bool:
         return True
 
 
-def test_declared_body_over_the_cap_is_refused_before_it_is_sent(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(max_json_bytes=4096, max_upload_bytes=64 * 1024)
+def test_declared_body_over_the_cap_is_refused_before_it_is_sent(live_server: Callable[..., Server]) -> None:
+    srv = live_server(max_json_bytes=4096, max_upload_bytes=64 * 1024)
     for path, ctype, declared in [
         ("/stream", "application/json", 300_000_000),
         ("/upscale", "image/png", 10_000_000),
@@ -79,8 +81,8 @@ def test_declared_body_over_the_cap_is_refused_before_it_is_sent(server_factory:
     assert srv.sample("vsr_rejected_total", {"reason": "too_large"}) >= 3
 
 
-def test_chunked_json_body_is_cut_at_the_cap(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(max_json_bytes=4096)
+def test_chunked_json_body_is_cut_at_the_cap(live_server: Callable[..., Server]) -> None:
+    srv = live_server(max_json_bytes=4096)
     sent = 0
 
     def endless() -> Iterator[bytes]:
@@ -98,8 +100,8 @@ def test_chunked_json_body_is_cut_at_the_cap(server_factory: Callable[..., Serve
     FIGURES["chunked_json"] = {"cap_bytes": 4096, "client_sent_bytes_before_413": sent}
 
 
-def test_slow_clients_are_closed_and_health_stays_fast(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(http_header_timeout_s=1.0, http_body_timeout_s=1.0)
+def test_slow_clients_are_closed_and_health_stays_fast(live_server: Callable[..., Server]) -> None:
+    srv = live_server(http_header_timeout_s=1.0, http_body_timeout_s=1.0)
     n = 60
     socks = []
     t0 = time.monotonic()
@@ -134,8 +136,8 @@ def test_slow_clients_are_closed_and_health_stays_fast(server_factory: Callable[
     }
 
 
-def test_a_slow_but_moving_body_is_not_cut(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(http_header_timeout_s=1.0, http_body_timeout_s=0.6)
+def test_a_slow_but_moving_body_is_not_cut(live_server: Callable[..., Server]) -> None:
+    srv = live_server(http_header_timeout_s=1.0, http_body_timeout_s=0.6)
     body = png()
 
     def trickle() -> Iterator[bytes]:
@@ -148,9 +150,9 @@ def test_a_slow_but_moving_body_is_not_cut(server_factory: Callable[..., Server]
 
 
 def test_pipelined_requests_then_hang_up_log_no_traceback(
-    server_factory: Callable[..., Server], caplog: pytest.LogCaptureFixture
+    live_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv = server_factory(max_batch_size=1)
+    srv = live_server(max_batch_size=1)
     body = png()
     one = b"POST /upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(body)
     caplog.set_level(logging.INFO)

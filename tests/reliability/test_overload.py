@@ -27,8 +27,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.conftest import REPO
-from tests.reliability.conftest import Server, error_body_ok, png, report
+from tests.support.checks import error_body_ok, report
+from tests.support.env import REPO
+from tests.support.live import Server
+from tests.support.media import png
 
 BATCH_S = 0.02  # simulated model time per batch
 MAX_BATCH = 4
@@ -44,10 +46,8 @@ def slow_model(_model: str, _frames: np.ndarray) -> None:
     time.sleep(BATCH_S)
 
 
-def test_overload_sheds_load_meets_deadlines_and_recovers(
-    server_factory: Callable[..., Server], tmp_path: Path
-) -> None:
-    srv = server_factory(
+def test_overload_sheds_load_meets_deadlines_and_recovers(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    srv = live_server(
         max_batch_size=MAX_BATCH, max_batch_delay_ms=2.0, queue_limit=QUEUE_LIMIT, request_timeout_s=DEADLINE_S
     )
     srv.app.state.engine.fault_hook = slow_model
@@ -129,10 +129,10 @@ def test_overload_sheds_load_meets_deadlines_and_recovers(
     )
 
 
-def test_deadline_504_when_the_worker_is_stuck(server_factory: Callable[..., Server]) -> None:
+def test_deadline_504_when_the_worker_is_stuck(live_server: Callable[..., Server]) -> None:
     """A batch that runs past every deadline: the requests waiting on it get 504 at their deadline (not later),
     and the service serves again as soon as the batch ends."""
-    srv = server_factory(max_batch_size=1, request_timeout_s=0.3)
+    srv = live_server(max_batch_size=1, request_timeout_s=0.3)
     release = threading.Event()
 
     def stuck(_m: str, _f: np.ndarray) -> None:

@@ -28,7 +28,10 @@ from service import deps
 from service.main import describe_errors
 from service.settings import Settings
 from service.urlpolicy import DeniedUrl, UnsupportedUrl, UrlPolicy, UrlRejected, parse_cidrs, policy_from
-from tests.reliability.conftest import Server, error_body_ok, png, report, temp_entries, wait_until
+from tests.support.checks import error_body_ok, report
+from tests.support.live import Server, wait_until
+from tests.support.media import png
+from tests.support.procs import temp_entries
 
 KEY = "k3y-S3CRET-7f1e9a"
 OTHER = "wrong-K3Y-0d2b44"
@@ -66,9 +69,9 @@ def every_get_route(spec: dict[str, Any]) -> list[str]:
     return paths
 
 
-def test_every_api_route_needs_the_key(server_factory: Callable[..., Server], caplog: pytest.LogCaptureFixture) -> None:
+def test_every_api_route_needs_the_key(live_server: Callable[..., Server], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    srv = server_factory(api_keys=f"{KEY},second-key")
+    srv = live_server(api_keys=f"{KEY},second-key")
     spec = srv.client.get("/openapi.json").json()  # docs are public by default
     routes = every_get_route(spec)
     assert len(routes) >= 15
@@ -105,9 +108,7 @@ def test_keys_from_env_are_not_in_settings_errors(monkeypatch: pytest.MonkeyPatc
     assert Settings().api_keys == [KEY] and KEY not in repr(Settings())
 
 
-def test_keys_from_a_file(
-    server_factory: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_keys_from_a_file(live_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "keys"
     f.write_text(f"# mounted secret\n{KEY}\n\n  other-key  \n")
     f.chmod(0o600)
@@ -121,7 +122,7 @@ def test_keys_from_a_file(
     assert KEY not in describe_errors(e.value)
     monkeypatch.delenv("VSR_API_KEYS")
     monkeypatch.delenv("VSR_API_KEYS_FILE")
-    srv = server_factory(api_keys_file=str(f))
+    srv = live_server(api_keys_file=str(f))
     body, ctype = png(), {"content-type": "image/png"}
     assert srv.client.post("/upscale", content=body, headers=ctype).status_code == 401
     assert srv.client.post("/upscale", content=body, headers={**ctype, "x-api-key": "other-key"}).status_code == 200
@@ -131,9 +132,9 @@ def test_keys_from_a_file(
     ("metrics_public", "docs_public"), [(True, True), (False, True), (True, False), (False, False)]
 )
 def test_metrics_and_docs_are_public_only_when_configured(
-    server_factory: Callable[..., Server], metrics_public: bool, docs_public: bool
+    live_server: Callable[..., Server], metrics_public: bool, docs_public: bool
 ) -> None:
-    srv = server_factory(api_keys=KEY, metrics_public=metrics_public, docs_public=docs_public)
+    srv = live_server(api_keys=KEY, metrics_public=metrics_public, docs_public=docs_public)
     r = srv.client.get("/metrics")
     assert r.status_code == (200 if metrics_public else 401)
     assert srv.client.get("/metrics", headers={"x-api-key": KEY}).status_code == 200
@@ -390,9 +391,9 @@ def chunked_flood(base: str, path: str, ctype: str, max_bytes: int, preamble: by
         ("/upscale/video", "multipart/form-data; boundary=x"),
     ],
 )
-def test_an_endless_upload_is_cut_off_at_the_cap(server_factory: Callable[..., Server], path: str, ctype: str) -> None:
+def test_an_endless_upload_is_cut_off_at_the_cap(live_server: Callable[..., Server], path: str, ctype: str) -> None:
     cap = 256 * 1024
-    srv = server_factory(max_upload_bytes=cap, video_max_bytes=cap)
+    srv = live_server(max_upload_bytes=cap, video_max_bytes=cap)
     flood_limit = 512 * 1024 * 1024  # the client would go on for 512 MB
     part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\nContent-Type: image/png\r\n\r\n'
     sent, head = chunked_flood(srv.base, path, ctype, flood_limit, part if ctype.startswith("multipart") else b"")
@@ -408,10 +409,10 @@ def test_an_endless_upload_is_cut_off_at_the_cap(server_factory: Callable[..., S
 # ---- temporary files -------------------------------------------------------------------------------------------
 
 
-def test_temp_files_are_private_and_removed(server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    from tests.reliability.test_hostile_inputs import make_video
+def test_temp_files_are_private_and_removed(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    from tests.support.media import make_video
 
-    srv = server_factory(video_max_bytes=8 << 20)
+    srv = live_server(video_max_bytes=8 << 20)
     jobs = srv.app.state.video_jobs
     assert stat.S_IMODE(jobs.dir.stat().st_mode) == 0o700
     probe = jobs.new_file(".probe")

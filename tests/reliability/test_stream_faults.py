@@ -26,10 +26,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import require_or_skip
-from tests.reliability.conftest import Server, open_fds, png, report, wait_until
-from tests.reliability.test_hostile_inputs import make_video
-from tests.streams.conftest import RtspServer, read_mjpeg, rtsp_server_available
+from tests.support.checks import report
+from tests.support.env import require_or_skip
+from tests.support.live import Server, read_mjpeg, wait_until
+from tests.support.media import make_video, png
+from tests.support.procs import open_fds
+from tests.support.rtsp import RtspServer, rtsp_server_available
 
 FIGURES: dict[str, Any] = {}
 TS_PKT = 188
@@ -202,8 +204,8 @@ class Bystanders:
 
 
 @pytest.fixture
-def stream_server(server_factory: Callable[..., Server]) -> Server:
-    return server_factory(
+def stream_server(live_server: Callable[..., Server]) -> Server:
+    return live_server(
         stream_read_timeout_s=1.0, stream_open_timeout_s=5.0, stream_max_frame_age_s=2.0, max_batch_delay_ms=5.0
     )
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import SHARED, require_or_skip
-from tests.service.conftest import wait_ready_or_fail
+from tests.support.env import SHARED, require_or_skip
+from tests.support.live import wait_ready
 from training.evaluate import evaluate_set, model_upscaler
 from training.metrics import psnr_y
 from vsr.artifact import bundled_names, load_artifact
@@ -52,7 +52,7 @@ def test_default_service_upscales_photos_with_a_gain() -> None:
     gain is measured on Set14's monarch and zebra, LR made by bicubic downscaling)."""
     require_or_skip(TEST_SETS.is_dir(), f"{TEST_SETS} missing")
     with TestClient(create_app(Settings(), registry=CollectorRegistry())) as client:
-        wait_ready_or_fail(client, timeout=60)
+        wait_ready(client, timeout=60)
         photo = np.asarray(Image.fromarray(load_rgb(str(TEST_SETS / "Set14" / "monarch.png"))).resize((480, 320)))
         r = client.post("/upscale", content=_png(photo), headers={"content-type": "image/png"})
         assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (960, 640)

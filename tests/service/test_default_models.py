@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from service.settings import DEFAULT_MODELS, Settings
-from tests.conftest import export_tiny
-from tests.service.conftest import ClientFactory, encode, rgb
+from tests.support.env import export_tiny
+from tests.support.live import ClientFactory
+from tests.support.media import encode, rgb
 from vsr.archs.student import RepStudent
 from vsr.artifact import resolve
 

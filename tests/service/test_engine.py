@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from service.engine import Engine
 from service.metrics import Metrics
 from service.settings import Settings
-from tests.service.conftest import rgb
+from tests.support.media import rgb
 from vsr.artifact import ArtifactError, load_artifact
 from vsr.inference import upscale_frames
 

@@ -17,9 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.reliability.conftest import Server, base_settings, serve
-from tests.service.conftest import ClientFactory, assert_error, encode, open_image, rgb, sample
-from tests.service.test_service import hold_worker
+from tests.support.checks import assert_error
+from tests.support.live import ClientFactory, Server, base_settings, hold_worker, sample, serve
+from tests.support.media import encode, open_image, rgb
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402

@@ -15,7 +15,9 @@ from pydantic import ValidationError
 from service.engine import Engine
 from service.main import describe_errors, load_settings
 from service.settings import Settings
-from tests.service.conftest import ClientFactory, assert_error, encode, rgb, sample, wait_ready_or_fail
+from tests.support.checks import assert_error
+from tests.support.live import ClientFactory, hold_worker, sample, wait_ready
+from tests.support.media import encode, rgb
 from vsr.errors import UsageError
 
 PNG = {"content-type": "image/png"}
@@ -31,20 +33,6 @@ def concurrently(client: Any, images: list[np.ndarray]) -> list[Any]:
     with ThreadPoolExecutor(len(images)) as pool:
         futures = [pool.submit(post, client, img) for img in images]
         return [f.result(timeout=TIMEOUT) for f in futures]
-
-
-def hold_worker(client: Any, *, until: threading.Event) -> threading.Event:
-    """Make the worker's next batch block until ``until`` is set; returns an event set when it blocks."""
-    engine = client.app.state.engine
-    blocked = threading.Event()
-
-    def hook(model: str, frames: np.ndarray) -> None:
-        if not blocked.is_set():
-            blocked.set()
-            until.wait(TIMEOUT)
-
-    engine.fault_hook = hook
-    return blocked
 
 
 # ---- health and metadata ---------------------------------------------------------------------------------------
@@ -66,7 +54,7 @@ def test_not_ready_until_warm(make_client: ClientFactory, monkeypatch: pytest.Mo
     assert r.headers["retry-after"] == "1"
     assert sample(client, "vsr_ready") == 0
     release.set()
-    wait_ready_or_fail(client)
+    wait_ready(client)
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert sample(client, "vsr_ready") == 1
 

@@ -13,7 +13,9 @@ from PIL import Image
 
 from service.errors import ApiError
 from service.imaging import decode
-from tests.service.conftest import ClientFactory, assert_error, encode, open_image, rgb, sample
+from tests.support.checks import assert_error
+from tests.support.live import ClientFactory, sample
+from tests.support.media import encode, open_image, rgb
 from vsr.artifact import load_artifact
 from vsr.inference import upscale_frames
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import synthetic_image
+from tests.support.media import synthetic_image
 from training.camera import (
     available_codecs,
     codec_roundtrip,

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tests.conftest import SHARED, export_tiny, require_or_skip, synthetic_image, write_images
+from tests.support.env import SHARED, export_tiny, require_or_skip
+from tests.support.media import synthetic_image, write_images
 from tests.training.test_distill import _cfg as distill_cfg
 from training.camera_train import init_from_artifact
 from training.config import TrainConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import write_images
+from tests.support.media import write_images
 from training.data import list_images, make_pairs, sample_batch, validation_pairs
 from training.degrade import DegradeConfig, degrade
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import SHARED, require_or_skip
+from tests.support.env import SHARED, require_or_skip
 from training.data import list_images
 from training.dedup import near_duplicates
 

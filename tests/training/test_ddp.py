@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, export_tiny, write_images
+from tests.support.env import REPO, export_tiny
+from tests.support.media import write_images
 from tests.training.test_distill import _cfg as tiny_config
 from vsr.archs.edsr import EDSR
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import export_tiny, write_images
+from tests.support.env import export_tiny
+from tests.support.media import write_images
 from training.config import TrainConfig
 from training.loop import build_state, checkpoint, load_teachers, prepare_data, restore, train_step
 from training.losses import kd_loss

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED, require_or_skip, write_images
+from tests.support.env import SHARED, require_or_skip
+from tests.support.media import write_images
 from training.evaluate import evaluate_set, format_table, model_upscaler
 from vsr.imageops import upscale_bicubic
 from vsr_cli.main import main

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import require_or_skip
+from tests.support.env import require_or_skip
 from training.export import export_onnx
 from vsr.artifact import load_artifact
 from vsr_cli.main import main
@@ -38,7 +38,7 @@ def test_onnx_luma_model(tmp_path: Path, rgb: bool) -> None:
     """A luma artifact exports either RGB in/out (colour conversion and bilinear chroma inside the graph) or bare
     Y in/out; both match PyTorch."""
     require_or_skip(_have_onnx(), "onnx and onnxruntime (the [train] extra) are not installed")
-    from tests.conftest import export_tiny
+    from tests.support.env import export_tiny
     from vsr.archs.student import RepStudent
 
     torch.manual_seed(0)

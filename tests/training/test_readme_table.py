@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 from training import readme_table
 
 

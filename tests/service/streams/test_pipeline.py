@@ -21,6 +21,9 @@ from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.output import EncodedFrame, FrameBroadcast
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl
+from tests.support.live import wait_until
+
+WAIT_S = 20.0  # an upper bound for a condition to come true; a loaded machine may need more than a quiet one
 
 
 class FakeBatcher:
@@ -38,15 +41,6 @@ class FakeBatcher:
             self.calls.append((frame, kw))
             self.futures.append(fut)
         return fut
-
-
-def wait_until(pred, timeout: float = 2.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.005)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture
@@ -78,7 +72,7 @@ def frame(v: int) -> np.ndarray:
 def test_newest_wins_and_cap(rig) -> None:
     stream, batcher, metrics = rig
     stream.offer(frame(1), time.monotonic())
-    wait_until(lambda: len(batcher.calls) == 1)
+    assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
     for v in (2, 3, 4):  # the cap (1) is reached: these wait in the slot, each replacing the previous
         stream.offer(frame(v), time.monotonic())
     time.sleep(0.05)
@@ -90,9 +84,9 @@ def test_newest_wins_and_cap(rig) -> None:
     }
 
     batcher.futures[0].set_result(np.full((8, 12, 3), 10, np.uint8))
-    wait_until(lambda: len(batcher.calls) == 2)
+    assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
     assert batcher.calls[1][0][0, 0, 0] == 4  # the newest frame went next
-    wait_until(lambda: stream.stats.frames_out == 1)
+    assert wait_until(lambda: stream.stats.frames_out == 1, WAIT_S, step=0.005)
     out = stream.output.latest
     assert out is not None and (out.width, out.height) == (12, 8) and out.jpeg[:2] == b"\xff\xd8"
     assert (
@@ -104,17 +98,17 @@ def test_newest_wins_and_cap(rig) -> None:
 def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
     stream, batcher, _ = rig
     stream.offer(frame(1), time.monotonic())
-    wait_until(lambda: len(batcher.calls) == 1)
+    assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
     batcher.futures[0].set_result(np.full((8, 12, 3), 10, np.uint8))
-    wait_until(lambda: stream.stats.frames_out == 1)
+    assert wait_until(lambda: stream.stats.frames_out == 1, WAIT_S, step=0.005)
     unwatched = stream.output.latest
     assert unwatched is not None and not unwatched.encoded  # nobody watching: no JPEG was made
     with stream.output.watching(), stream.output.watching():  # two viewers
         assert stream.output.viewers == 2
         stream.offer(frame(2), time.monotonic())
-        wait_until(lambda: len(batcher.calls) == 2)
+        assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
         batcher.futures[1].set_result(np.full((8, 12, 3), 20, np.uint8))
-        wait_until(lambda: stream.stats.frames_out == 2)
+        assert wait_until(lambda: stream.stats.frames_out == 2, WAIT_S, step=0.005)
         watched = stream.output.latest
         assert watched is not None and watched.seq > unwatched.seq and watched.encoded  # made by the pump
         assert watched.jpeg is watched.jpeg  # one encoding shared by every viewer
@@ -125,23 +119,23 @@ def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
 def test_stale_overloaded_error_and_late(rig) -> None:
     stream, batcher, _ = rig
     stream.offer(frame(1), time.monotonic() - 1.0)  # older than max_frame_age_s: never submitted
-    wait_until(lambda: stream.stats.dropped["stale"] == 1)
+    assert wait_until(lambda: stream.stats.dropped["stale"] == 1, WAIT_S, step=0.005)
     assert batcher.calls == []
 
     batcher.full = True
     stream.offer(frame(2), time.monotonic())
-    wait_until(lambda: stream.stats.dropped["overloaded"] == 1)
+    assert wait_until(lambda: stream.stats.dropped["overloaded"] == 1, WAIT_S, step=0.005)
     batcher.full = False
 
     stream.offer(frame(3), time.monotonic())
-    wait_until(lambda: len(batcher.futures) == 1)
+    assert wait_until(lambda: len(batcher.futures) == 1, WAIT_S, step=0.005)
     batcher.futures[0].set_exception(DeadlineExceeded("late"))
-    wait_until(lambda: stream.stats.dropped["stale"] == 2)
+    assert wait_until(lambda: stream.stats.dropped["stale"] == 2, WAIT_S, step=0.005)
 
     stream.offer(frame(4), time.monotonic())
-    wait_until(lambda: len(batcher.futures) == 2)
+    assert wait_until(lambda: len(batcher.futures) == 2, WAIT_S, step=0.005)
     batcher.futures[1].set_exception(RuntimeError("boom"))
-    wait_until(lambda: stream.stats.dropped["error"] == 1)
+    assert wait_until(lambda: stream.stats.dropped["error"] == 1, WAIT_S, step=0.005)
     assert "boom" in stream.stats.last_error
 
 
@@ -161,13 +155,13 @@ def test_out_of_order_result_is_dropped_as_late() -> None:
     stream._pump.start()
     try:
         stream.offer(frame(1), time.monotonic())
-        wait_until(lambda: len(batcher.calls) == 1)
+        assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
         stream.offer(frame(2), time.monotonic())
-        wait_until(lambda: len(batcher.calls) == 2)
+        assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
         batcher.futures[1].set_result(np.zeros((8, 12, 3), np.uint8))
-        wait_until(lambda: stream.stats.frames_out == 1)
+        assert wait_until(lambda: stream.stats.frames_out == 1, WAIT_S, step=0.005)
         batcher.futures[0].set_result(np.zeros((8, 12, 3), np.uint8))
-        wait_until(lambda: stream.stats.dropped["late"] == 1)
+        assert wait_until(lambda: stream.stats.dropped["late"] == 1, WAIT_S, step=0.005)
         assert stream.output.latest.seq == 2
     finally:
         stream.stop()
@@ -248,11 +242,15 @@ def test_configured_stream_waits_for_its_host_to_resolve() -> None:
             ]
         )
         demo, evil = mgr.all()
-        wait_until(lambda: demo.state == "backoff" and "cannot resolve" in (demo.stats.last_error or ""))
+        assert wait_until(
+            lambda: demo.state == "backoff" and "cannot resolve" in (demo.stats.last_error or ""), WAIT_S, step=0.005
+        )
         answers["camera"] = ["127.0.0.1"]  # the camera comes up
         answers["metadata"] = ["169.254.169.254"]
-        wait_until(lambda: demo.capture.src is not None and demo.capture.src.address == "127.0.0.1")
-        wait_until(lambda: evil.state == "failed")
+        assert wait_until(
+            lambda: demo.capture.src is not None and demo.capture.src.address == "127.0.0.1", WAIT_S, step=0.005
+        )
+        assert wait_until(lambda: evil.state == "failed", WAIT_S, step=0.005)
         assert "metadata" in (evil.stats.last_error or "")
         tries = calls.count("metadata")
         time.sleep(0.3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import synthetic_image
+from tests.support.media import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.gpu import pick_codec
 from vsr.inference import upscale_frames

@@ -45,7 +45,7 @@ def test_luma_model_round_trips_colour() -> None:
 
 
 def test_luma_artifact_declares_its_input_space(tmp_path: Path) -> None:
-    from tests.conftest import export_tiny
+    from tests.support.env import export_tiny
     from vsr.artifact import load_artifact
     from vsr.inference import upscale_frames
 

@@ -37,8 +37,8 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.settings import Settings
 from service.sharding import Shard
-from tests.conftest import REPO
-from tests.streams.conftest import free_port
+from tests.support.env import REPO
+from tests.support.live import free_port, wait_ready
 
 CAMERAS = [f"cam-{i}" for i in range(8)]
 
@@ -78,7 +78,9 @@ class ProcessReplica:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> ProcessReplica:
-        wait_ready(self.base, lambda: self.proc.poll() is None, lambda: self.log.read_text()[-2000:])
+        wait_ready(
+            self.base, timeout=90, alive=lambda: self.proc.poll() is None, describe=lambda: self.log.read_text()[-2000:]
+        )
         return self
 
     def kill(self) -> None:
@@ -115,7 +117,7 @@ class ThreadReplica:
         self.thread.start()
 
     def wait_ready(self) -> ThreadReplica:
-        wait_ready(self.base, self.thread.is_alive, lambda: "uvicorn thread ended")
+        wait_ready(self.base, timeout=90, alive=self.thread.is_alive)
         return self
 
     def kill(self) -> None:
@@ -130,19 +132,6 @@ class ThreadReplica:
     def wait_exit(self) -> int:
         self.thread.join(15)
         return 1 if self.thread.is_alive() else 0
-
-
-def wait_ready(base: str, alive: Callable[[], bool], why: Callable[[], str], timeout: float = 90.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert alive(), f"replica at {base} ended:\n{why()}"
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"replica at {base} not ready in {timeout} s:\n{why()}")
 
 
 def streams(r: Replica) -> dict[str, dict[str, Any]]:

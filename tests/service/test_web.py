@@ -5,26 +5,31 @@ missing this skips locally and fails in CI."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from tests.conftest import require_or_skip, synthetic_image
-from tests.streams.cdp import Browser, chromium_path
-from tests.streams.conftest import LiveService, RtspServer
-from tests.streams.test_video import make_clip
+from tests.support.cdp import Browser, chromium_path
+from tests.support.env import require_or_skip
+from tests.support.live import Server
+from tests.support.media import make_clip, synthetic_image
+from tests.support.rtsp import RtspServer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on one torch thread
 
 IMG_BOX = """(() => { const r = document.querySelector('img.live').getBoundingClientRect();
   return [r.left, r.top, r.width, r.height].map((v) => v * devicePixelRatio); })()"""
 
 
 def test_page_shows_live_stream_and_compares_images(
-    live_service: LiveService, rtsp_server: RtspServer, tmp_path: Path
+    live_server: Callable[..., Server], rtsp_server: RtspServer, tmp_path: Path
 ) -> None:
     exe = chromium_path()
     require_or_skip(exe is not None, "chromium is not installed (apt-get install chromium)")
-    svc = live_service
+    svc = live_server()
     r = svc.client.post("/stream", json={"url": rtsp_server.url, "name": "cam-web"})
     assert r.status_code == 201
     page = svc.client.get("/")
@@ -69,17 +74,17 @@ def test_page_shows_live_stream_and_compares_images(
         browser.close()
 
 
-def test_bicubic_endpoint(live_service: LiveService) -> None:
+def test_bicubic_endpoint(live_server: Callable[..., Server]) -> None:
     buf = io.BytesIO()
     Image.fromarray(synthetic_image(np.random.default_rng(1), 24, 32)).save(buf, "PNG")
-    r = live_service.client.post("/upscale/bicubic", content=buf.getvalue(), headers={"content-type": "image/png"})
+    r = live_server().client.post("/upscale/bicubic", content=buf.getvalue(), headers={"content-type": "image/png"})
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (64, 48)
 
 
-def test_page_with_api_key(live_service_factory, rtsp_server: RtspServer) -> None:
+def test_page_with_api_key(live_server, rtsp_server: RtspServer) -> None:
     exe = chromium_path()
     require_or_skip(exe is not None, "chromium is not installed (apt-get install chromium)")
-    svc = live_service_factory(api_keys=["sesame"])
+    svc = live_server(api_keys=["sesame"])
     r = svc.client.post("/stream", json={"url": rtsp_server.url}, headers={"X-API-Key": "sesame"})
     assert r.status_code == 201
     browser = Browser(exe)  # type: ignore[arg-type]

@@ -9,15 +9,15 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from tests.streams.conftest import read_mjpeg
-from tests.streams.test_video import make_clip
+from tests.support.live import read_mjpeg
+from tests.support.media import make_clip
 
 
-def test_configured_file_stream_and_http_mjpeg_source(live_service_factory, tmp_path: Path) -> None:
+def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "cam.mp4", n=10, audio=None)  # 32x24, 15 fps, 0.67 s: loops several times
     cameras = tmp_path / "cameras.yml"
     cameras.write_text(yaml.safe_dump({"streams": [{"url": f"file://{clip}", "name": "lobby"}]}))
-    svc = live_service_factory(stream_allow_file=True, streams_file=str(cameras))
+    svc = live_server(stream_allow_file=True, streams_file=str(cameras))
 
     (lobby,) = svc.client.get("/stream").json()["streams"]  # started with the service
     assert lobby["name"] == "lobby" and lobby["url"] == f"file://{clip}"

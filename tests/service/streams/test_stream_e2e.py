@@ -7,21 +7,23 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 from PIL import Image
 
-from tests.streams.conftest import LiveService, RtspServer, read_mjpeg
+from tests.support.live import Server, read_mjpeg
+from tests.support.rtsp import RtspServer
 
 
-def add(svc: LiveService, url: str, **kw: object) -> dict:
+def add(svc: Server, url: str, **kw: object) -> dict:
     r = svc.client.post("/stream", json={"url": url, **kw})
     assert r.status_code == 201, r.text
     return r.json()
 
 
-def test_register_watch_delete(live_service: LiveService, rtsp_server: RtspServer) -> None:
-    svc = live_service
+def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
     s = add(svc, rtsp_server.url, name="cam-1")
     assert s["mjpeg_url"] == f"/stream/{s['id']}/mjpeg" and s["state"] in ("connecting", "live")
     assert svc.client.get("/stream").json()["streams"][0]["id"] == s["id"]
@@ -60,8 +62,8 @@ def test_register_watch_delete(live_service: LiveService, rtsp_server: RtspServe
     assert svc.client.delete(f"/stream/{s['id']}").status_code == 404
 
 
-def test_source_loss_and_return(live_service: LiveService, rtsp_server: RtspServer) -> None:
-    svc = live_service
+def test_source_loss_and_return(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
     s = add(svc, rtsp_server.url, name="flaky")
     svc.wait_stream(s["id"], lambda i: i["state"] == "live" and i["frames_out"] > 0, 10)
 
@@ -79,9 +81,9 @@ def test_source_loss_and_return(live_service: LiveService, rtsp_server: RtspServ
     assert svc.sample("vsr_stream_reconnects_total", {"stream": "flaky"}) >= 1
 
 
-def test_two_streams_share_batches(live_service_factory, rtsp_server: RtspServer) -> None:
+def test_two_streams_share_batches(live_server, rtsp_server: RtspServer) -> None:
     # Both streams read the same (shared) server pipeline, so their frames arrive together and batch together.
-    svc = live_service_factory(max_batch_delay_ms=30.0)
+    svc = live_server(max_batch_delay_ms=30.0)
     a, b = add(svc, rtsp_server.url, name="left"), add(svc, rtsp_server.url, name="right")
     for s in (a, b):
         svc.wait_stream(s["id"], lambda i: i["frames_out"] >= 15, 10)
@@ -91,8 +93,8 @@ def test_two_streams_share_batches(live_service_factory, rtsp_server: RtspServer
     assert svc.sample("vsr_batch_size_sum") > count
 
 
-def test_stalled_viewer_does_not_block_others(live_service: LiveService, rtsp_server: RtspServer) -> None:
-    svc = live_service
+def test_stalled_viewer_does_not_block_others(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+    svc = live_server()
     s = add(svc, rtsp_server.url, name="shared")
     svc.wait_stream(s["id"], lambda i: i["frames_out"] > 0, 10)
     port = int(svc.base.rsplit(":", 1)[1])
@@ -112,8 +114,8 @@ def test_stalled_viewer_does_not_block_others(live_service: LiveService, rtsp_se
         slow.close()
 
 
-def test_never_answering_source(live_service_factory) -> None:
-    svc = live_service_factory(stream_max_attempts=2)
+def test_never_answering_source(live_server) -> None:
+    svc = live_server(stream_max_attempts=2)
     silent = socket.socket()  # accepts TCP connections (kernel backlog) but never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)

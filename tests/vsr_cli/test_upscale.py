@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import synthetic_image, write_images
+from tests.support.media import synthetic_image, write_images
 from vsr_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

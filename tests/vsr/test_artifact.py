@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import export_tiny
+from tests.support.env import export_tiny
 from vsr.archs import count_parameters
 from vsr.archs.edsr import EDSR
 from vsr.archs.student import RepStudent

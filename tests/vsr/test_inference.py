@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import synthetic_image
+from tests.support.media import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.inference import TileSpec, to_frames, to_tensor, upscale_frames
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.support.env import REPO
+from tests.support.live import free_port, wait_ready
 from vsr import logs
 
 
@@ -91,12 +92,6 @@ def test_text_on_a_terminal_and_forced_formats(restore_logging: None) -> None:
 # ---- a real `vsr serve` ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(artifact: Path, port: int, **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--models", str(artifact), "--device", "cpu"]
@@ -112,14 +107,7 @@ def test_every_line_of_a_serve_run_is_json(tiny_artifact: dict[str, Path]) -> No
     env = {"VSR_STREAMS": streams, "VSR_STREAM_ALLOW_CIDRS": "127.0.0.0/8", "VSR_STREAM_MAX_ATTEMPTS": "2"}
     proc = serve(tiny_artifact["x2"], port, **env)
     try:
-        end = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < end, "vsr serve did not start"
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(base, alive=lambda: proc.poll() is None)
         assert httpx.post(f"{base}/upscale", content=b"junk", headers={"content-type": "image/png"}).status_code == 400
         assert httpx.get(f'{base}/v2/models/x"8').status_code == 404
         with socket.create_connection(("127.0.0.1", port)) as s:  # uvicorn's own warning: invalid HTTP

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import synthetic_image
+from tests.support.media import synthetic_image
 from vsr.archs.student import RepStudent
 from vsr.inference import upscale_frames
 from vsr.kernel import ReferenceKernel, StudentKernel, fold_levels, student_layers

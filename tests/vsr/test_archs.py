@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHARED, require_or_skip
+from tests.support.env import SHARED, require_or_skip
 from vsr.archs import REGISTRY, build, count_parameters
 from vsr.archs.rlfn import RLFN, rlfn_config_from_state
 from vsr.archs.student import RepConv, RepStudent, fused_state_dict

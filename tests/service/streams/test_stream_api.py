@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.streams.conftest import LiveService
+from tests.support.live import Server
 
 
 def err(r, status: int) -> str:
@@ -17,9 +17,9 @@ def err(r, status: int) -> str:
 
 
 @pytest.fixture
-def strict(live_service_factory) -> LiveService:
+def strict(live_server) -> Server:
     """A service with no CIDR allow-list: loopback and private sources are denied."""
-    return live_service_factory(stream_allow_cidrs=[], max_streams=2)
+    return live_server(stream_allow_cidrs=[], max_streams=2)
 
 
 @pytest.mark.parametrize(
@@ -35,13 +35,13 @@ def strict(live_service_factory) -> LiveService:
         ("rtsp://192.168.1.20/stream1", 403),
     ],
 )
-def test_denied_urls(strict: LiveService, url: str, status: int) -> None:
+def test_denied_urls(strict: Server, url: str, status: int) -> None:
     code = err(strict.client.post("/stream", json={"url": url}), status)
     assert code in ("bad_url", "unsupported_url", "url_denied")
     assert strict.client.get("/stream").json()["streams"] == []
 
 
-def test_body_validation_and_unknown_model(strict: LiveService) -> None:
+def test_body_validation_and_unknown_model(strict: Server) -> None:
     assert err(strict.client.post("/stream", json={"url": "rtsp://8.8.8.8/", "name": "bad name!"}), 422)
     assert err(strict.client.post("/stream", json={"url": "rtsp://8.8.8.8/", "transport": "sctp"}), 422)
     assert err(strict.client.post("/stream", json={"url": "rtsp://8.8.8.8/", "model": "nope"}), 422) == "invalid_model"
@@ -49,8 +49,8 @@ def test_body_validation_and_unknown_model(strict: LiveService) -> None:
     assert err(strict.client.get("/stream/nope/mjpeg"), 404) == "not_found"
 
 
-def test_cap_and_names(live_service_factory) -> None:
-    svc = live_service_factory(max_streams=2, stream_max_attempts=1)
+def test_cap_and_names(live_server) -> None:
+    svc = live_server(max_streams=2, stream_max_attempts=1)
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
@@ -67,8 +67,8 @@ def test_cap_and_names(live_service_factory) -> None:
         silent.close()
 
 
-def test_api_keys_apply(live_service_factory) -> None:
-    svc = live_service_factory(api_keys=["k1"])
+def test_api_keys_apply(live_server) -> None:
+    svc = live_server(api_keys=["k1"])
     assert err(svc.client.get("/stream"), 401) == "unauthorized"
     assert err(svc.client.post("/stream", json={"url": "rtsp://8.8.8.8/"}), 401) == "unauthorized"
     assert err(svc.client.post("/upscale/video", content=b"x", headers={"content-type": "video/mp4"}), 401)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, synthetic_image, write_images
+from tests.support.env import REPO
+from tests.support.media import synthetic_image, write_images
 from vsr_cli.main import _parser, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

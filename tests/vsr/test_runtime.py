@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import REPO
+from tests.support.env import REPO
 
 PROBE = textwrap.dedent(
     """
