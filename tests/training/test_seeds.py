@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import export_tiny, write_images
+from tests.support.env import export_tiny
+from tests.support.media import write_images
 from training import seeds as seeds_mod
 from training.config import TrainConfig
 from training.lockstep import train_lockstep
