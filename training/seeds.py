@@ -163,6 +163,7 @@ KD ablation over seeds (Set5 PSNR-Y): KD {kd["mean"]:.3f} ± {kd["std"]:.3f}, no
 
 Produced by: `{block["command"]}`
 """
+        + (f"\nNote: {block['note']}\n" if block.get("note") else "")
     )
 
 
@@ -186,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--install", help="bundled model name to replace if the best KD seed beats it on held-out")
+    p.add_argument("--note", help="how the run deviated from its recipe (kept in the JSON and on the card)")
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     block, scores, heldout = seeds_block(args.run, args.scale, " ".join(["python -m training.seeds", *argv]))
+    if args.note:
+        block["note"] = args.note
     if args.install:
         block["install"] = install(args.install, scores, heldout, args.scale, block)
     allres = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
