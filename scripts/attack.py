@@ -207,9 +207,12 @@ def stream_churn(ctx: Ctx) -> dict[str, Any]:
 
 
 def _peer_open(s: socket.socket) -> bool:
+    """Read what the client sent (never answered); EOF means it closed the connection."""
     s.setblocking(False)
     try:
-        return s.recv(1, socket.MSG_PEEK) != b""
+        while s.recv(65536):
+            pass
+        return False
     except BlockingIOError:
         return True
     except OSError:

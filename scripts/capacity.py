@@ -83,6 +83,13 @@ def table(rows: list[list[str]], head: list[str]) -> list[str]:
 
 
 def render() -> str:
+    try:
+        return _render()
+    except (KeyError, ValueError, TypeError) as e:  # a benchmark file in a shape this script does not know
+        return f"The benchmark results could not be read for capacity planning ({type(e).__name__}: {e}); see bench/README.md."
+
+
+def _render() -> str:
     streams, engine = load("streams-cpu.json"), load("engine-cpu.json")
     lines: list[str] = []
     if streams is None or not streams.get("rows"):

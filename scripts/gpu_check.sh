@@ -20,7 +20,7 @@ if [ "$DRY" = 1 ]; then
   out=$(mktemp -d)
   trap 'rm -rf "$out"' EXIT
   # the GPU tests' collection (they skip without CUDA) and the bench on CPU
-  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core tests/service/test_engine.py
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/vsr tests/service/test_engine.py
   VSR_BENCH_RESULTS=$out timeout 180 "$PY" -m vsr_cli --log-level WARNING bench gpu --dry-run
   test -s "$out/gpu-dryrun-cpu.json"
   "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['rows'] and r['dry_run']" "$out/gpu-dryrun-cpu.json"

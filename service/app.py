@@ -59,11 +59,12 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             settings.model_for(use, engine.names)  # type: ignore[arg-type]
         batcher = Batcher(
             engine,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.batch_size(engine.device),
             max_batch_delay_s=settings.max_batch_delay_s,
             queue_limit=settings.queue_limit,
             metrics=metrics,
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
+            memory_budget_bytes=settings.memory_budget_bytes(),
         ).start()
         app.state.engine = engine
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once

@@ -9,7 +9,14 @@ async code awaits it with ``asyncio.wrap_future``. The worker loop:
 3. fails frames whose deadline passed (``DeadlineExceeded``) and drops cancelled ones — neither is run;
 4. runs the batch; an exception fails only that batch's futures, and the loop goes on.
 
-The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After). ``close(drain=True)``
+The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After).
+
+**Memory budget** (``memory_budget_bytes``; the engine's ``frame_bytes(model, shape)`` prices a frame: input,
+activations, output): a batch holds as many same-shape frames as fit the budget (at least one), the rest wait for
+the next batch; a frame that alone needs more than the budget is refused at ``submit`` (``OverBudget``, HTTP 413);
+frames waiting in the queue hold at most a quarter of the budget (else ``QueueFull``). After a batch of more than
+``RELEASE_ABOVE_BYTES`` the freed memory is handed back to the OS (``vsr.memory.release_memory``), so a spike does
+not stay resident. ``close(drain=True)``
 finishes the queued work before the thread exits; ``close(drain=False)`` fails it with ``BatcherClosed``.
 """
 
@@ -28,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from service.metrics import Metrics
+from vsr.memory import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +48,29 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class OverBudget(ValueError):
+    """One frame needs more memory than the whole budget: it can never run here."""
+
+
+RELEASE_ABOVE_BYTES = 256 * 1024 * 1024  # a batch this large is a spike (a 720p x2 frame is ~80 MB)
+QUEUE_SHARE = 4  # queued inputs may hold 1/QUEUE_SHARE of the budget
+IDLE_RELEASE_S = 0.5  # after a spike, memory is handed back again once the worker was idle this long
+
+
 class DeadlineExceeded(Exception):
     """The frame's deadline passed before it could run."""
 
 
 class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no more work."""
+
+
+class SubmitFn(Protocol):
+    """The seam callers depend on (``Batcher.submit``): one frame in, a future of its upscaled frame out."""
+
+    def __call__(
+        self, frame: np.ndarray, *, model: str, source: str, deadline: float | None = None
+    ) -> Future[np.ndarray]: ...
 
 
 class BatchEngine(Protocol):
@@ -60,6 +85,7 @@ class _Item:
     model: str
     source: str
     deadline: float | None
+    cost: int = 0  # bytes while it runs (the engine's estimate), 0 without a budget
     enqueued: float = field(default_factory=time.monotonic)
     future: Future[np.ndarray] = field(default_factory=Future)
 
@@ -83,8 +109,10 @@ class Batcher:
         queue_limit: int = 64,
         metrics: Metrics | None = None,
         on_start: Callable[[], None] | None = None,
+        memory_budget_bytes: int | None = None,
     ) -> None:
-        """``on_start`` runs first on the worker thread (the engine's warm-up, so only the worker touches it)."""
+        """``on_start`` runs first on the worker thread (the engine's warm-up, so only the worker touches it).
+        ``memory_budget_bytes`` needs an engine with ``frame_bytes(model, shape)``; None = no budget."""
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
@@ -94,6 +122,10 @@ class Batcher:
             metrics.queue_limit.set(queue_limit)
         self._on_start = on_start
         self._models: Collection[str] | None = getattr(engine, "names", None)
+        self._price: Callable[[str, tuple[int, ...]], int] | None = getattr(engine, "frame_bytes", None)
+        self.budget = memory_budget_bytes if self._price is not None else None
+        self._queued_bytes = 0
+        self._spiked = self._release_now = False
         self._cond = threading.Condition()
         self._sources: OrderedDict[str, deque[_Item]] = OrderedDict()  # round-robin order: first = next turn
         self._size = 0
@@ -116,16 +148,24 @@ class Batcher:
             raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
         if self._models is not None and model not in self._models:
             raise KeyError(f"unknown model {model!r}; loaded: {sorted(self._models)}")
-        item = _Item(frame, model, source, deadline)
+        cost = self._price(model, frame.shape) if self._price is not None and self.budget else 0
+        if self.budget and cost > self.budget:
+            self._count_rejected("too_large")
+            raise OverBudget(
+                f"a {frame.shape[1]}x{frame.shape[0]} frame needs ~{cost >> 20} MiB on {model}, over the memory "
+                f"budget of {self.budget >> 20} MiB"
+            )
+        item = _Item(frame, model, source, deadline, cost)
         with self._cond:
             if self._closing:
                 self._count_rejected("shutting_down")
                 raise BatcherClosed("the inference worker is shutting down")
-            if self._size >= self.queue_limit:
+            if self._size >= self.queue_limit or self._queue_bytes_full(frame.nbytes):
                 self._count_rejected("queue_full")
                 raise QueueFull(self._retry_after())
             self._sources.setdefault(source, deque()).append(item)
             self._size += 1
+            self._queued_bytes += frame.nbytes
             self._set_depth()
             self._cond.notify()
         return item.future
@@ -172,6 +212,9 @@ class Batcher:
         """Wait for and take the next batch ([] when only expired work was found); None when closing."""
         with self._cond:
             batch, expired = self._wait_and_take()
+        if self._release_now:
+            self._release_now = False
+            release_memory()
         self._fail(expired, DeadlineExceeded("deadline passed while queued"), "deadline")
         return batch
 
@@ -183,30 +226,47 @@ class Batcher:
             if self._size == 0:
                 if self._closing:
                     return None, []
-                self._cond.wait()
+                if self._spiked and not self._cond.wait(IDLE_RELEASE_S):
+                    self._spiked, self._release_now = False, True
+                    return [], []
+                if not self._spiked:
+                    self._cond.wait()
                 continue
             if self._closing and not self._drain:
                 return None, []
             head = next(iter(self._sources.values()))[0]
+            limit = self._batch_limit(head)
             close_at = head.enqueued + self.max_batch_delay_s  # the clock started at the first item
-            while not self._closing and self._count(head.key) < self.max_batch_size:
+            while not self._closing and self._count(head.key) < limit:
                 left = close_at - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            return self._take(head.key)
+            return self._take(head.key, limit)
+
+    def _batch_limit(self, head: _Item) -> int:
+        """Frames of ``head``'s model and shape in one batch: ``max_batch_size``, fewer when the budget says so
+        (frames of one key cost the same)."""
+        if not self.budget or head.cost <= 0:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, self.budget // head.cost))
+
+    def _queue_bytes_full(self, nbytes: int) -> bool:
+        if not self.budget or self._size == 0:  # an empty queue always takes one frame
+            return False
+        return self._queued_bytes + nbytes > self.budget // QUEUE_SHARE
 
     def _count(self, key: tuple[str, tuple[int, ...]]) -> int:
         return sum(1 for q in self._sources.values() for it in q if it.key == key)
 
-    def _take(self, key: tuple[str, tuple[int, ...]]) -> tuple[list[_Item], list[_Item]]:
-        """Up to max_batch_size items of ``key``, one per source per round; returns (batch, expired). Locked."""
+    def _take(self, key: tuple[str, tuple[int, ...]], limit: int) -> tuple[list[_Item], list[_Item]]:
+        """Up to ``limit`` items of ``key``, one per source per round; returns (batch, expired). Locked."""
         now = time.monotonic()
         batch: list[_Item] = []
         expired: list[_Item] = []
         first = next(iter(self._sources))
         progress = True
-        while progress and len(batch) < self.max_batch_size:
+        while progress and len(batch) < limit:
             progress = False
             for q in self._sources.values():
                 it = next((x for x in q if x.key == key), None)
@@ -217,7 +277,7 @@ class Batcher:
                 if not it.future.set_running_or_notify_cancel():
                     continue  # the caller gave up (cancelled); nothing to run or report
                 (expired if it.expired(now) else batch).append(it)
-                if len(batch) >= self.max_batch_size:
+                if len(batch) >= limit:
                     break
         self._sources.move_to_end(first)  # the next batch starts from the next source
         self._prune()
@@ -240,6 +300,7 @@ class Batcher:
         for src in [s for s, q in self._sources.items() if not q]:
             del self._sources[src]
         self._size = sum(len(q) for q in self._sources.values())
+        self._queued_bytes = sum(it.frame.nbytes for q in self._sources.values() for it in q)
         self._set_depth()
 
     def _run(self, batch: list[_Item]) -> None:
@@ -269,6 +330,12 @@ class Batcher:
                 self.metrics.frames.labels(source=it.source).inc()
         for it, frame in zip(batch, out, strict=True):
             it.future.set_result(frame)
+        del frames, out
+        if sum(it.cost for it in batch) > RELEASE_ABOVE_BYTES:
+            # A spike: hand its freed pages back (the steady state keeps its buffers) now, and again once the worker
+            # is idle — the outputs are still held by their callers (encoding) at this point.
+            release_memory()
+            self._spiked = True
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 

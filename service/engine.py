@@ -21,6 +21,7 @@ from service.settings import Settings
 from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
+from vsr.memory import frame_bytes, widest_layer
 
 __all__ = ["DTYPE_NAMES", "Engine", "FaultHook", "LoadedModel"]
 
@@ -45,6 +46,7 @@ class Engine(SharedEngine):
         self.metrics = metrics
         self._ready = threading.Event()
         self.fault_hook: FaultHook | None = None
+        self._widths: dict[str, int] = {}
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
@@ -63,6 +65,15 @@ class Engine(SharedEngine):
         if metrics is not None:
             engine._publish_info(metrics)
         return engine
+
+    def frame_bytes(self, name: str, shape: tuple[int, ...]) -> int:
+        """Upper bound of the memory one uint8 HxWx3 frame of ``shape`` takes through model ``name``
+        (the batcher's budget unit; :func:`vsr.memory.frame_bytes`)."""
+        lm = self.models[name]
+        if name not in self._widths:
+            self._widths[name] = widest_layer(lm.model)
+        work = self.runners[name].pixel_budget
+        return frame_bytes(shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], work_pixels=work)
 
     @property
     def ready(self) -> bool:

@@ -13,6 +13,7 @@ from pydantic_settings import SettingsError
 
 from service.settings import Settings
 from vsr.artifact import ArtifactError, resolve
+from vsr.engine import DeviceError
 from vsr.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(describe_errors(e)) from None
     except SettingsError as e:  # a value that is not even parseable (e.g. VSR_STREAMS='not json')
         raise UsageError(describe_settings_error(e)) from None
+    try:  # a device that parses but is not here (cuda on a CPU host): refused before binding the port
+        settings.torch_device()
+    except DeviceError as e:
+        raise UsageError(f"VSR_DEVICE: {e}") from None
     for entry in settings.models:  # fail fast with a clear message, before binding the port
         try:
             resolve(entry)

@@ -27,11 +27,12 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[..., list]
+Resolver = Callable[..., list[Any]]
 
 METADATA_ADDRESSES = frozenset(
     {
@@ -43,6 +44,8 @@ METADATA_ADDRESSES = frozenset(
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+# Where an upscaled stream may be published (``publish``): media servers' ingest protocols; SRT has no default port.
+PUBLISH_PORTS = {"rtsp": 554, "rtmp": 1935, "srt": 0}
 # Protocols FFmpeg may open below each scheme. The rtsp demuxer opens rtp/udp (UDP transport) or tcp itself.
 PROTOCOLS = {
     "rtsp": "rtsp,rtp,srtp,udp,tcp",
@@ -50,6 +53,8 @@ PROTOCOLS = {
     "http": "http,tcp",
     "https": "https,tls,tcp",
     "file": "file",
+    "rtmp": "rtmp,tcp",
+    "srt": "srt,udp",
 }
 # Demuxers a http(s) source may use: no playlists (hls/dash/concat) whose entries would be fetched unchecked.
 HTTP_FORMATS = "mpjpeg,mjpeg,jpeg_pipe,mpegts,mp4,matroska,webm,flv,h264,hevc,avi,ivf,mpeg"
@@ -163,6 +168,21 @@ class UrlPolicy:
             c, reason = denied[0]
             raise DeniedUrl(f"address {c} is {reason} and not in the stream CIDR allow-list")
 
+    def check_transport(self, src: CheckedUrl, transport: str) -> None:
+        """RTSP over UDP only to cameras in the CIDR allow-list (TCP, the default, to any admitted address).
+
+        Over UDP, FFmpeg sends RTP/RTCP (and NAT-punch) packets to whatever host and ports the camera's SETUP
+        reply names (``Transport: ...;source=``), so a public "camera" could aim them anywhere, past the address
+        policy. TCP interleaves the media in the checked connection."""
+        if transport != "udp" or src.scheme not in ("rtsp", "rtsps"):
+            return
+        ip = ipaddress.ip_address(src.address) if src.address else None
+        if ip is None or not any(n.version == ip.version and ip in n for n in self.allow_cidrs):
+            raise DeniedUrl(
+                "RTSP over UDP is allowed only for cameras in VSR_STREAM_ALLOW_CIDRS (over UDP the camera chooses "
+                "where RTP/RTCP packets go); use transport tcp"
+            )
+
     def resolve(self, host: str, port: int) -> list[IPAddress]:
         try:
             infos = self.resolver(host, port, 0, socket.SOCK_STREAM)
@@ -177,8 +197,8 @@ class UrlPolicy:
             raise UnresolvableHost(f"host {host!r} resolves to no address")
         return addrs
 
-    def check(self, url: str) -> CheckedUrl:
-        """Validate ``url``; resolve its host once; return what the reader should open."""
+    def check(self, url: str, *, publish: bool = False) -> CheckedUrl:
+        """Validate ``url``; resolve its host once; return what the reader (``publish``: the publisher) opens."""
         if not isinstance(url, str) or not url or len(url) > 2048 or any(ord(ch) < 0x21 for ch in url):
             raise UrlRejected("url must be a non-empty string without spaces or control characters")
         try:
@@ -187,21 +207,24 @@ class UrlPolicy:
         except ValueError as e:
             raise UrlRejected(f"malformed url: {e}") from None
         scheme = parts.scheme.lower()
-        if scheme == "file":
+        ports = PUBLISH_PORTS if publish else DEFAULT_PORTS
+        if scheme == "file" and not publish:
             return self._check_file(parts)
-        if scheme not in DEFAULT_PORTS:
-            allowed = ", ".join([*DEFAULT_PORTS, *(["file"] if self.allow_file else [])])
+        if scheme not in ports:
+            allowed = ", ".join([*ports, *(["file"] if self.allow_file and not publish else [])])
             raise UnsupportedUrl(f"scheme {scheme or '(none)'!r} is not allowed; use one of: {allowed}")
         host = parts.hostname
         if not host:
             raise UrlRejected("url has no host")
-        port = port or DEFAULT_PORTS[scheme]
+        port = port or ports[scheme]
+        if not port:
+            raise UrlRejected(f"{scheme} urls need a port")
         addrs = self.resolve(host, port)
         for ip in addrs:
             self.check_address(ip)
         chosen = addrs[0]
         connect = url
-        if scheme in ("rtsp", "http"):  # TLS needs the name (SNI, certificates)
+        if scheme in ("rtsp", "http", "rtmp", "srt"):  # TLS needs the name (SNI, certificates)
             connect = _with_host(parts, str(chosen))
         return CheckedUrl(
             url=url,

@@ -1,12 +1,12 @@
 """Memory: what a frame costs to upscale (the batcher's budget is counted in these bytes), the default budget for
 this machine, and handing freed memory back to the OS after a spike.
 
-**Cost of one frame** (host or device bytes, an upper bound, checked against measured peaks in
-``tests/core/test_memory.py``): the uint8 input and its float copy, the float output of the model, its clamped copy
-and the uint8 result, and the live activations — ``LIVE_MAPS`` feature maps of the model's widest layer at the
-frame's (or, when tiled, the tile's) resolution. A 3840x2160 frame through the 24-channel x2 student costs ~1.0 GB,
-nearly all of it output: the pixel cap alone lets eight such frames batch into 6 GB, which is why the batcher counts
-bytes, not frames.
+**Cost of one frame** (host or device bytes, an upper bound, checked against a measured peak in
+``tests/reliability/test_memory_budget.py``): the uint8 input, the uint8 output and one copy of it, and the working
+set of the model call — ``LIVE_MAPS`` fp32 feature maps of the widest layer plus slack per LR pixel, for at most the
+runner's pixels per call (larger frames are tiled). A 3840x2160 frame through the 24-channel x2 student costs
+~0.4 GB, two thirds of it output: the pixel cap alone lets eight such frames into one batch, which is why the
+batcher counts bytes, not frames.
 
 **Giving memory back.** glibc keeps freed heap memory (and ``vsr.runtime`` tells it to keep big buffers, so that
 steady-state frames do not fault their activations back in page by page). After an unusually large batch that
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-LIVE_MAPS = 4  # feature maps alive at once in a conv stack with a skip (input, output, the skip, one temp)
+LIVE_MAPS = 2  # fp32 maps of the widest layer per LR pixel of a call (a conv's input and output)
+WORK_SLACK = 64  # bytes per LR pixel of the call: the float input, the last conv's 3*s*s maps, the shuffle
 FLOAT_BYTES = 4  # CPU keeps activations in fp32 around bf16 convs; counting 4 bytes stays an upper bound
 DEFAULT_BUDGET_CAP = 1536 * 1024 * 1024  # with ~0.4-0.6 GB of process baseline, RSS stays under 2.5 GB
 DEFAULT_BUDGET_SHARE = 0.4  # of the memory this process may use (cgroup limit, else physical memory)
@@ -39,17 +40,15 @@ def widest_layer(model: nn.Module) -> int:
     return max(widths, default=64)
 
 
-def frame_bytes(h: int, w: int, *, scale: int, channels: int, tile: int = 0, overlap: int = 0) -> int:
-    """Upper bound of the bytes one ``h`` x ``w`` frame needs while it is upscaled (see the module docstring)."""
+def frame_bytes(h: int, w: int, *, scale: int, channels: int, work_pixels: int) -> int:
+    """Upper bound of the bytes one ``h`` x ``w`` frame needs while it is upscaled (see the module docstring).
+
+    ``work_pixels``: the most LR pixels the runner feeds the model in one call (``FrameRunner.pixel_budget``); a
+    larger frame runs in tiles of that size, so its activations never exceed that many pixels' worth."""
     pixels = h * w
-    io = pixels * 3 * (1 + FLOAT_BYTES)  # uint8 in, float copy
-    out = pixels * scale * scale * 3 * (2 * FLOAT_BYTES + 1)  # float output, clamped copy, uint8 result
-    if tile > 0 and (h > tile or w > tile):
-        area = min(h, tile + 2 * overlap) * min(w, tile + 2 * overlap)
-        tile_out = area * scale * scale * 3 * FLOAT_BYTES  # each tile's own output before it is copied in
-    else:
-        area, tile_out = pixels, 0
-    return io + out + area * channels * FLOAT_BYTES * LIVE_MAPS + tile_out
+    io = pixels * 3 * (1 + 2 * scale * scale)  # uint8 in; uint8 result and one copy of it (tiles, stacking)
+    work = min(pixels, work_pixels) * (LIVE_MAPS * channels * FLOAT_BYTES + WORK_SLACK)
+    return io + work
 
 
 def memory_limit_bytes() -> int:

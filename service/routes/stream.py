@@ -6,15 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.deps import StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
-from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownStream
-from service.streams.output import EncodedFrame
+from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownModel, UnknownStream
+from service.streams.output import EncodedFrame, encode_jpeg
 from service.streams.pipeline import DROP_REASONS, Stream
 from service.urlpolicy import UrlRejected
 
@@ -42,6 +43,18 @@ class Latency(BaseModel):
     p99: float | None = None
 
 
+class PublishInfo(BaseModel):
+    """Where the upscaled stream is pushed, and how that goes."""
+
+    url: str = Field(description="the target without its password")
+    encoder: str
+    state: Literal["connecting", "live", "backoff", "stopped"]
+    frames: int = Field(description="frames sent")
+    dropped: int = Field(description="upscaled frames skipped because the publisher was busy")
+    reconnects: int
+    last_error: str | None
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
@@ -59,6 +72,7 @@ class StreamInfo(BaseModel):
     reconnects: int
     last_error: str | None
     latency_seconds: Latency
+    publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
     mjpeg_url: str
     frame_url: str
 
@@ -73,12 +87,6 @@ class StreamList(BaseModel):
     max_streams: int
     shard: ShardInfo
 
-
-def get_streams(request: Request) -> StreamManager:
-    return request.app.state.streams
-
-
-StreamsDep = Annotated[StreamManager, Depends(get_streams)]
 
 router = APIRouter(prefix="/stream", tags=["streams"])
 
@@ -103,11 +111,12 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
         raise ApiError(409, "wrong_shard", str(e), headers={"X-Shard-Owner": str(e.owner)}) from None
     except UrlRejected as e:
         raise ApiError(e.status, e.code, e.message) from None
+    except UnknownModel as e:
+        raise ApiError(422, "invalid_model", str(e)) from None
     except StreamConflict as e:
-        code = 422 if "model" in str(e) else 409
-        raise ApiError(code, "invalid_model" if code == 422 else "conflict", str(e)) from None
+        raise ApiError(409, "conflict", str(e)) from None
     except TooManyStreams as e:
-        raise ApiError(429, "too_many_streams", str(e)) from None
+        raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     response.headers["Location"] = f"/stream/{stream.id}"
     return StreamInfo.model_validate(stream.info())
 
@@ -174,13 +183,40 @@ async def frame_jpg(
     stream_id: str,
     manager: StreamsDep,
     wait: Annotated[float, Query(allow_inf_nan=False, description="seconds to wait for a first frame (max 10)")] = 2.0,
+    after: Annotated[
+        int | None,
+        Query(ge=0, description="long-poll: wait (up to `wait` s) for a frame newer than this X-Frame-Seq"),
+    ] = None,
 ) -> Response:
-    """The newest upscaled frame. Waits up to ``wait`` seconds (max 10) for the first one; 503 if none yet."""
+    """The newest upscaled frame (its sequence number in ``X-Frame-Seq``). Waits up to ``wait`` seconds (max 10)
+    for the first one — or, with ``after``, for one newer than that (else the newest again); 503 if none yet.
+    The web page polls this for every tile: one short request per frame instead of one MJPEG connection per
+    stream, which a browser caps at 6 per host."""
     stream = _stream(manager, stream_id)
-    frame = stream.output.latest or await stream.output.wait_newer(0, min(max(wait, 0.0), 10.0))
+    timeout = min(max(wait, 0.0), 10.0)
+    if after is not None:
+        frame = await stream.output.wait_newer(after, timeout) or stream.output.latest
+    else:
+        frame = stream.output.latest or await stream.output.wait_newer(0, timeout)
     if frame is None:
         raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})
-    return Response(await _jpeg(frame), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", "X-Frame-Seq": str(frame.seq)}
+    return Response(await _jpeg(frame), media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/{stream_id}/source.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **responses(404, 503)},
+)
+async def source_jpg(stream_id: str, manager: StreamsDep) -> Response:
+    """The newest source frame sent to the model (before upscaling), for a side-by-side comparison."""
+    stream = _stream(manager, stream_id)
+    rgb = stream.last_source
+    if rgb is None:
+        raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})
+    jpeg = await asyncio.to_thread(encode_jpeg, rgb, stream.opts.jpeg_quality)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 async def _jpeg(frame: EncodedFrame) -> bytes:

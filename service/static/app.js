@@ -1,4 +1,5 @@
-// vsr web page: image before/after, live streams. Plain JS, no dependencies; every request carries the API key.
+// vsr web page: image before/after (zoomable), video jobs, live streams (source beside upscaled). Plain JS, no
+// dependencies; every request carries the API key.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -27,17 +28,28 @@ async function api(path, opts = {}) {
 
 // ---- health and models -------------------------------------------------------------------------------------------
 
-async function loadModels() {
+async function checkHealth() {
   try {
     const ready = await fetch("/v2/health/ready");
-    $("health").textContent = ready.ok ? "ready" : "starting…";
+    $("health").textContent = ready.ok ? "ready" : "not ready";
   } catch (_) { $("health").textContent = "offline"; }
-  const sel = $("image-model");
+  $("health").dataset.checked = new Date().toISOString();  // when the page last heard back (tests read it)
+}
+
+async function loadModels() {
   try {
     const models = await (await api("/v2/models")).json();
     const names = (models.models || []).map((m) => (typeof m === "string" ? m : m.name));
-    sel.replaceChildren(...names.map((n) => new Option(n, n)));
-  } catch (_) { sel.hidden = true; }
+    $("image-model").replaceChildren(...names.map((n) => new Option(n, n)));
+    for (const id of ["stream-model", "video-model"]) {  // "" = the service's default for streams / videos
+      $(id).replaceChildren(new Option("default model", ""), ...names.map((n) => new Option(n, n)));
+    }
+  } catch (_) { document.querySelectorAll("select.model").forEach((sel) => { sel.hidden = true; }); }
+}
+
+function modelQuery(id) {
+  const sel = $(id);
+  return sel.hidden || !sel.value ? "" : `?model=${encodeURIComponent(sel.value)}`;
 }
 
 // ---- image: vsr vs bicubic -----------------------------------------------------------------------------------------
@@ -50,7 +62,7 @@ $("image-form").addEventListener("submit", async (ev) => {
   const status = $("image-status");
   status.className = "muted";
   status.textContent = "upscaling…";
-  const model = $("image-model").hidden || !$("image-model").value ? "" : `?model=${encodeURIComponent($("image-model").value)}`;
+  const model = modelQuery("image-model");
   const post = (path) => api(path + model, { method: "POST", body: file, headers: { "Content-Type": file.type } });
   try {
     const t0 = performance.now();
@@ -61,7 +73,9 @@ $("image-form").addEventListener("submit", async (ev) => {
     $("cmp-vsr").src = urls[0];
     $("cmp-bicubic").src = urls[1];
     $("compare").hidden = false;
+    $("cmp-zoom-bar").hidden = false;
     $("image-actions").hidden = false;
+    applyZoom();
     const ext = (srBlob.type.split("/")[1] || "png").replace("jpeg", "jpg");
     $("download").href = urls[0];
     $("download").download = file.name.replace(/\.[^.]*$/, "") + `_vsr.${ext}`;
@@ -74,6 +88,17 @@ $("image-form").addEventListener("submit", async (ev) => {
 $("cmp-slider").addEventListener("input", (ev) => {
   $("cmp-top").style.clipPath = `inset(0 ${100 - ev.target.value}% 0 0)`;
 });
+
+// Zoom: "fit" scales to the page; 1:1, 2x, 4x show image pixels (unsmoothed) in a scrollable view.
+function applyZoom() {
+  const z = $("cmp-zoom").value, img = $("cmp-bicubic");
+  $("cmp-view").classList.toggle("zoomed", z !== "fit");
+  const width = z === "fit" ? "" : `${img.naturalWidth * Number(z)}px`;
+  $("compare").style.width = width;
+  img.style.width = width;
+}
+$("cmp-zoom").addEventListener("change", applyZoom);
+$("cmp-bicubic").addEventListener("load", applyZoom);
 
 // ---- video: a job, polled until done ------------------------------------------------------------------------------
 
@@ -89,7 +114,7 @@ $("video-form").addEventListener("submit", async (ev) => {
   try {
     const form = new FormData();
     form.append("file", file);
-    let job = await (await api("/upscale/video", { method: "POST", body: form })).json();
+    let job = await (await api("/upscale/video" + modelQuery("video-model"), { method: "POST", body: form })).json();
     bar.hidden = false;
     while (job.state === "queued" || job.state === "running") {
       bar.value = job.progress || 0;
@@ -116,69 +141,78 @@ $("video-form").addEventListener("submit", async (ev) => {
 
 const viewers = new Map(); // stream id -> {card, abort}
 
-// MJPEG through fetch (so the API key header can be sent): parse each part's Content-Length, show it as a blob.
-async function watch(id, img, signal) {
-  const res = await fetch(`/stream/${id}/mjpeg`, { headers: headers(), signal });
-  if (!res.ok || !res.body) throw new Error(`mjpeg ${res.status}`);
-  const reader = res.body.getReader();
-  let buf = new Uint8Array(0);
-  let last = null;
-  const dec = new TextDecoder();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    const merged = new Uint8Array(buf.length + value.length);
-    merged.set(buf); merged.set(value, buf.length); buf = merged;
-    for (;;) {
-      const headEnd = indexOf(buf, [13, 10, 13, 10]);
-      if (headEnd < 0) break;
-      const head = dec.decode(buf.subarray(0, headEnd));
-      const m = /content-length:\s*(\d+)/i.exec(head);
-      if (!m) { buf = buf.subarray(headEnd + 4); continue; }
-      const len = parseInt(m[1], 10), start = headEnd + 4;
-      if (buf.length < start + len) break;
-      const url = URL.createObjectURL(new Blob([buf.slice(start, start + len)], { type: "image/jpeg" }));
-      img.src = url;
-      if (last) URL.revokeObjectURL(last);
-      last = url;
-      buf = buf.subarray(start + len);
-    }
+// Live tiles poll the newest frame (GET /stream/{id}/frame.jpg?after=SEQ long-polls for a newer one) instead of
+// holding one MJPEG connection each: a browser opens at most 6 HTTP/1.1 connections per host, so 6 MJPEG tiles
+// would starve the 7th tile and the page's own API calls. At most FRAME_SLOTS frame requests run at once; the
+// other connections stay free for the stream list, the health check and uploads.
+const FRAME_SLOTS = 4;
+let freeSlots = FRAME_SLOTS;
+const slotQueue = [];
+async function inSlot(fn) {
+  if (freeSlots > 0) freeSlots--; else await new Promise((r) => slotQueue.push(r));
+  try { return await fn(); } finally {
+    const next = slotQueue.shift();
+    if (next) next(); else freeSlots++;
   }
 }
 
-function indexOf(buf, pat) {
-  outer: for (let i = 0; i + pat.length <= buf.length; i++) {
-    for (let j = 0; j < pat.length; j++) if (buf[i + j] !== pat[j]) continue outer;
-    return i;
-  }
-  return -1;
+async function fetchJpeg(path, signal) {
+  return inSlot(async () => {
+    const res = await fetch(path, { headers: headers(), signal });
+    if (!res.ok) throw new Error(`${path}: ${res.status}`);
+    return { seq: res.headers.get("X-Frame-Seq"), blob: await res.blob() };
+  });
+}
+
+function show(img, blob) {
+  const old = img.src;
+  img.src = URL.createObjectURL(blob);
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+}
+
+function startViewer(id, el) {
+  const abort = new AbortController();
+  const live = el.querySelector("img.live"), source = el.querySelector("img.source");
+  let seq = null, sourceAt = 0;
+  (async () => {
+    while (!abort.signal.aborted) {
+      try {
+        const q = seq == null ? "wait=2" : `after=${seq}&wait=0.5`;
+        const f = await fetchJpeg(`/stream/${id}/frame.jpg?${q}`, abort.signal);
+        if (f.seq !== seq) { seq = f.seq; show(live, f.blob); }
+        if (el.classList.contains("compare-on") && performance.now() - sourceAt > 500) {
+          sourceAt = performance.now();  // the source view refreshes twice a second: it is for comparing
+          show(source, (await fetchJpeg(`/stream/${id}/source.jpg`, abort.signal)).blob);
+        }
+      } catch (_) {
+        if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  })();
+  return abort;
 }
 
 function card(s) {
   const el = document.createElement("div");
   el.className = "card";
   el.dataset.id = s.id;
-  el.innerHTML = `<div class="head"><strong class="name"></strong><span class="state"></span>
+  el.innerHTML = `<div class="head"><strong class="name"></strong><span class="model muted"></span>
+    <span class="state"></span>
+    <label title="the source frame beside the upscaled one"><input type="checkbox" class="cmp"> source</label>
     <button class="del" title="stop and remove">Remove</button></div>
-    <img class="live" alt=""><div class="stats"></div>`;
+    <div class="pair"><figure hidden class="src"><img class="source" alt="source"><figcaption>source</figcaption></figure>
+    <figure><img class="live" alt=""><figcaption>upscaled</figcaption></figure></div><div class="stats"></div>`;
   el.querySelector(".name").textContent = s.name;
+  el.querySelector(".model").textContent = `${s.model} ×${s.scale}`;
+  el.querySelector(".cmp").addEventListener("change", (ev) => {
+    el.classList.toggle("compare-on", ev.target.checked);
+    el.querySelector("figure.src").hidden = !ev.target.checked;
+  });
   el.querySelector(".del").addEventListener("click", async () => {
     try { await api(`/stream/${s.id}`, { method: "DELETE" }); } catch (_) { /* gone already */ }
     refreshStreams();
   });
   return el;
-}
-
-function startViewer(id, img) {
-  const abort = new AbortController();
-  const loop = async () => {
-    while (!abort.signal.aborted) {
-      try { await watch(id, img, abort.signal); } catch (_) { /* reconnect below */ }
-      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
-    }
-  };
-  loop();
-  return abort;
 }
 
 function fmt(x, digits = 1) { return x == null ? "–" : Number(x).toFixed(digits); }
@@ -206,11 +240,11 @@ async function refreshStreams(restart = false) {
   for (const s of list) {
     seen.add(s.id);
     let v = viewers.get(s.id);
-    if (v && restart) { v.abort.abort(); v.abort = startViewer(s.id, v.card.querySelector("img")); }
+    if (v && restart) { v.abort.abort(); v.abort = startViewer(s.id, v.card); }
     if (!v) {
       const el = card(s);
       $("stream-list").appendChild(el);
-      v = { card: el, abort: startViewer(s.id, el.querySelector("img")) };
+      v = { card: el, abort: startViewer(s.id, el) };
       viewers.set(s.id, v);
     }
     render(s, v.card);
@@ -226,6 +260,7 @@ $("stream-form").addEventListener("submit", async (ev) => {
   const body = { url: $("stream-url").value.trim(), transport: $("stream-transport").value };
   const name = $("stream-name").value.trim();
   if (name) body.name = name;
+  if (!$("stream-model").hidden && $("stream-model").value) body.model = $("stream-model").value;
   const status = $("stream-status");
   try {
     await api("/stream", { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
@@ -240,6 +275,8 @@ $("stream-form").addEventListener("submit", async (ev) => {
   refreshStreams();
 });
 
+checkHealth();
 loadModels();
 refreshStreams();
 setInterval(refreshStreams, 1000);
+setInterval(checkHealth, 3000);

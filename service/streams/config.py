@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+if TYPE_CHECKING:  # settings imports this module
+    from service.settings import Settings
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class PublishSpec(BaseModel):
+    """Per-stream encoder overrides of a published stream (unset fields take ``VSR_STREAM_PUBLISH_*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: Literal["auto", "libx264", "h264_nvenc"] | None = None
+    preset: str | None = Field(None, pattern=r"^[a-z0-9]{1,16}$", examples=["superfast"])
+    crf: int | None = Field(None, ge=0, le=51)
+    bitrate_kbps: int | None = Field(None, ge=0, le=200_000)
+    gop: int | None = Field(None, ge=1, le=600)
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How a published stream is encoded (service defaults from ``VSR_STREAM_PUBLISH_*``, per stream overrides)."""
+
+    encoder: str = "auto"  # auto | libx264 | h264_nvenc
+    preset: str = "superfast"  # libx264 preset (nvenc: p1..p7; a libx264 name maps to p2)
+    crf: int = 23  # quality when bitrate_kbps is 0 (libx264 CRF / nvenc CQ)
+    bitrate_kbps: int = 0  # > 0: a target bitrate instead of CRF
+    gop: int = 30  # frames between keyframes
+
+    def merged(self, overrides: PublishSpec | None) -> EncoderOptions:
+        if overrides is None:
+            return self
+        return replace(self, **{k: v for k, v in overrides.model_dump().items() if v is not None})
 
 
 class StreamSpec(BaseModel):
@@ -24,12 +55,23 @@ class StreamSpec(BaseModel):
     model: str | None = Field(
         None, description="a loaded model; default: x2-camera (VSR_STREAM_MODEL)", examples=["x2"]
     )
-    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport; udp only for cameras in VSR_STREAM_ALLOW_CIDRS (docs/reliability.md)"
+    )
+    publish: str | None = Field(
+        None,
+        max_length=2048,
+        description="push the upscaled stream as H.264 to a media server: rtsp://, rtmp:// or srt:// "
+        "(same address policy as sources)",
+        examples=["rtsp://mediamtx:8554/gate-1-x2"],
+    )
+    publish_options: PublishSpec | None = Field(None, description="encoder settings; default: the service's")
 
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """Timeouts, backoff and the staying-live caps, shared by all streams."""
+    """Timeouts, backoff and the staying-live caps, shared by all streams. These defaults are the only copy: the
+    service's ``VSR_STREAM_*`` settings default to them."""
 
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
@@ -41,9 +83,11 @@ class StreamOptions:
     jpeg_quality: int = 80
     pace_files: bool = True  # file sources play at their frame rate (and loop), like a camera
     max_pixels: int | None = None  # every decoded frame is checked; a bigger one fails the stream
+    publish: EncoderOptions = EncoderOptions()  # defaults of published streams
+    cuda: bool = False  # the engine runs on CUDA (a published stream may use NVENC)
 
     @classmethod
-    def from_settings(cls, s: Any) -> StreamOptions:
+    def from_settings(cls, s: Settings) -> StreamOptions:
         return cls(
             open_timeout_s=s.stream_open_timeout_s,
             read_timeout_s=s.stream_read_timeout_s,
@@ -54,6 +98,13 @@ class StreamOptions:
             max_frame_age_s=s.stream_max_frame_age_s,
             jpeg_quality=s.stream_jpeg_quality,
             max_pixels=s.max_input_pixels,
+            publish=EncoderOptions(
+                encoder=s.stream_publish_encoder,
+                preset=s.stream_publish_preset,
+                crf=s.stream_publish_crf,
+                bitrate_kbps=s.stream_publish_bitrate_kbps,
+                gop=s.stream_publish_gop,
+            ),
         )
 
 

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from service.batcher import Batcher, SubmitFn
+from service.metrics import Metrics
 from service.sharding import Shard
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
 
+if TYPE_CHECKING:  # the engine and the settings import the stream config
+    from service.engine import Engine
+    from service.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
 class TooManyStreams(Exception):
-    """The concurrent-stream cap is reached (429)."""
+    """The concurrent-stream cap is reached (429); ``retry_after_s``: when a stopping stream's slot frees."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UnknownStream(KeyError):
@@ -24,7 +36,11 @@ class UnknownStream(KeyError):
 
 
 class StreamConflict(ValueError):
-    """The name is taken, or the model is unknown (409 / 422)."""
+    """A stream with that name exists (409)."""
+
+
+class UnknownModel(StreamConflict):
+    """The stream asks for a model that is not loaded (422)."""
 
 
 class NotOwner(Exception):
@@ -50,9 +66,9 @@ class StreamManager:
     def __init__(
         self,
         *,
-        submit: Callable[..., Any],
+        submit: SubmitFn,
         models: Mapping[str, int],
-        metrics: Any,
+        metrics: Metrics,
         policy: UrlPolicy,
         opts: StreamOptions,
         max_streams: int = 8,
@@ -64,6 +80,9 @@ class StreamManager:
         self._default_model = default_model
         self.shard = shard or Shard()
         self._streams: dict[str, Stream] = {}
+        # Removed streams whose reader has not ended yet (it may sit in a network open/read up to its timeout).
+        # They keep their slot: otherwise create/delete in a loop piles up readers, threads and connections.
+        self._stopping: set[Stream] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -83,10 +102,12 @@ class StreamManager:
             raise NotOwner(key, self.shard.owner(key), self.shard)
         model = spec.model or self.default_model
         if model not in self.models:
-            raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+            raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+        # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
+        target = self.policy.check(spec.publish, publish=True) if spec.publish else None
         src: CheckedUrl | None
         try:
-            src = self.policy.check(spec.url)
+            src = self._check(spec)
         except UnresolvableHost as e:
             if not wait_for_dns:
                 raise
@@ -95,8 +116,12 @@ class StreamManager:
         with self._lock:
             if self._closed:
                 raise TooManyStreams("the service is shutting down")
-            if len(self._streams) >= self.max_streams:
-                raise TooManyStreams(f"at most {self.max_streams} concurrent streams")
+            if len(self._streams) + len(self._stopping) >= self.max_streams:
+                stopping = f" ({len(self._stopping)} still stopping)" if self._stopping else ""
+                raise TooManyStreams(
+                    f"at most {self.max_streams} concurrent streams{stopping}",
+                    retry_after_s=math.ceil(self.teardown_bound_s()) if self._stopping else 10,
+                )
             name = spec.name or self._free_name()
             if any(s.name == name for s in self._streams.values()):
                 raise StreamConflict(f"a stream named {name!r} exists")
@@ -109,12 +134,21 @@ class StreamManager:
                 submit=self.submit,
                 metrics=self.metrics,
                 opts=self.opts,
-                check=lambda: self.policy.check(spec.url),
+                check=lambda: self._check(spec),
+                publish=target,
             )
             self._streams[stream.id] = stream
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
+        if target is not None:
+            log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
+
+    def _check(self, spec: StreamSpec) -> CheckedUrl:
+        """The URL policy, then the transport policy (UDP only to allow-listed cameras)."""
+        src = self.policy.check(spec.url)
+        self.policy.check_transport(src, spec.transport)
+        return src
 
     def _free_name(self) -> str:
         i = 1
@@ -132,19 +166,38 @@ class StreamManager:
     def all(self) -> list[Stream]:
         return list(self._streams.values())
 
+    def teardown_bound_s(self) -> float:
+        """How long a stopped reader can take to end: it may be inside a network open or read (PyAV's timeouts)."""
+        return max(self.opts.open_timeout_s, self.opts.read_timeout_s) + 1.0
+
     def remove(self, stream_id: str, join_timeout: float = 0.0) -> None:
-        """Stop and forget a stream. Its threads exit within the read timeout; ``join_timeout`` waits for that."""
+        """Stop and forget a stream. Its slot stays taken until its threads have ended (within
+        :meth:`teardown_bound_s`); ``join_timeout`` waits up to that long here."""
         with self._lock:
             stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                self._stopping.add(stream)
         if stream is None:
             raise UnknownStream(stream_id)
         stream.stop()
-        reap_timeout = self.opts.read_timeout_s + self.opts.open_timeout_s + 1.0
-        if join_timeout:
-            stream.reap(join_timeout)
+        if join_timeout and stream.join(join_timeout):
+            self._reaped(stream, 0.0)
         else:  # the reader may sit in a network read up to its timeout: let it end off the caller's thread
-            threading.Thread(target=stream.reap, args=(reap_timeout,), name=f"reap:{stream.name}", daemon=True).start()
+            reap = threading.Thread(
+                target=self._reaped, args=(stream, self.teardown_bound_s()), name=f"reap:{stream.name}", daemon=True
+            )
+            reap.start()
         log.info("stream %s (%s) removed", stream.name, stream.id)
+
+    def _reaped(self, stream: Stream, timeout: float) -> None:
+        stream.reap(timeout)
+        with self._lock:
+            self._stopping.discard(stream)
+
+    def stopping(self) -> int:
+        """Removed streams whose threads are still ending (they hold their slots)."""
+        with self._lock:
+            return len(self._stopping)
 
     def start_configured(self, specs: list[StreamSpec]) -> None:
         """Start this shard's streams of those listed in the settings; a bad entry is logged, not fatal."""
@@ -181,14 +234,14 @@ class StreamManager:
             s.reap(timeout / max(len(streams), 1))
 
 
-def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> StreamManager:
+def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
     """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
     manager = StreamManager(
         submit=batcher.submit,
         models={name: engine.scale(name) for name in engine.names},
         metrics=metrics,
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=StreamOptions.from_settings(settings),
+        opts=replace(StreamOptions.from_settings(settings), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
         default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),

@@ -45,6 +45,7 @@ class EncodedFrame:
         if jpeg is None and (rgb is None or encode is None):
             raise ValueError("an EncodedFrame needs its JPEG or an RGB frame and an encoder")
         self.seq, self.width, self.height, self.t_emitted = seq, width, height, t_emitted
+        self.index = 0  # position among the frames published (set by FrameBroadcast.publish): gaps = skipped
         self._jpeg, self._rgb, self._encode = jpeg, rgb, encode
         self._lock = threading.Lock()
 
@@ -65,8 +66,14 @@ class EncodedFrame:
                 if self._jpeg is None:
                     assert self._rgb is not None and self._encode is not None
                     self._jpeg = self._encode(self._rgb)
-                    self._rgb = None  # the raw frame is no longer needed
         return self._jpeg
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The raw upscaled frame (kept: a publisher encodes it as H.264). Frames built from JPEG have none."""
+        if self._rgb is None:
+            raise ValueError("this frame carries only its JPEG")
+        return self._rgb
 
 
 class FrameBroadcast:
@@ -76,6 +83,7 @@ class FrameBroadcast:
         self._closed = False
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._viewers = 0
+        self._published = 0
 
     @property
     def viewers(self) -> int:
@@ -102,6 +110,8 @@ class FrameBroadcast:
 
     def publish(self, frame: EncodedFrame) -> None:
         with self._cond:
+            self._published += 1
+            frame.index = self._published
             self._latest = frame
             self._cond.notify_all()
             waiters, self._waiters = self._waiters, set()

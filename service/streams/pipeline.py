@@ -26,15 +26,24 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import DeadlineExceeded, QueueFull
-from service.streams.capture import STATES, Capture, to_rgb
+from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
+from service.metrics import Metrics
+from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
+from service.streams.publish import Publisher
 from service.urlpolicy import CheckedUrl, redact
+from vsr.frames import Frame
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error")
+
+def to_rgb(frame: Frame) -> np.ndarray:
+    """The one frame format of every boundary: uint8 RGB HWC (converted here, only for frames sent to the model)."""
+    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+
+
+DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
 
 
 class RateMeter:
@@ -73,7 +82,7 @@ class StreamStats:
 
 @dataclass
 class _Pending:
-    frame: Any  # av.VideoFrame (converted to RGB only when sent) or uint8 RGB HWC
+    frame: Frame | None  # converted to RGB only when sent; None once sent (its buffers go back to the decoder)
     t_decoded: float
     seq: int
 
@@ -89,14 +98,17 @@ class Stream:
         name: str,
         model: str,
         scale: int,
-        submit: Any,
-        metrics: Any,
+        submit: SubmitFn,
+        metrics: Metrics,
         opts: StreamOptions,
         check: Callable[[], CheckedUrl] | None = None,
+        publish: CheckedUrl | None = None,
     ) -> None:
-        """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects."""
+        """``src`` None: the URL is checked (and its host resolved) by ``check`` when the reader first connects.
+        ``publish``: the (checked) media server the upscaled frames are pushed to, in their own thread."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.source = f"stream:{name}"  # its frames' label in the batcher and vsr_frames_total
         self.opts, self._submit, self.metrics = opts, submit, metrics
         self.state = "connecting"
         self.created = time.time()
@@ -112,17 +124,39 @@ class Stream:
         self._stop = threading.Event()
         self.capture = Capture(name, src, spec.transport, opts, self, check)
         self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
+        self.publisher = None if publish is None else self._publisher(publish)
+        self.last_source: np.ndarray | None = None
         self._set_state_metric("connecting")
 
     # -- lifecycle --
 
+    def _publisher(self, target: CheckedUrl) -> Publisher:
+        def sent(n: int) -> None:
+            if (m := self._live_metrics()) is not None:
+                m.stream_frames.labels(stream=self.name, direction="published").inc(n)
+
+        opts = self.opts.publish.merged(self.spec.publish_options)
+        return Publisher(
+            self.name,
+            target,
+            self.output,
+            opts,
+            cuda=self.opts.cuda,
+            on_sent=sent,
+            on_dropped=partial(self.dropped, "publish"),
+        )
+
     def start(self) -> None:
         self._pump.start()
         self.capture.start()
+        if self.publisher is not None:
+            self.publisher.start()
 
     def stop(self) -> None:
         """Signal both threads; returns at once (see :meth:`join`)."""
         self.capture.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -132,7 +166,10 @@ class Stream:
         deadline = time.monotonic() + timeout
         if self._pump.ident is not None:
             self._pump.join(max(0.0, deadline - time.monotonic()))
-        return self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
+        joined = self.capture.join(max(0.0, deadline - time.monotonic())) and not self._pump.is_alive()
+        if self.publisher is not None:
+            joined = self.publisher.join(max(0.0, deadline - time.monotonic())) and joined
+        return joined
 
     # -- CaptureSink (called on the reader thread) --
 
@@ -148,7 +185,7 @@ class Stream:
         s = self.stats
         s.source_width, s.source_height, s.source_fps = width, height, fps
 
-    def offer(self, frame: Any, t_decoded: float) -> None:
+    def offer(self, frame: Frame, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
         if (m := self._live_metrics()) is not None:
@@ -200,10 +237,12 @@ class Stream:
             self._release()
             self.dropped("stale")
             return
+        assert item.frame is not None  # sent once
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
-            fut = self._submit(rgb, model=self.model, source=f"stream:{self.name}", deadline=deadline)
+            self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
+            fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")
@@ -213,13 +252,13 @@ class Stream:
             self.dropped("error")
             self.stats.last_error = f"inference: {type(e).__name__}: {e}"
             return
-        fut.add_done_callback(lambda f, item=item: self._on_done(f, item))
+        fut.add_done_callback(partial(self._on_done, item=item))
 
     def _release(self) -> None:
         with self._cond:
             self._inflight -= 1
 
-    def _on_done(self, fut: Future[np.ndarray], item: _Pending) -> None:
+    def _on_done(self, fut: Future[np.ndarray], *, item: _Pending) -> None:
         # Runs on the batcher's worker thread: record and wake the pump, nothing else.
         with self._cond:
             self._inflight -= 1
@@ -256,7 +295,7 @@ class Stream:
 
     # -- reporting --
 
-    def _live_metrics(self) -> Any | None:
+    def _live_metrics(self) -> Metrics | None:
         """The metrics while the stream runs; None once it is stopping (its label sets are being removed)."""
         return None if self._stop.is_set() else self.metrics
 
@@ -267,19 +306,25 @@ class Stream:
             self.metrics.stream_state.labels(stream=self.name, state=st).set(1 if st == state else 0)
 
     def reap(self, timeout: float) -> None:
-        """Wait for the threads to end, then drop this stream's metric label sets (run after :meth:`stop`)."""
+        """Wait for the threads to end and for this stream's frames still in the batcher (each one still counts
+        ``vsr_frames_total{source=...}`` when it completes), then drop its metric label sets (after :meth:`stop`)."""
+        deadline = time.monotonic() + timeout
         if not self.join(timeout):
             log.warning("stream %s: threads still running after %.1f s", self.name, timeout)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inflight <= 0, max(0.0, deadline - time.monotonic())):
+                log.warning("stream %s: frames still in the batcher after %.1f s", self.name, timeout)
         self.forget_metrics()
 
     def forget_metrics(self) -> None:
         """Remove this stream's label sets (keeps the ``stream`` label bounded by the live streams)."""
         for metric, labelsets in (
-            (self.metrics.stream_frames, [(self.name, d) for d in ("in", "out")]),
+            (self.metrics.stream_frames, [(self.name, d) for d in ("in", "out", "published")]),
             (self.metrics.stream_dropped, [(self.name, r) for r in self.stats.dropped]),
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
+            (self.metrics.frames, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
@@ -314,6 +359,7 @@ class Stream:
             "reconnects": s.reconnects,
             "last_error": s.last_error,
             "latency_seconds": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
+            "publish": self.publisher.info() if self.publisher is not None else None,
             "mjpeg_url": f"/stream/{self.id}/mjpeg",
             "frame_url": f"/stream/{self.id}/frame.jpg",
         }

@@ -43,12 +43,15 @@ def variant(request: pytest.FixtureRequest) -> tuple[str, dict]:
 def test_compose_services_and_health(variant: tuple[str, dict]) -> None:
     name, cfg = variant
     services = cfg["services"]
-    assert {"vsr", "prometheus", "grafana", "camera", "camera-feed"} <= set(services)
+    assert {"vsr", "prometheus", "grafana", "mediamtx", "camera-feed"} <= set(services)
     vsr = services["vsr"]
     assert vsr["restart"] == "unless-stopped"
     assert "/v2/health/ready" in " ".join(vsr["healthcheck"]["test"])
     assert vsr["read_only"] is True
     assert any(t.startswith("/tmp") for t in vsr["tmpfs"])
+    jobs = vsr["environment"]["VSR_VIDEO_JOBS_DIR"]  # video jobs on a named volume: they survive a restart
+    assert any(v["type"] == "volume" and v["target"] == jobs for v in vsr["volumes"])
+    assert not any(t.split(":")[0] == jobs for t in vsr["tmpfs"])
     assert vsr["environment"]["VSR_HOST"] == "0.0.0.0"
     assert any(p["target"] == 8000 for p in vsr["ports"])
     for svc in services.values():
@@ -60,7 +63,7 @@ def test_gpu_reservation_only_in_gpu_variant(variant: tuple[str, dict]) -> None:
     vsr = cfg["services"]["vsr"]
     devices = (vsr.get("deploy") or {}).get("resources", {}).get("reservations", {}).get("devices", [])
     if name == "gpu":
-        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu", "video"]}]  # video: NVDEC/NVENC
         assert vsr["build"]["args"]["VARIANT"] == "cuda"
         assert "dcgm-exporter" in cfg["services"]  # GPU utilisation for the dashboard
     else:
@@ -79,8 +82,13 @@ def test_demo_camera_is_ingested_and_allowed(variant: tuple[str, dict]) -> None:
     assert streams and all({"url", "name"} <= set(s) for s in streams)
     feed = " ".join(cfg["services"]["camera-feed"]["command"])
     for s in streams:
-        assert s["url"].startswith("rtsp://camera:8554/")
-        assert s["url"] in feed  # the publisher pushes exactly what vsr reads
+        assert s["url"].startswith("rtsp://mediamtx:8554/")
+        assert s["url"] in feed  # the feed pushes exactly what vsr reads
+    # the demo's upscaled stream goes back to the media server, which serves RTSP, HLS and WebRTC
+    assert streams[0]["publish"] == "rtsp://mediamtx:8554/demo-x2"
+    mtx = cfg["services"]["mediamtx"]
+    assert all(mtx["environment"][f"MTX_{p}"] == "yes" for p in ("RTSP", "HLS", "WEBRTC"))
+    assert {p["target"] for p in mtx["ports"]} == {8554, 8888, 8889, 8189}
     allowed = [ipaddress.ip_network(c.strip()) for c in env["VSR_STREAM_ALLOW_CIDRS"].split(",")]
     subnets = [ipaddress.ip_network(c["subnet"]) for c in cfg["networks"]["vsr"]["ipam"]["config"]]
     assert all(any(sub.subnet_of(a) for a in allowed) for sub in subnets)
@@ -302,7 +310,7 @@ def test_docs_override_example_and_camera_file_work(tmp_path: Path, monkeypatch:
     (override,) = [b for b in blocks if "VSR_STREAMS_FILE" in b]
     (tmp_path / "override.yml").write_text(override)
     cfg = compose_config([COMPOSE, tmp_path / "override.yml"])
-    assert "camera" not in cfg["services"] and "camera-feed" not in cfg["services"]
+    assert "camera-feed" not in cfg["services"] and "mediamtx" in cfg["services"]
     for k in [k for k in os.environ if k.startswith("VSR_")]:
         monkeypatch.delenv(k)
     for k, v in cfg["services"]["vsr"]["environment"].items():

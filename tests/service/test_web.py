@@ -62,6 +62,12 @@ def test_page_shows_live_stream_and_compares_images(
         assert browser.eval("document.getElementById('cmp-bicubic').naturalWidth") == 64
         assert browser.eval("document.getElementById('compare').hidden") is False
         assert browser.eval("document.getElementById('download').href").startswith("blob:")
+        # zoom: 4x shows the 64 px wide results at 256 px, unsmoothed, in a scrollable view
+        browser.eval(
+            "const z = document.getElementById('cmp-zoom'); z.value = '4'; z.dispatchEvent(new Event('change'))"
+        )
+        assert browser.eval("document.getElementById('compare').style.width") == "256px"
+        assert browser.eval("document.getElementById('cmp-view').classList.contains('zoomed')") is True
 
         # video upload: a job with progress, then a download link
         clip = make_clip(tmp_path / "clip.mp4", n=8)
@@ -95,5 +101,44 @@ def test_page_with_api_key(live_server, rtsp_server: RtspServer) -> None:
             "const k = document.getElementById('apikey'); k.value = 'sesame'; k.dispatchEvent(new Event('change'))"
         )
         assert browser.wait_for("document.querySelector('img.live')?.naturalWidth", timeout=15) == 320
+    finally:
+        browser.close()
+
+
+TILES = """Array.from(document.querySelectorAll('.card')).map((c) => [c.querySelector('img.live').naturalWidth,
+  c.querySelector('img.live').src])"""
+
+
+def test_page_shows_eight_live_streams_at_once(
+    live_server: Callable[..., Server], rtsp_server_factory: Callable[..., RtspServer]
+) -> None:
+    """8 tiles (the default stream cap) all show upscaled frames that keep changing, beyond the browser's 6
+    connections per host that one MJPEG connection per tile ran into; the page's own health check still answers;
+    a tile shows its source beside the upscaled frame; the stream and video forms offer the loaded models."""
+    exe = chromium_path()
+    require_or_skip(exe is not None, "chromium is not installed (apt-get install chromium)")
+    camera = rtsp_server_factory(fps=5)  # 8 readers of one camera: keep the load of the shared CI box low
+    svc = live_server()
+    for i in range(8):
+        assert svc.client.post("/stream", json={"url": camera.url, "name": f"cam-{i}"}).status_code == 201
+    browser = Browser(exe)  # type: ignore[arg-type]
+    try:
+        browser.goto(svc.base + "/")
+        browser.wait_for(f"(({TILES}).filter(([w]) => w === 320).length === 8) || null", timeout=45)
+        first = [src for _, src in browser.eval(TILES)]
+        browser.wait_for(
+            f"({TILES}).every(([, src], i) => src !== {first!r}[i]) || null", timeout=30
+        )  # every tile moved on to a newer frame
+        checked = browser.eval("document.getElementById('health').dataset.checked")
+        browser.wait_for(f"document.getElementById('health').dataset.checked !== {checked!r}", timeout=15)
+        assert browser.eval("document.getElementById('health').textContent") == "ready"
+        browser.eval(
+            "const c = document.querySelector('.card .cmp'); c.checked = true; c.dispatchEvent(new Event('change'))"
+        )
+        assert browser.wait_for("document.querySelector('.card img.source').naturalWidth", timeout=15) == 160
+        options = browser.eval(
+            "Array.from(document.querySelectorAll('#stream-model option, #video-model option')).map((o) => o.value)"
+        )
+        assert options.count("") == 2 and options.count("x2") == 2, options
     finally:
         browser.close()

@@ -15,26 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.env import REPO, export_tiny
-from tests.support.media import write_images
-from tests.training.test_distill import _cfg as tiny_config
-from vsr.archs.edsr import EDSR
+from tests.support.env import REPO
+from tests.support.training import tiny_config, tiny_workdir
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_images(tmp_path / "data" / "train" / "A", 4, height=48, width=48, seed=0)
-    write_images(tmp_path / "data" / "test" / "V", 1, height=32, width=32, seed=1)
-    torch.manual_seed(0)
-    cfg = {"scale": 2, "channels": 8, "blocks": 1}
-    export_tiny(EDSR(scale=2, channels=8, blocks=1), tmp_path / "teacher", arch="edsr", config=cfg)
-    return tmp_path
+    return tiny_workdir(tmp_path)
 
 
 def write_config(root: Path, **kw: object) -> Path:
-    """test_distill's tiny run (4 train images, EDSR teacher, 8-channel student), 4 steps, rank-sized batches."""
+    """The tiny run (tests/support/training.py) for 4 steps of batch 4 per rank, as a --config file."""
     cfg = tiny_config(root, name="ddp", steps=4, batch=4, ema=0.9, threads=1, eval_every=2, ckpt_every=2, pool=32)
     path = root / "cfg.json"
     path.write_text(json.dumps(cfg.to_dict() | kw))

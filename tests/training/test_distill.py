@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.env import export_tiny
-from tests.support.media import write_images
+from tests.support.training import tiny_config, tiny_workdir
 from training.config import TrainConfig
 from training.loop import build_state, checkpoint, load_teachers, prepare_data, restore, train_step
 from training.losses import kd_loss
-from vsr.archs.edsr import EDSR
 from vsr.engine import pick_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,41 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data root with train/val images and a teacher artifact; cwd moved there (soft targets cache to ./.cache)."""
-    write_images(tmp_path / "data" / "train" / "A", 4, height=48, width=48, seed=0)
-    write_images(tmp_path / "data" / "test" / "V", 1, height=32, width=32, seed=1)
-    torch.manual_seed(0)
-    export_tiny(
-        EDSR(scale=2, channels=8, blocks=1),
-        tmp_path / "teacher",
-        arch="edsr",
-        config={"scale": 2, "channels": 8, "blocks": 1},
-    )
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return tiny_workdir(tmp_path)
 
 
-def _cfg(root: Path, **kw) -> TrainConfig:
-    base = dict(
-        name="tiny",
-        scale=2,
-        arch_config={"channels": 8, "depth": 1, "expand": 2},
-        data_root=str(root / "data"),
-        train_sets=["train/A"],
-        val_sets=["test/V"],
-        teachers=[str(root / "teacher")],
-        alpha=0.5,
-        steps=20,
-        batch=8,
-        patch=12,
-        lr=5e-3,
-        warmup=0,
-        ema=0.0,
-        device="cpu",
-        amp="off",
-        out_dir=str(root / "runs"),
-        pool=64,
-    )
-    return TrainConfig(**(base | kw))
+_cfg = tiny_config
 
 
 def test_few_steps_lower_the_loss(workdir: Path) -> None:
