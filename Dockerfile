@@ -55,7 +55,9 @@ ARG VARIANT=cuda
 LABEL org.opencontainers.image.title="vsr" \
       org.opencontainers.image.description="Real-time video super-resolution service (${VARIANT})" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN useradd --system --uid 10001 --user-group --home-dir /tmp --no-create-home --shell /usr/sbin/nologin vsr
+# The jobs folder (VSR_VIDEO_JOBS_DIR): owned by the service user, so a named volume mounted there starts writable.
+RUN useradd --system --uid 10001 --user-group --home-dir /tmp --no-create-home --shell /usr/sbin/nologin vsr \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/vsr/jobs
 COPY --from=build /opt/venv /opt/venv
 # Configuration is by VSR_* variables (see docs/deploy.md). Caches go to /tmp so the root FS can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \

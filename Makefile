@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml Makefile
 serve: install
 	$(BIN)/vsr serve
 
-test: install
+# lint first: CI (.ci/run) calls exactly `make test`, so ruff and strict mypy gate every run
+test: install lint
 	$(BIN)/python -m pytest -q
 
+# mypy is strict ([tool.mypy] in pyproject.toml) on the package code
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -65,6 +65,14 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no more work."""
 
 
+class SubmitFn(Protocol):
+    """The seam callers depend on (``Batcher.submit``): one frame in, a future of its upscaled frame out."""
+
+    def __call__(
+        self, frame: np.ndarray, *, model: str, source: str, deadline: float | None = None
+    ) -> Future[np.ndarray]: ...
+
+
 class BatchEngine(Protocol):
     """What the worker needs: run one batch of uint8 NHWC frames through a named model."""
 

@@ -1,39 +1,68 @@
-"""Dependencies: the lifespan's resources from ``app.state``, as ``Annotated`` aliases; API-key checking."""
+"""The one dependencies module: the lifespan's resources from ``app.state`` as ``Annotated`` aliases (routes never
+read ``app.state`` themselves), and API-key checking."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, cast
 
+import anyio
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
 
 from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
+from service.streams.manager import StreamManager
+from service.videojobs import JobManager
+
+# app.state is untyped (Starlette's State); these are the one place that reads it, each with the type the lifespan
+# (service.app) stored there.
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return cast(Settings, request.app.state.settings)
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    return cast(Engine, request.app.state.engine)
 
 
 def get_batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
+    return cast(Batcher, request.app.state.batcher)
 
 
 def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+    return cast(Metrics, request.app.state.metrics)
+
+
+def get_registry(request: Request) -> CollectorRegistry:
+    return cast(CollectorRegistry, request.app.state.registry)
+
+
+def get_streams(request: Request) -> StreamManager:
+    return cast(StreamManager, request.app.state.streams)
+
+
+def get_jobs(request: Request) -> JobManager:
+    return cast(JobManager, request.app.state.video_jobs)
+
+
+def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
+    """Bounds the image decodes running at once (one per core)."""
+    return cast(anyio.CapacityLimiter, request.app.state.decode_limiter)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
+StreamsDep = Annotated[StreamManager, Depends(get_streams)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_decode_limiter)]
 
 
 def presented_key(request: Request) -> str | None:

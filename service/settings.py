@@ -17,12 +17,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.sharding import Shard, resolve_shard
-from service.streams.config import StreamSpec, load_stream_specs
+from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
 from vsr.inference import TileSpec
 from vsr.memory import default_budget_bytes
+
+_STREAM = StreamOptions()  # the stream defaults are written once, there; the VSR_STREAM_* fields take them
 
 
 def _split_commas(v: object) -> object:
@@ -130,24 +132,36 @@ class Settings(BaseSettings):
     )
     stream_allow_file: bool = Field(default=False, description="allow file:// stream sources (development only)")
     max_streams: int = Field(default=8, ge=0, le=1000, description="concurrent streams")
-    stream_open_timeout_s: float = Field(default=10.0, gt=0)
-    stream_read_timeout_s: float = Field(default=5.0, gt=0, description="a source silent this long is reconnected")
-    stream_backoff_base_s: float = Field(default=0.25, gt=0)
-    stream_backoff_max_s: float = Field(default=2.0, gt=0)
-    stream_max_attempts: int = Field(
-        default=0, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    stream_open_timeout_s: float = Field(default=_STREAM.open_timeout_s, gt=0)
+    stream_read_timeout_s: float = Field(
+        default=_STREAM.read_timeout_s, gt=0, description="a source silent this long is reconnected"
     )
-    stream_max_pending: int = Field(default=2, ge=1, le=64, description="frames of one stream in the batcher at once")
-    stream_max_frame_age_s: float = Field(default=1.0, gt=0, description="older frames are dropped as stale")
-    stream_jpeg_quality: int = Field(default=80, ge=1, le=100)
+    stream_backoff_base_s: float = Field(default=_STREAM.backoff_base_s, gt=0)
+    stream_backoff_max_s: float = Field(default=_STREAM.backoff_max_s, gt=0)
+    stream_max_attempts: int = Field(
+        default=_STREAM.max_attempts, ge=0, description="failed connects in a row before 'failed' (0 = forever)"
+    )
+    stream_max_pending: int = Field(
+        default=_STREAM.max_pending, ge=1, le=64, description="frames of one stream in the batcher at once"
+    )
+    stream_max_frame_age_s: float = Field(
+        default=_STREAM.max_frame_age_s, gt=0, description="older frames are dropped as stale"
+    )
+    stream_jpeg_quality: int = Field(default=_STREAM.jpeg_quality, ge=1, le=100)
     # Published streams (POST /stream {"publish": "rtsp://..."}): defaults, each overridable per stream
     stream_publish_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
         default="auto", description="H.264 encoder of published streams; auto: h264_nvenc on CUDA, else libx264"
     )
-    stream_publish_preset: str = Field(default="superfast", description="encoder preset (libx264: ultrafast..slow)")
-    stream_publish_crf: int = Field(default=23, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set")
-    stream_publish_bitrate_kbps: int = Field(default=0, ge=0, description="target bitrate; 0 = CRF")
-    stream_publish_gop: int = Field(default=30, ge=1, le=600, description="frames between keyframes")
+    stream_publish_preset: str = Field(
+        default=_STREAM.publish.preset, description="encoder preset (libx264: ultrafast..slow)"
+    )
+    stream_publish_crf: int = Field(
+        default=_STREAM.publish.crf, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set"
+    )
+    stream_publish_bitrate_kbps: int = Field(
+        default=_STREAM.publish.bitrate_kbps, ge=0, description="target bitrate; 0 = CRF"
+    )
+    stream_publish_gop: int = Field(default=_STREAM.publish.gop, ge=1, le=600, description="frames between keyframes")
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"
@@ -158,6 +172,11 @@ class Settings(BaseSettings):
     )
     video_max_jobs: int = Field(default=8, ge=1, description="video jobs kept at once (queued, running, finished)")
     video_workers: int = Field(default=1, ge=1, le=16)
+    video_jobs_dir: str | None = Field(
+        default=None,
+        description="folder for video uploads, results and job state (SQLite); a volume keeps jobs across "
+        "restarts. Default: a private temporary folder, removed at shutdown",
+    )
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
 
     # Camera sharding across replicas (service/sharding.py, docs/scale.md)
@@ -255,6 +274,27 @@ class Settings(BaseSettings):
 
     def shard(self) -> Shard:
         return resolve_shard(self.shard_count, self.shard_index, socket.gethostname())
+
+    def stream_options(self) -> StreamOptions:
+        """The knobs every stream shares, from the ``VSR_STREAM_*`` settings."""
+        return StreamOptions(
+            open_timeout_s=self.stream_open_timeout_s,
+            read_timeout_s=self.stream_read_timeout_s,
+            backoff_base_s=self.stream_backoff_base_s,
+            backoff_max_s=self.stream_backoff_max_s,
+            max_attempts=self.stream_max_attempts,
+            max_pending=self.stream_max_pending,
+            max_frame_age_s=self.stream_max_frame_age_s,
+            jpeg_quality=self.stream_jpeg_quality,
+            max_pixels=self.max_input_pixels,
+            publish=EncoderOptions(
+                encoder=self.stream_publish_encoder,
+                preset=self.stream_publish_preset,
+                crf=self.stream_publish_crf,
+                bitrate_kbps=self.stream_publish_bitrate_kbps,
+                gop=self.stream_publish_gop,
+            ),
+        )
 
     def video_caps(self) -> FrameCaps:
         """What every decoded frame of a video job is checked against."""

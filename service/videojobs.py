@@ -2,13 +2,16 @@
 
 Why jobs, not one long response: a long video takes minutes, longer than proxies and clients wait, and a job lets
 the client poll progress and download the result when it is ready (``202`` + ``GET /jobs/{id}`` +
-``GET /jobs/{id}/result``). Files live in one private folder (``mkdtemp``: 0700, files ``mkstemp``: 0600); a job's
-files are removed when it is deleted, fails, expires (``ttl_s`` after it finished) and at shutdown.
+``GET /jobs/{id}/result``). Files live in one private folder (0700, files ``mkstemp``: 0600); a job's files are
+removed when it is deleted, fails or expires (``ttl_s`` after it finished). Job state is kept in SQLite
+(``service.jobstore``): with ``VSR_VIDEO_JOBS_DIR`` (a volume) jobs survive a restart — results stay downloadable,
+unfinished jobs fail with the reason; without it the folder is temporary and removed at shutdown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -20,19 +23,24 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.batcher import QueueFull
+from service.batcher import QueueFull, SubmitFn
+from service.jobstore import JobStore
 from service.metrics import VIDEO_JOB_STATES, Metrics
+from service.settings import Settings
 from vsr.frames import FrameCaps
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo, transcode
 
 log = logging.getLogger(__name__)
 
 FRAME_TIMEOUT_S = 300.0  # a wedged worker fails the job instead of hanging it forever
+STOPPED = "the service stopped before the job finished; upload the video again"
+RESTARTED = "the service restarted before the job finished; upload the video again"
 
 
 class TooManyJobs(Exception):
@@ -45,6 +53,7 @@ class JobOptions:
     workers: int = 1
     ttl_s: float = 3600.0
     tmp_dir: str | None = None
+    jobs_dir: str | None = None  # kept across restarts (files + jobs.sqlite3); None: a temporary folder
     encode: EncodeOptions = EncodeOptions()
     caps: FrameCaps = FrameCaps()  # checked on every decoded frame
 
@@ -65,6 +74,25 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def to_doc(self) -> dict[str, Any]:
+        """What the job store keeps (everything but the cancel event; fps as a fraction string)."""
+        info = {**dataclasses.asdict(self.info), "fps": str(self.info.fps) if self.info.fps else None}
+        fields = ("id", "model", "scale", "state", "frames_done", "error", "audio", "notes", "created", "finished")
+        return {
+            **{k: getattr(self, k) for k in fields},
+            "info": info,
+            "in": str(self.in_path),
+            "out": str(self.out_path),
+        }
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> Job:
+        info = VideoInfo(**{**d["info"], "fps": Fraction(d["info"]["fps"]) if d["info"]["fps"] else None})
+        job = cls(d["id"], d["model"], d["scale"], info, Path(d["in"]), Path(d["out"]))
+        for k in ("state", "frames_done", "error", "audio", "notes", "created", "finished"):
+            setattr(job, k, d[k])
+        return job
 
     def describe(self) -> dict[str, Any]:
         total = self.info.expected_frames
@@ -92,9 +120,7 @@ class Job:
         }
 
 
-def batcher_upscale(
-    submit: Callable[..., Any], model: str, stop: threading.Event
-) -> Callable[[np.ndarray], np.ndarray]:
+def batcher_upscale(submit: SubmitFn, model: str, stop: threading.Event) -> Callable[[np.ndarray], np.ndarray]:
     """An ``upscale(frames)`` for :func:`vsr.video.transcode` that goes through the shared batcher.
 
     Video frames are not live: when the queue is full they wait and retry (live callers come first).
@@ -121,25 +147,32 @@ def batcher_upscale(
 
 class JobManager:
     @classmethod
-    def from_settings(cls, settings: Any, submit: Callable[..., Any], metrics: Metrics | None = None) -> JobManager:
+    def from_settings(cls, settings: Settings, submit: SubmitFn, metrics: Metrics | None = None) -> JobManager:
         opts = JobOptions(
             max_jobs=settings.video_max_jobs,
             workers=settings.video_workers,
             ttl_s=settings.video_job_ttl_s,
             caps=settings.video_caps(),
+            jobs_dir=settings.video_jobs_dir,
         )
         return cls(submit, opts, metrics)
 
-    def __init__(
-        self, submit: Callable[..., Any], opts: JobOptions = JobOptions(), metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, submit: SubmitFn, opts: JobOptions = JobOptions(), metrics: Metrics | None = None) -> None:
         self.submit, self.opts, self.metrics = submit, opts, metrics
         if metrics is not None:  # read at scrape time: no gauge to keep in step with every state change
             for state in VIDEO_JOB_STATES:
                 metrics.video_jobs.labels(state=state).set_function(functools.partial(self._count, state))
-        self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
+        if opts.jobs_dir:
+            self.dir = Path(opts.jobs_dir)
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.store = JobStore(self.dir / "jobs.sqlite3")
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
+            self.store = JobStore()  # in memory: the folder goes at shutdown too
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._closing = False
+        self._restore()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._work, name=f"video:{i}", daemon=True) for i in range(opts.workers)
@@ -161,6 +194,7 @@ class JobManager:
                 raise TooManyJobs(f"at most {self.opts.max_jobs} video jobs at once; delete finished ones")
             job = Job(uuid.uuid4().hex[:16], model, scale, info, in_path, self.new_file(".mp4"))
             self._jobs[job.id] = job
+        self.store.save(job.to_doc())
         self._queue.put(job)
         return job
 
@@ -173,12 +207,16 @@ class JobManager:
             job = self._jobs.pop(job_id, None)
         if job is None:
             return False
+        self.store.delete(job_id)
         job.cancel.set()
         if job.state != "running":  # a running job's worker removes its files when it notices
             _remove(job.in_path, job.out_path)
         return True
 
     def close(self) -> None:
+        """Stop the workers. Unfinished jobs fail ("the service stopped"); with a jobs folder the finished ones stay
+        (results and state) for the next start, else the folder is removed."""
+        self._closing = True
         with self._lock:
             jobs, self._jobs = list(self._jobs.values()), {}
         for job in jobs:
@@ -187,7 +225,31 @@ class JobManager:
             self._queue.put(None)
         for t in self._threads:
             t.join(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for job in jobs:
+            if job.state == "queued":
+                self._fail(job, STOPPED)
+        self.store.close()
+        if not self.opts.jobs_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _restore(self) -> None:
+        """The jobs of an earlier run: finished ones come back as they were; unfinished ones (the process stopped or
+        died while they ran) are failed with the reason, and their files removed."""
+        for doc in self.store.load():
+            job = Job.from_doc(doc)
+            if job.state in ("queued", "running"):
+                self._fail(job, RESTARTED)
+            elif job.state == "done" and not job.out_path.is_file():
+                self._fail(job, "the result file is missing from the jobs folder")
+            self._jobs[job.id] = job
+        if self._jobs:
+            log.info("restored %d video job(s) from %s", len(self._jobs), self.store.path)
+        self._expire()
+
+    def _fail(self, job: Job, reason: str) -> None:
+        job.state, job.error, job.finished = "failed", reason, job.finished or time.time()
+        _remove(job.in_path, job.out_path)
+        self.store.save(job.to_doc())
 
     def _count(self, state: str) -> int:
         return sum(1 for j in list(self._jobs.values()) if j.state == state)
@@ -200,6 +262,7 @@ class JobManager:
                 del self._jobs[j.id]
         for j in old:
             _remove(j.in_path, j.out_path)
+            self.store.delete(j.id)
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -209,6 +272,7 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         job.state, started = "running", time.time()
+        self.store.save(job.to_doc())
 
         def progress(done: int, _total: int | None) -> None:
             job.frames_done = done
@@ -228,8 +292,10 @@ class JobManager:
             job.audio, job.notes, job.frames_done = report.audio, report.notes, report.frames
             job.state = "done"
         except Exception as e:  # noqa: BLE001 - any failure ends this job only
-            job.state = "cancelled" if job.cancel.is_set() else "failed"
-            job.error = str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+            job.state = "cancelled" if job.cancel.is_set() and not self._closing else "failed"
+            job.error = (
+                STOPPED if self._closing else str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+            )
             log.warning("video job %s %s: %s", job.id, job.state, job.error)
             with contextlib.suppress(OSError):
                 job.out_path.unlink()
@@ -240,8 +306,10 @@ class JobManager:
                 self.metrics.video_job_duration.observe(job.finished - started)
             with contextlib.suppress(OSError):
                 job.in_path.unlink()  # the upload is not needed any more
-            if job.id not in self._jobs:  # deleted while running
+            if job.id not in self._jobs and not self._closing:  # deleted while running
                 _remove(job.in_path, job.out_path)
+            else:
+                self.store.save(job.to_doc())
 
 
 def _remove(*paths: Path) -> None:

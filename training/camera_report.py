@@ -88,6 +88,17 @@ def ablation_rows(runs: list[Path]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
+        if run.suffix == ".json":  # a saved validate_holdout result of a bundled model (e.g. x2, before fine-tuning)
+            e = json.loads(run.read_text())
+
+            def g(c: str, k: str = "psnr_y", e: dict[str, Any] = e) -> str:
+                return f"{e[c][k] - e[c]['bicubic_' + k]:+.2f}"
+
+            lines.append(
+                f"| {run.stem} (no fine-tune) | - | - | {g('holdout-clean')} | {g('holdout-h264-crf23')} | "
+                f"{g('holdout-h264-crf28')} | {g('holdout-h264-crf28', 'tpsnr_y')} |"
+            )
+            continue
         cfg = json.loads((run / "config.json").read_text())
         evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "eval" in r]
         if not evals:
@@ -95,7 +106,7 @@ def ablation_rows(runs: list[Path]) -> str:
         last = evals[-1]
         e = last["eval"]
 
-        def gain(c: str, k: str = "psnr_y", e: dict = e) -> str:
+        def gain(c: str, k: str = "psnr_y", e: dict[str, Any] = e) -> str:
             return f"{e[c][k] - e[c]['bicubic_' + k]:+.2f}" if c in e else "-"
 
         lines.append(

@@ -32,7 +32,7 @@ CACHE = Path(".cache") / "camera"
 
 
 def camera_pairs(
-    cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict]
+    cfg: TrainConfig, device: torch.device, teachers: list[nn.Module], weights: list[float], descs: list[dict[str, Any]]
 ) -> list[Pair]:
     """Training pairs from the camera pool of the training images less the held-out slice."""
     train_paths, held = holdout_by_content(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)
@@ -74,7 +74,7 @@ def init_from_artifact(model: nn.Module, name: str) -> None:
         m.conv3.weight.copy_(w)
         m.conv3.bias.copy_(b)  # type: ignore[union-attr]
         for z in (m.conv1.weight, m.conv1.bias, *((m.es_3x3.weight, m.es_3x3.bias) if m.expand > 0 else ())):
-            z.zero_()  # type: ignore[union-attr]
+            z.zero_()
 
 
 def holdout_paths(cfg: TrainConfig) -> list[Path]:

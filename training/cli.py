@@ -164,7 +164,7 @@ def _evaluate_clips(args: argparse.Namespace, upscale: Any, scale: int, data: li
     return 0
 
 
-def _load_model(name: str):
+def _load_model(name: str) -> tuple[Any, dict[str, int]]:
     from vsr.artifact import load_artifact
 
     model, meta = load_artifact(name)
@@ -177,7 +177,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_artifact, export_onnx
     from vsr.archs import build
 
-    out: dict = {}
+    out: dict[str, Any] = {}
     if args.checkpoint:
         ck = _read(torch.load, args.checkpoint, map_location="cpu", weights_only=False)
         if not isinstance(ck, dict) or not {"config", "model", "step"} <= set(ck):

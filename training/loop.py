@@ -242,7 +242,7 @@ def restore(state: State, ckpt: dict[str, Any], source: CropPool | None = None) 
     state.step, state.best_psnr = ckpt["step"], ckpt["best_psnr"]
 
 
-def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Module], list[float], list[dict]]:
+def load_teachers(cfg: TrainConfig, device: torch.device) -> tuple[list[nn.Module], list[float], list[dict[str, Any]]]:
     models, descs = [], []
     for path in cfg.teachers:
         m, d = load_teacher(path)
@@ -259,7 +259,7 @@ def prepare_data(
     device: torch.device,
     teachers: list[nn.Module],
     weights: list[float],
-    descs: list[dict],
+    descs: list[dict[str, Any]],
     shard: tuple[int, int] = (0, 1),
 ) -> CropPool:
     """The training data source: a crop pool over the training images (less the held-out slice), with teacher

@@ -24,7 +24,12 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
-def _masked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pred, target, mask):
+def _masked(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
     """``fn`` over the samples where ``mask`` (N bool) is True; all samples when ``mask`` is None."""
     if mask is None:
         return fn(pred, target)

@@ -7,6 +7,7 @@ are artifacts and load through :func:`vsr.artifact.load_artifact`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_teacher(path: str | Path) -> tuple[nn.Module, dict]:
+def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Load a teacher from a ``.pth`` weight file or a vsr artifact; returns (frozen model, description)."""
     p = Path(path)
     if p.is_dir() or p.suffix in (".json", ".safetensors"):

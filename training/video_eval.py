@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -99,7 +100,7 @@ def evaluate_video_sets(
     return out
 
 
-def format_video_table(result: dict, baseline: str = "bicubic") -> str:
+def format_video_table(result: dict[str, Any], baseline: str = "bicubic") -> str:
     """Markdown table of an ``evaluate_video_sets`` result, with each upscaler's gain over ``baseline``."""
     cond = f"{result['codec']} CRF {result['crf']}" if result.get("codec") else "clean"
     lines = [

@@ -9,11 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import cast
+from typing import Any, cast
 
 import av
+import numpy as np
 from av.container import InputContainer
+from av.packet import Packet
 from av.stream import Stream
+
+# A decoded frame as it leaves the decoder, or one already in the boundary format (uint8 RGB HWC): converting is
+# the costly part, so it happens only where a frame is used (a dropped frame never pays for it).
+Frame = av.VideoFrame | np.ndarray
 
 
 def demux_frames(
@@ -21,7 +27,7 @@ def demux_frames(
     video: av.VideoStream,
     *others: Stream,
     skip: type[Exception] = av.error.FFmpegError,
-) -> Iterator[tuple[av.Packet, list[av.VideoFrame] | None]]:
+) -> Iterator[tuple[Packet[Any], list[av.VideoFrame] | None]]:
     """Demux ``video`` (and ``others``) and decode the video packets: yields ``(packet, frames)``.
 
     ``frames`` is the decoded frames of a video packet (often 0 or 1), ``[]`` for a packet of another stream (left to

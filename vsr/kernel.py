@@ -82,7 +82,7 @@ def fold_levels(layers: list[tuple[torch.Tensor, torch.Tensor]], scale: int) -> 
 
 def _conv_relu_op() -> Callable[..., torch.Tensor] | None:
     op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
-    return op if op is not None and torch.backends.mkldnn.is_available() else None  # type: ignore[no-untyped-call]
+    return op if op is not None and torch.backends.mkldnn.is_available() else None
 
 
 class StudentKernel:

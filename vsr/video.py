@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from av.packet import Packet
 
 from vsr.frames import NO_CAPS, CapExceeded, FrameCaps, FrameCounter, demux_frames
 
@@ -135,7 +136,7 @@ class _AudioPath:
             self.resampler = av.AudioResampler(format=self.out_stream.format.name, layout="stereo", rate=rate)
             self.mode = f"reencoded:{fallback}"
 
-    def handle(self, packet: av.Packet) -> None:
+    def handle(self, packet: Packet[Any]) -> None:
         if self.mode == "copied":
             if packet.dts is None:  # flush packets
                 return

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the HTTP service")
     sv.add_argument("--host", help="address to listen on (env VSR_HOST, default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port to listen on (env VSR_PORT, default 8000)")
-    sv.add_argument("--models", help="comma-separated artifact names/paths, e.g. x2,x4 (env VSR_MODELS)")
+    sv.add_argument("--models", help="comma-separated artifact names/paths (env VSR_MODELS, default x2,x4,x2-camera)")
     sv.add_argument("--device", help="auto, cpu, cuda or cuda:N (env VSR_DEVICE, default auto)")
 
     bn = sub.add_parser("bench", help="benchmarks into bench/results/ and bench/README.md")

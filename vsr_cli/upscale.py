@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> Outcome:
     done = Outcome()
 
     def up(rgb: np.ndarray) -> np.ndarray:
-        return engine.run(name, rgb[None])[0]
+        out: np.ndarray = engine.run(name, rgb[None])[0]
+        return out
 
     # Decode of the next image and encode of the previous one run in two I/O threads while the model runs (PIL
     # releases the GIL in both): on 2 cores they fill the gaps between the model's parallel regions.

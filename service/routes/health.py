@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import BatcherDep, EngineDep
+from service.deps import BatcherDep, EngineDep, RegistryDep
 from service.errors import ApiError, v2_responses
 from service.routes.oip import VERSION, check_model
 
@@ -155,5 +155,5 @@ async def model_version_ready(name: str, version: str, engine: EngineDep) -> Rea
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(registry: RegistryDep) -> Response:
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

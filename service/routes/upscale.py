@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, OverBudget, QueueFull
-from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
+from service.deps import BatcherDep, DecodeLimiterDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.metrics import Metrics
@@ -72,6 +72,7 @@ async def upscale(
     engine: EngineDep,
     batcher: BatcherDep,
     metrics: MetricsDep,
+    limiter: DecodeLimiterDep,
     model: Annotated[
         str | None, Query(description="loaded model name; default: x2 (VSR_IMAGE_MODEL)", examples=["x2"])
     ] = None,
@@ -97,9 +98,7 @@ async def upscale(
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
     decoded = await count_too_large(
         metrics,
-        decode_async(
-            data, max_pixels=settings.max_input_pixels, deadline=deadline, limiter=request.app.state.decode_limiter
-        ),
+        decode_async(data, max_pixels=settings.max_input_pixels, deadline=deadline, limiter=limiter),
     )
     del data
     sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics)

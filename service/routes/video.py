@@ -7,17 +7,17 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.deps import EngineDep, SettingsDep
+from service.deps import EngineDep, JobsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.settings import Settings
-from service.videojobs import JobManager, TooManyJobs
+from service.videojobs import TooManyJobs
 from vsr.video import SAFE_INPUT_OPTIONS, VideoError, VideoInfo, probe
 
 VIDEO_TYPES = {
@@ -61,12 +61,6 @@ class JobInfo(BaseModel):
     status_url: str
     result_url: str | None = Field(description="set once the job is done")
 
-
-def get_jobs(request: Request) -> JobManager:
-    return request.app.state.video_jobs
-
-
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 router = APIRouter(tags=["video"])
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ApiKey, EngineDep, MetricsDep, SettingsDep
+from service.deps import ApiKey, DecodeLimiterDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.imaging import OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.routes.upscale import read_image_bytes
@@ -54,6 +54,7 @@ async def bicubic(
     settings: SettingsDep,
     engine: EngineDep,
     metrics: MetricsDep,
+    limiter: DecodeLimiterDep,
     model: Annotated[str | None, Query(description="match this model's scale; default: the stills model")] = None,
 ) -> Response:
     """The same image resized with bicubic interpolation at the model's scale (what the model must beat)."""
@@ -65,7 +66,7 @@ async def bicubic(
         data,
         max_pixels=settings.max_input_pixels,
         deadline=time.monotonic() + settings.request_timeout_s,
-        limiter=request.app.state.decode_limiter,
+        limiter=limiter,
     )
     scale = engine.scale(name)
     out = await run_in_threadpool(upscale_bicubic, decoded.rgb, scale)

@@ -1,7 +1,7 @@
 """The reader thread of one stream: connect with PyAV, decode, offer frames; reconnect on loss.
 
 Frames are offered as decoded ``av.VideoFrame`` (or uint8 RGB HWC arrays): the conversion to RGB, which costs more
-than decoding, happens only for frames that are actually sent to the model (``to_rgb``), never for dropped ones.
+than decoding, happens only for frames that are actually sent to the model (in the stream's pipeline), never for dropped ones.
 
 It never waits on inference: :meth:`CaptureSink.offer` must return at once. Every loop checks the stop event; a
 blocked network read returns within ``read_timeout_s`` (PyAV's interrupt callback), so stopping takes at most that.
@@ -18,11 +18,10 @@ from fractions import Fraction
 from typing import Protocol
 
 import av
-import numpy as np
 
 from service.streams.config import StreamOptions
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlRejected
-from vsr.frames import CapExceeded, FrameCaps, FrameCounter, demux_frames
+from vsr.frames import CapExceeded, Frame, FrameCaps, FrameCounter, demux_frames
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +31,9 @@ STATES = ("connecting", "live", "backoff", "failed", "stopped")
 class CaptureSink(Protocol):
     def set_state(self, state: str, error: str | None = None) -> None: ...
     def set_source(self, width: int, height: int, fps: float | None) -> None: ...
-    def offer(self, frame: av.VideoFrame | np.ndarray, t_decoded: float) -> None: ...
+    def offer(self, frame: Frame, t_decoded: float) -> None: ...
     def dropped(self, reason: str, n: int = 1) -> None: ...
     def reconnected(self) -> None: ...
-
-
-def to_rgb(frame: av.VideoFrame | np.ndarray) -> np.ndarray:
-    """The one frame format of every boundary: uint8 RGB HWC."""
-    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
 class SourceEnded(Exception):
@@ -48,7 +42,7 @@ class SourceEnded(Exception):
 
 def backoff_delay(attempt: int, opts: StreamOptions, rng: random.Random) -> float:
     """Exponential backoff with jitter: ``min(max, base * 2**(attempt-1))`` scaled by a factor in [0.5, 1]."""
-    cap = min(opts.backoff_max_s, opts.backoff_base_s * (2 ** max(attempt - 1, 0)))
+    cap = min(opts.backoff_max_s, opts.backoff_base_s * (2.0 ** max(attempt - 1, 0)))
     return cap * rng.uniform(0.5, 1.0)
 
 

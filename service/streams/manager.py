@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
+from service.batcher import Batcher, SubmitFn
+from service.metrics import Metrics
 from service.sharding import Shard
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
+
+if TYPE_CHECKING:  # the engine and the settings import the stream config
+    from service.engine import Engine
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,11 @@ class UnknownStream(KeyError):
 
 
 class StreamConflict(ValueError):
-    """The name is taken, or the model is unknown (409 / 422)."""
+    """A stream with that name exists (409)."""
+
+
+class UnknownModel(StreamConflict):
+    """The stream asks for a model that is not loaded (422)."""
 
 
 class NotOwner(Exception):
@@ -56,9 +66,9 @@ class StreamManager:
     def __init__(
         self,
         *,
-        submit: Callable[..., Any],
+        submit: SubmitFn,
         models: Mapping[str, int],
-        metrics: Any,
+        metrics: Metrics,
         policy: UrlPolicy,
         opts: StreamOptions,
         max_streams: int = 8,
@@ -92,7 +102,7 @@ class StreamManager:
             raise NotOwner(key, self.shard.owner(key), self.shard)
         model = spec.model or self.default_model
         if model not in self.models:
-            raise StreamConflict(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
+            raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
         # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
         target = self.policy.check(spec.publish, publish=True) if spec.publish else None
         src: CheckedUrl | None
@@ -224,14 +234,14 @@ class StreamManager:
             s.reap(timeout / max(len(streams), 1))
 
 
-def start_streams(settings: Any, engine: Any, batcher: Any, metrics: Any) -> StreamManager:
+def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
     """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
     manager = StreamManager(
         submit=batcher.submit,
         models={name: engine.scale(name) for name in engine.names},
         metrics=metrics,
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=replace(StreamOptions.from_settings(settings), cuda=engine.device.type == "cuda"),
+        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
         default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),

@@ -22,20 +22,34 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import cast
 
 import numpy as np
 
-from service.batcher import DeadlineExceeded, QueueFull
-from service.streams.capture import STATES, Capture, to_rgb
+from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
+from service.metrics import Metrics
+from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
+from service.streams.info import (
+    DROP_REASONS,
+    Latency,
+    OutputInfo,
+    PublishInfo,
+    SourceInfo,
+    StreamInfo,
+    StreamState,
+)
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.streams.publish import Publisher
 from service.urlpolicy import CheckedUrl, redact
+from vsr.frames import Frame
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
+
+def to_rgb(frame: Frame) -> np.ndarray:
+    """The one frame format of every boundary: uint8 RGB HWC (converted here, only for frames sent to the model)."""
+    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
 class RateMeter:
@@ -74,7 +88,7 @@ class StreamStats:
 
 @dataclass
 class _Pending:
-    frame: Any  # av.VideoFrame (converted to RGB only when sent) or uint8 RGB HWC
+    frame: Frame | None  # converted to RGB only when sent; None once sent (its buffers go back to the decoder)
     t_decoded: float
     seq: int
 
@@ -90,8 +104,8 @@ class Stream:
         name: str,
         model: str,
         scale: int,
-        submit: Any,
-        metrics: Any,
+        submit: SubmitFn,
+        metrics: Metrics,
         opts: StreamOptions,
         check: Callable[[], CheckedUrl] | None = None,
         publish: CheckedUrl | None = None,
@@ -100,6 +114,7 @@ class Stream:
         ``publish``: the (checked) media server the upscaled frames are pushed to, in their own thread."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.source = f"stream:{name}"  # its frames' label in the batcher and vsr_frames_total
         self.opts, self._submit, self.metrics = opts, submit, metrics
         self.state = "connecting"
         self.created = time.time()
@@ -176,7 +191,7 @@ class Stream:
         s = self.stats
         s.source_width, s.source_height, s.source_fps = width, height, fps
 
-    def offer(self, frame: Any, t_decoded: float) -> None:
+    def offer(self, frame: Frame, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
         if (m := self._live_metrics()) is not None:
@@ -228,11 +243,12 @@ class Stream:
             self._release()
             self.dropped("stale")
             return
+        assert item.frame is not None  # sent once
         try:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
             self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
-            fut = self._submit(rgb, model=self.model, source=f"stream:{self.name}", deadline=deadline)
+            fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")
@@ -242,13 +258,13 @@ class Stream:
             self.dropped("error")
             self.stats.last_error = f"inference: {type(e).__name__}: {e}"
             return
-        fut.add_done_callback(lambda f, item=item: self._on_done(f, item))
+        fut.add_done_callback(partial(self._on_done, item=item))
 
     def _release(self) -> None:
         with self._cond:
             self._inflight -= 1
 
-    def _on_done(self, fut: Future[np.ndarray], item: _Pending) -> None:
+    def _on_done(self, fut: Future[np.ndarray], *, item: _Pending) -> None:
         # Runs on the batcher's worker thread: record and wake the pump, nothing else.
         with self._cond:
             self._inflight -= 1
@@ -285,7 +301,7 @@ class Stream:
 
     # -- reporting --
 
-    def _live_metrics(self) -> Any | None:
+    def _live_metrics(self) -> Metrics | None:
         """The metrics while the stream runs; None once it is stopping (its label sets are being removed)."""
         return None if self._stop.is_set() else self.metrics
 
@@ -296,9 +312,14 @@ class Stream:
             self.metrics.stream_state.labels(stream=self.name, state=st).set(1 if st == state else 0)
 
     def reap(self, timeout: float) -> None:
-        """Wait for the threads to end, then drop this stream's metric label sets (run after :meth:`stop`)."""
+        """Wait for the threads to end and for this stream's frames still in the batcher (each one still counts
+        ``vsr_frames_total{source=...}`` when it completes), then drop its metric label sets (after :meth:`stop`)."""
+        deadline = time.monotonic() + timeout
         if not self.join(timeout):
             log.warning("stream %s: threads still running after %.1f s", self.name, timeout)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inflight <= 0, max(0.0, deadline - time.monotonic())):
+                log.warning("stream %s: frames still in the batcher after %.1f s", self.name, timeout)
         self.forget_metrics()
 
     def forget_metrics(self) -> None:
@@ -309,12 +330,13 @@ class Stream:
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
+            (self.metrics.frames, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
                     metric.remove(*labels)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> StreamInfo:
         s, now = self.stats, time.monotonic()
         lat = sorted(s.latencies)
 
@@ -322,28 +344,28 @@ class Stream:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else None
 
         latest = self.output.latest
-        return {
-            "id": self.id,
-            "name": self.name,
-            "url": redact(self.spec.url),
-            "model": self.model,
-            "scale": self.scale,
-            "transport": self.spec.transport,
-            "state": self.state,
-            "source": {"width": s.source_width, "height": s.source_height, "fps": s.source_fps},
-            "output": {
-                "width": latest.width if latest else None,
-                "height": latest.height if latest else None,
-                "fps": round(s.out_rate.rate(now), 2),
-            },
-            "input_fps": round(s.in_rate.rate(now), 2),
-            "frames_in": s.frames_in,
-            "frames_out": s.frames_out,
-            "dropped": {k: v for k, v in s.dropped.items()},
-            "reconnects": s.reconnects,
-            "last_error": s.last_error,
-            "latency_seconds": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
-            "publish": self.publisher.info() if self.publisher is not None else None,
-            "mjpeg_url": f"/stream/{self.id}/mjpeg",
-            "frame_url": f"/stream/{self.id}/frame.jpg",
-        }
+        return StreamInfo(
+            id=self.id,
+            name=self.name,
+            url=redact(self.spec.url),
+            model=self.model,
+            scale=self.scale,
+            transport=self.spec.transport,
+            state=cast(StreamState, self.state),  # one of capture.STATES, set by the reader
+            source=SourceInfo(width=s.source_width, height=s.source_height, fps=s.source_fps),
+            output=OutputInfo(
+                width=latest.width if latest else None,
+                height=latest.height if latest else None,
+                fps=round(s.out_rate.rate(now), 2),
+            ),
+            input_fps=round(s.in_rate.rate(now), 2),
+            frames_in=s.frames_in,
+            frames_out=s.frames_out,
+            dropped=dict(s.dropped),
+            reconnects=s.reconnects,
+            last_error=s.last_error,
+            latency_seconds=Latency(p50=pct(0.5), p90=pct(0.9), p99=pct(0.99)),
+            publish=PublishInfo(**self.publisher.info()) if self.publisher is not None else None,
+            mjpeg_url=f"/stream/{self.id}/mjpeg",
+            frame_url=f"/stream/{self.id}/frame.jpg",
+        )

@@ -49,6 +49,9 @@ def test_compose_services_and_health(variant: tuple[str, dict]) -> None:
     assert "/v2/health/ready" in " ".join(vsr["healthcheck"]["test"])
     assert vsr["read_only"] is True
     assert any(t.startswith("/tmp") for t in vsr["tmpfs"])
+    jobs = vsr["environment"]["VSR_VIDEO_JOBS_DIR"]  # video jobs on a named volume: they survive a restart
+    assert any(v["type"] == "volume" and v["target"] == jobs for v in vsr["volumes"])
+    assert not any(t.split(":")[0] == jobs for t in vsr["tmpfs"])
     assert vsr["environment"]["VSR_HOST"] == "0.0.0.0"
     assert any(p["target"] == 8000 for p in vsr["ports"])
     for svc in services.values():

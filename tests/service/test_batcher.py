@@ -80,16 +80,21 @@ def test_results_match_inputs_and_batch_closes_at_max_size(make: Callable[..., B
 
 
 def test_delay_clock_starts_at_first_item(make: Callable[..., Batcher], engine: FakeEngine) -> None:
-    b = make(max_batch_size=8, max_batch_delay_s=0.15)
+    # Wide margins, so a loaded machine (a late sleep, a late wake-up) cannot change the outcome: the second item
+    # comes 0.5 s into a 2 s window; a clock restarted by it would close the batch 0.5 s later than the first's.
+    delay = 2.0
+    b = make(max_batch_size=8, max_batch_delay_s=delay)
     t0 = time.monotonic()
     first = b.submit(frame(1), model="m", source="s")
-    time.sleep(0.1)
-    second = b.submit(frame(2), model="m", source="s")  # arrives inside the first item's window
+    time.sleep(0.5)
+    t1 = time.monotonic()
+    second = b.submit(frame(2), model="m", source="s")
+    assert t1 < t0 + delay  # it did arrive inside the first item's window
     first.result(TIMEOUT)
     second.result(TIMEOUT)
     took = time.monotonic() - t0
     assert engine.batches == [("m", [1, 2])]
-    assert 0.14 <= took < 0.24  # closed by the first item's clock, not restarted by the second
+    assert delay <= took < delay + (t1 - t0)  # closed by the first item's clock, not restarted by the second
 
 
 def test_only_same_model_and_shape_share_a_batch(make: Callable[..., Batcher], engine: FakeEngine) -> None:

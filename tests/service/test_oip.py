@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.support.checks import assert_error
-from tests.support.live import ClientFactory, Server, base_settings, hold_worker, sample, serve
+from tests.support.live import ClientFactory, Server, base_settings, hold_worker, sample, serve, wait_until
 from tests.support.media import encode, open_image, rgb
 
 tritonhttp = pytest.importorskip("tritonclient.http")
@@ -205,4 +205,5 @@ def test_deadline_gives_504(make_client: ClientFactory) -> None:
         time.sleep(0.5)
         release.set()
         assert_error(running.result(TIMEOUT), 504, "deadline_exceeded")
-    assert _json_infer(client, rgb()).status_code == 200
+    # recovered (retried: on a loaded machine one request may miss its 0.3 s deadline)
+    assert wait_until(lambda: _json_infer(client, rgb()).status_code == 200, 30)

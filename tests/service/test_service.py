@@ -16,7 +16,7 @@ from service.engine import Engine
 from service.main import describe_errors, load_settings
 from service.settings import Settings
 from tests.support.checks import assert_error
-from tests.support.live import ClientFactory, hold_worker, sample, wait_ready
+from tests.support.live import ClientFactory, hold_worker, sample, wait_ready, wait_until
 from tests.support.media import encode, rgb
 from vsr.errors import UsageError
 
@@ -181,13 +181,16 @@ def test_deadlines_give_504_and_the_service_recovers(make_client: ClientFactory)
         running = pool.submit(post, client, rgb(seed=0))
         assert blocked.wait(TIMEOUT)
         queued = [pool.submit(post, client, rgb(seed=i)) for i in (1, 2)]
-        time.sleep(0.5)  # every deadline passes while the worker is held
+        batcher = client.app.state.batcher
+        assert wait_until(lambda: batcher.qsize() == 2, TIMEOUT)  # both queued behind the held batch
+        time.sleep(0.5)  # every deadline (0.3 s from its request's start) passes while the worker is held
         release.set()
         responses = [running.result(TIMEOUT)] + [f.result(TIMEOUT) for f in queued]
     for r in responses:
         assert_error(r, 504, "deadline_exceeded")
     assert sample(client, "vsr_rejected_total", {"reason": "deadline"}) == 3
-    assert post(client, rgb()).status_code == 200
+    # recovered: a request is served again (retried: on a loaded machine one may miss its 0.3 s deadline)
+    assert wait_until(lambda: post(client, rgb()).status_code == 200, 30)
 
 
 def test_a_failing_batch_fails_only_its_requests(make_client: ClientFactory) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -106,3 +107,18 @@ def test_scaled_statefulset_without_new_count_is_refused() -> None:
     """Pod vsr-3 of a StatefulSet scaled to 4 while VSR_SHARD_COUNT still says 3: refuse to start, loudly."""
     with pytest.raises(ValueError, match="scaled without updating VSR_SHARD_COUNT"):
         resolve_shard(3, None, "vsr-3")
+
+
+def test_serve_refuses_a_bad_shard_with_one_line_and_exit_2() -> None:
+    """What an operator sees: `vsr serve` exits 2 before loading anything, with one `error:` line naming the fix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSR_")} | {
+        "PYTHONPATH": ":".join(sys.path),
+        "VSR_SHARD_COUNT": "3",
+        "VSR_SHARD_INDEX": "7",  # explicit: a CI host name may itself end in -<ordinal>
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "vsr_cli", "serve", "--port", "0"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "shard index 7 is outside 0..2" in lines[0], lines

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.support.live import Server, wait_job
+from service.videojobs import JobManager, JobOptions
+from tests.support.live import Server, base_settings, serve, wait_job, wait_until
 from tests.support.media import count_frames, make_clip
 from vsr.video import probe
 
@@ -65,3 +68,52 @@ def test_video_rejections(live_server: Callable[..., Server], tmp_path: Path) ->
     assert r.status_code == 422
     assert list(svc.app.state.video_jobs.dir.iterdir()) == []  # nothing left behind
     assert client.get("/jobs/nope").status_code == 404
+
+
+# ---- jobs on disk (VSR_VIDEO_JOBS_DIR): a restart keeps finished results, fails unfinished jobs with the reason ----
+
+
+def test_finished_jobs_survive_a_restart(tiny_artifact: dict[str, Path], tmp_path: Path) -> None:
+    settings = base_settings(tiny_artifact["x2"], video_jobs_dir=str(tmp_path / "jobs"))
+    clip = make_clip(tmp_path / "in.mp4")
+    with serve(settings) as svc:
+        r = svc.client.post("/upscale/video", content=clip.read_bytes(), headers={"content-type": "video/mp4"})
+        job_id = r.json()["id"]
+        assert wait_job(svc, job_id)["state"] == "done"
+        result = svc.client.get(f"/jobs/{job_id}/result").content
+    assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()  # state on disk, not in the process
+    with serve(settings) as svc:  # a new process-equivalent: new app, engine, job manager
+        again = svc.client.get(f"/jobs/{job_id}").json()
+        assert again["state"] == "done" and again["frames_done"] == 20
+        assert svc.client.get(f"/jobs/{job_id}/result").content == result
+        assert svc.client.delete(f"/jobs/{job_id}").status_code == 204
+    with serve(settings) as svc:
+        assert svc.client.get(f"/jobs/{job_id}").status_code == 404
+        assert not [p for p in (tmp_path / "jobs").iterdir() if p.suffix == ".mp4"]
+
+
+def test_unfinished_jobs_fail_with_a_reason_after_a_crash(tmp_path: Path) -> None:
+    pending: list[Future[np.ndarray]] = []
+
+    def never(frame: np.ndarray, **_: object) -> Future[np.ndarray]:  # a worker that never answers
+        pending.append(Future())
+        return pending[-1]
+
+    opts = JobOptions(jobs_dir=str(tmp_path / "jobs"))
+    first = JobManager(never, opts)
+    upload = first.new_file(".mp4")
+    make_clip(upload)
+    job = first.create(upload, probe(upload), model="x2", scale=2)
+    assert wait_until(lambda: job.state == "running" and bool(pending), 20)
+    # the process dies here (no close()); the next start opens the same folder
+    second = JobManager(never, opts)
+    restored = second.get(job.id)
+    assert restored is not None and restored.state == "failed" and "restarted" in (restored.error or "")
+    assert not restored.in_path.exists() and not restored.out_path.exists()
+    for f in pending:  # let the first manager's worker end
+        f.cancel()
+    first.close()
+    second.close()
+    expiring = JobManager(never, JobOptions(jobs_dir=str(tmp_path / "jobs"), ttl_s=1e-6))  # TTL cleanup as before
+    assert expiring.get(job.id) is None and expiring.store.load() == []
+    expiring.close()

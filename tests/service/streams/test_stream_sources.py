@@ -4,12 +4,13 @@ service, played at its frame rate in a loop) and an HTTP MJPEG source (the servi
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from PIL import Image
 
-from tests.support.live import read_mjpeg
+from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.media import make_clip
 
 
@@ -33,3 +34,27 @@ def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Pat
     svc.wait_stream(chained["id"], lambda i: i["state"] == "live" and i["frames_out"] > 0, 10)
     frames = read_mjpeg(svc.base, chained["id"], 3)
     assert Image.open(io.BytesIO(frames[-1])).size == (128, 96)  # 32x24 -> x2 -> x2
+
+
+def test_delete_removes_every_label_set_of_the_stream(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    """No metric keeps a deleted stream's name: the stream's own series and ``vsr_frames_total{source=...}``."""
+    clip = make_clip(tmp_path / "cam.mp4", n=10, audio=None)
+    svc = live_server(stream_allow_file=True)
+    r = svc.client.post("/stream", json={"url": f"file://{clip}", "name": "gone"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    svc.wait_stream(sid, lambda i: i["frames_out"] > 0, 30)
+    assert svc.sample("vsr_frames_total", {"source": "stream:gone"}) > 0
+    assert svc.sample("vsr_stream_frames_total", {"stream": "gone", "direction": "out"}) > 0
+
+    def leftovers() -> list[str]:
+        return [
+            s.name
+            for metric in svc.app.state.registry.collect()
+            for s in metric.samples
+            if s.labels.get("stream") == "gone" or s.labels.get("source") == "stream:gone"
+        ]
+
+    assert svc.client.delete(f"/stream/{sid}").status_code == 204
+    assert wait_until(lambda: not leftovers(), 30), leftovers()  # removed by the reaper thread, off the request
+    assert 'source="stream:gone"' not in svc.client.get("/metrics").text
