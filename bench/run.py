@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,8 @@ def _write(name: str, payload: dict[str, Any], device: torch.device) -> Path:
 def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeat = 3 if args.quick else 10
-    command = "vsr bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "vsr bench"
+    flags = [f for f, on in (("--quick", args.quick), ("--dry-run", getattr(args, "dry_run", False))) if on]
+    command = " ".join(["vsr bench", *args.what, *flags])
     meta: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),

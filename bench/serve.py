@@ -31,6 +31,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(base: str, proc: subprocess.Popen[Any], timeout: float = 120.0) -> None:
+    """Poll ``GET /v2/health/ready`` of a ``vsr serve`` process until 200; RuntimeError if it exits or times out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vsr serve exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"vsr serve was not ready within {timeout} s")
+
+
 @dataclass
 class ServiceProcess:
     """``vsr serve`` on a free loopback port. ``env`` adds ``VSR_*`` settings on top of the inherited environment."""
@@ -62,18 +77,12 @@ class ServiceProcess:
             str(self.port),
         ]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ | self.env, stdout=subprocess.DEVNULL)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vsr serve exited with {self.proc.returncode} before it was ready")
-            try:
-                if httpx.get(f"{self.base}/v2/health/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"vsr serve was not ready within {timeout} s")
+        try:
+            wait_ready(self.base, self.proc, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

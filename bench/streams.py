@@ -53,9 +53,9 @@ def _rtsp() -> Any:
     """The tests' RTSP server helpers (``tests/`` is not an installed package: import it from the checkout)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.streams import conftest
+    from tests.support import rtsp
 
-    return conftest
+    return rtsp
 
 
 def run_streams(*, device: torch.device, quick: bool) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from bench.serve import free_port, wait_ready  # the same start-up check as the service benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,12 +56,6 @@ class SoakConfig:
 
 
 # ---- fixtures the soak needs -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_artifact(folder: Path) -> Path:
@@ -208,20 +203,6 @@ class Load:
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vsr serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("vsr serve did not become ready")
 
 
 def run_soak(cfg: SoakConfig, workdir: Path) -> dict[str, Any]:

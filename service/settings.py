@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.sharding import Shard, resolve_shard
-from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
+from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
@@ -152,10 +152,16 @@ class Settings(BaseSettings):
     stream_publish_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
         default="auto", description="H.264 encoder of published streams; auto: h264_nvenc on CUDA, else libx264"
     )
-    stream_publish_preset: str = Field(default="superfast", description="encoder preset (libx264: ultrafast..slow)")
-    stream_publish_crf: int = Field(default=23, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set")
-    stream_publish_bitrate_kbps: int = Field(default=0, ge=0, description="target bitrate; 0 = CRF")
-    stream_publish_gop: int = Field(default=30, ge=1, le=600, description="frames between keyframes")
+    stream_publish_preset: str = Field(
+        default=_STREAM.publish.preset, description="encoder preset (libx264: ultrafast..slow)"
+    )
+    stream_publish_crf: int = Field(
+        default=_STREAM.publish.crf, ge=0, le=51, description="quality (CRF/CQ) when no bitrate is set"
+    )
+    stream_publish_bitrate_kbps: int = Field(
+        default=_STREAM.publish.bitrate_kbps, ge=0, description="target bitrate; 0 = CRF"
+    )
+    stream_publish_gop: int = Field(default=_STREAM.publish.gop, ge=1, le=600, description="frames between keyframes")
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"
@@ -268,6 +274,27 @@ class Settings(BaseSettings):
 
     def shard(self) -> Shard:
         return resolve_shard(self.shard_count, self.shard_index, socket.gethostname())
+
+    def stream_options(self) -> StreamOptions:
+        """The knobs every stream shares, from the ``VSR_STREAM_*`` settings."""
+        return StreamOptions(
+            open_timeout_s=self.stream_open_timeout_s,
+            read_timeout_s=self.stream_read_timeout_s,
+            backoff_base_s=self.stream_backoff_base_s,
+            backoff_max_s=self.stream_backoff_max_s,
+            max_attempts=self.stream_max_attempts,
+            max_pending=self.stream_max_pending,
+            max_frame_age_s=self.stream_max_frame_age_s,
+            jpeg_quality=self.stream_jpeg_quality,
+            max_pixels=self.max_input_pixels,
+            publish=EncoderOptions(
+                encoder=self.stream_publish_encoder,
+                preset=self.stream_publish_preset,
+                crf=self.stream_publish_crf,
+                bitrate_kbps=self.stream_publish_bitrate_kbps,
+                gop=self.stream_publish_gop,
+            ),
+        )
 
     def video_caps(self) -> FrameCaps:
         """What every decoded frame of a video job is checked against."""

@@ -53,13 +53,14 @@ def rows_for(scale_key: str, res: dict[str, Any]) -> list[str]:
     seeds = res.get("seeds")
     if seeds:
         n = len(seeds["seeds"])
+        models = 2 * n + len(seeds.get("other_variants", {}).get("scores", {}))
         for twin, label in (("kd", "student, KD (new recipe)"), ("no_kd", "student, no KD twin (new recipe)")):
             st, s14 = seeds[f"{twin}_stats"], seeds["set14"][twin]
             m14 = sum(s14) / len(s14)
             wall = seeds.get("wall_time_s_all_models") or 0
             out.append(
                 f"| {scale_key} {label}, mean ± std of {n} seeds | – | {st['mean']:.3f} ± {st['std']:.3f} | "
-                f"{m14:.3f} (mean) | {seeds['steps'] // 1000}k ({2 * n} students in lock-step, ~{wall / 60:.0f} min) |"
+                f"{m14:.3f} (mean) | {seeds['steps']} ({models} students in lock-step, ~{wall / 60:.0f} min) |"
             )
     return out
 

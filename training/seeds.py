@@ -38,14 +38,14 @@ def score(artifact: str | Path, scale: int, data_root: str, heldout: Any) -> dic
     model, meta = load_artifact(artifact)
     up = model_upscaler(model, scale)
     sets = evaluate_sets(up, [Path(data_root) / "test" / s for s in TEST_SETS], scale, progress=False)
-    held = {name: evaluate_pairs(up, pairs, scale) for name, pairs in heldout.items()}
+    held = {"heldout": evaluate_pairs(up, heldout, scale)}
     return {"artifact": str(artifact), "params": meta.parameters, "sets": sets, "heldout": held, "meta": meta}
 
 
-def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
+def seeds_block(run: Path, scale: int, command: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
     conf = json.loads((run / "config.json").read_text())
     base = TrainConfig.from_dict(conf["base"])
-    heldout = validation_data(base)
+    heldout = next(iter(validation_data(base).values()))  # (name, LR, HR) of the held-out slice
     scores = {}
     for d in sorted(run.glob("*-s*/artifact")):
         scores[d.parent.name] = score(d, scale, base.data_root, heldout)
@@ -57,6 +57,18 @@ def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[s
             per[twin].append(scores[key]["sets"]["Set5"]["psnr_y"])
             held[twin].append(scores[key]["heldout"]["heldout"]["psnr_y"])
     gains = [a - b for a, b in zip(per["kd"], per["no_kd"], strict=True)]
+    twins = {f"{k}-s{s}" for s in seeds for k in ("kd", "nokd")}
+    # other variants that rode along (e.g. an RGB student on the same batches as kd-s0): side by side, held-out first
+    others = {
+        k: {
+            "heldout": v["heldout"]["heldout"],
+            "Set5": v["sets"]["Set5"],
+            "Set14": v["sets"]["Set14"],
+            "params": v["params"],
+        }
+        for k, v in scores.items()
+        if k not in twins
+    }
     any_meta: ArtifactMeta = scores[f"kd-s{seeds[0]}"]["meta"]
     block = {
         "seeds": seeds,
@@ -70,7 +82,8 @@ def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[s
             t: [scores[f"{k}-s{s}"]["sets"]["Set14"]["psnr_y"] for s in seeds]
             for t, k in (("kd", "kd"), ("no_kd", "nokd"))
         },
-        "heldout": {"kd": held["kd"], "no_kd": held["no_kd"], "images": len(heldout["heldout"])},
+        "heldout": {"kd": held["kd"], "no_kd": held["no_kd"], "images": len(heldout)},
+        "other_variants": {"variants": conf.get("variants"), "scores": others},
         "recipe": conf["base"],
         "twins_differ_in": "alpha (KD weight) and, for the KD twin, the teacher-labelled zoom-out samples "
         f"({conf['base'].get('zoomout', 0)} HR images fed to the teacher as LR, {conf['base'].get('zoomout_share', 0)} "
@@ -78,7 +91,7 @@ def seeds_block(run: Path, scale: int) -> tuple[dict[str, Any], dict[str, dict[s
         "steps": any_meta.training.get("steps"),
         "wall_time_s_all_models": any_meta.training.get("wall_time_s"),
         "run": str(run),
-        "command": " ".join(["python -m training.seeds", *sys.argv[1:]]),
+        "command": command,
     }
     return block, scores, heldout
 
@@ -88,7 +101,7 @@ def install(name: str, scores: dict[str, dict[str, Any]], heldout: Any, scale: i
     best = max((k for k in scores if k.startswith("kd-")), key=lambda k: scores[k]["heldout"]["heldout"]["psnr_y"])
     new = scores[best]["heldout"]["heldout"]["psnr_y"]
     old_model, old_meta = load_artifact(name)
-    old = evaluate_pairs(model_upscaler(old_model, scale), heldout["heldout"], scale)["psnr_y"]
+    old = evaluate_pairs(model_upscaler(old_model, scale), heldout, scale)["psnr_y"]
     verdict = (
         f"best KD seed {best}: held-out {new:.3f} dB vs bundled {name} {old:.3f} dB "
         f"(the bundled model trained on these held-out images, so this favours it)"
@@ -130,7 +143,7 @@ def card(name: str, meta: ArtifactMeta, block: dict[str, Any], best: str) -> str
 - Data: {", ".join(cfg["train_sets"])} less the held-out slice ({block["heldout"]["images"]} images, 1 in
   {cfg["holdout"]} by name hash) used for validation and for choosing this seed ({best}). Set5/Set14 never chose
   anything.
-- Seeds: {block["seeds"]} (this one: {best}); {len(block["seeds"]) * 2} students trained in lock-step in one process
+- Seeds: {block["seeds"]} (this one: {best}); {len(block["seeds"]) * 2 + len(block["other_variants"]["scores"])} students trained in lock-step in one process
   on one CPU thread, {tr["wall_time_s"]} s wall time for all of them together.
 
 ## Scores (PSNR-Y / SSIM-Y, BT.601, {meta.scale}-pixel border cropped, LR by bicubic downscale)
@@ -143,13 +156,30 @@ def card(name: str, meta: ArtifactMeta, block: dict[str, Any], best: str) -> str
             f"| {s} | {test[s]['bicubic_psnr_y']:.3f} | {test[s]['psnr_y']:.3f} / {test[s]['ssim_y']:.4f} |\n"
             for s in TEST_SETS
         )
+        + _others(block)
         + f"""
 KD ablation over seeds (Set5 PSNR-Y): KD {kd["mean"]:.3f} ± {kd["std"]:.3f}, no KD {nokd["mean"]:.3f} ±
 {nokd["std"]:.3f}; paired gain {g["mean"]:+.3f} ± {g["sem"]:.3f} dB (mean ± standard error, n = {g["n"]}).
 
 Produced by: `{block["command"]}`
 """
+        + (f"\nNote: {block['note']}\n" if block.get("note") else "")
     )
+
+
+def _others(block: dict[str, Any]) -> str:
+    """Card lines for the variants that trained beside the twins (e.g. the RGB-vs-luma comparison)."""
+    others = block.get("other_variants", {}).get("scores", {})
+    lines = []
+    for k, v in sorted(others.items()):
+        seed = int(k.rsplit("-s", 1)[1])
+        i = block["seeds"].index(seed)
+        lines.append(
+            f"- `{k}` ({v['params']:,} params) on the same batches as `kd-s{seed}`: held-out "
+            f"{v['heldout']['psnr_y']:.3f} vs {block['heldout']['kd'][i]:.3f} dB, Set5 {v['Set5']['psnr_y']:.3f} vs "
+            f"{block['kd'][i]:.3f} dB.\n"
+        )
+    return ("\nSide-by-side variants (same seed, same batches):\n\n" + "".join(lines)) if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--install", help="bundled model name to replace if the best KD seed beats it on held-out")
+    p.add_argument("--note", help="how the run deviated from its recipe (kept in the JSON and on the card)")
     args = p.parse_args(argv)
-    block, scores, heldout = seeds_block(args.run, args.scale)
+    argv = sys.argv[1:] if argv is None else argv
+    block, scores, heldout = seeds_block(args.run, args.scale, " ".join(["python -m training.seeds", *argv]))
+    if args.note:
+        block["note"] = args.note
     if args.install:
         block["install"] = install(args.install, scores, heldout, args.scale, block)
     allres = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -14,67 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
+from service.streams.info import StreamInfo
 from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownModel, UnknownStream
 from service.streams.output import EncodedFrame, encode_jpeg
-from service.streams.pipeline import DROP_REASONS, Stream
+from service.streams.pipeline import Stream
 from service.urlpolicy import UrlRejected
 
 BOUNDARY = "vsrframe"
 KEEPALIVE_S = 5.0  # an MJPEG viewer re-checks for a closed stream this often while no frame arrives
-
-
-class SourceInfo(BaseModel):
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = Field(None, description="the source's nominal frame rate")
-
-
-class OutputInfo(BaseModel):
-    width: int | None = None
-    height: int | None = None
-    fps: float = Field(description="upscaled frames per second over the last 2 s")
-
-
-class Latency(BaseModel):
-    """Decode -> upscaled frame emitted, over the last 512 frames."""
-
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-
-
-class PublishInfo(BaseModel):
-    """Where the upscaled stream is pushed, and how that goes."""
-
-    url: str = Field(description="the target without its password")
-    encoder: str
-    state: Literal["connecting", "live", "backoff", "stopped"]
-    frames: int = Field(description="frames sent")
-    dropped: int = Field(description="upscaled frames skipped because the publisher was busy")
-    reconnects: int
-    last_error: str | None
-
-
-class StreamInfo(BaseModel):
-    id: str
-    name: str
-    url: str = Field(description="the source URL without its password")
-    model: str
-    scale: int
-    transport: str
-    state: Literal["connecting", "live", "backoff", "failed", "stopped"]
-    source: SourceInfo
-    output: OutputInfo
-    input_fps: float = Field(description="decoded frames per second over the last 2 s")
-    frames_in: int
-    frames_out: int
-    dropped: dict[str, int] = Field(description="frames dropped, by reason: " + ", ".join(DROP_REASONS))
-    reconnects: int
-    last_error: str | None
-    latency_seconds: Latency
-    publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
-    mjpeg_url: str
-    frame_url: str
 
 
 class ShardInfo(BaseModel):
@@ -118,13 +65,13 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
     except TooManyStreams as e:
         raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     response.headers["Location"] = f"/stream/{stream.id}"
-    return StreamInfo.model_validate(stream.info())
+    return stream.info()
 
 
 @router.get("")
 async def list_streams(manager: StreamsDep) -> StreamList:
     """Every stream with its state and counters."""
-    streams = [StreamInfo.model_validate(s.info()) for s in manager.all()]
+    streams = [s.info() for s in manager.all()]
     shard = ShardInfo(index=manager.shard.index, count=manager.shard.count)
     return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard)
 
@@ -132,7 +79,7 @@ async def list_streams(manager: StreamsDep) -> StreamList:
 @router.get("/{stream_id}", responses=responses(404))
 async def get_stream(stream_id: str, manager: StreamsDep) -> StreamInfo:
     """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
-    return StreamInfo.model_validate(_stream(manager, stream_id).info())
+    return _stream(manager, stream_id).info()
 
 
 @router.delete("/{stream_id}", status_code=204, responses=responses(404))

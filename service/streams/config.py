@@ -6,13 +6,10 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-if TYPE_CHECKING:  # settings imports this module
-    from service.settings import Settings
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -71,7 +68,7 @@ class StreamSpec(BaseModel):
 @dataclass(frozen=True)
 class StreamOptions:
     """Timeouts, backoff and the staying-live caps, shared by all streams. These defaults are the only copy: the
-    service's ``VSR_STREAM_*`` settings default to them."""
+    service's ``VSR_STREAM_*`` settings default to them (``Settings.stream_options()``)."""
 
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
@@ -85,27 +82,6 @@ class StreamOptions:
     max_pixels: int | None = None  # every decoded frame is checked; a bigger one fails the stream
     publish: EncoderOptions = EncoderOptions()  # defaults of published streams
     cuda: bool = False  # the engine runs on CUDA (a published stream may use NVENC)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> StreamOptions:
-        return cls(
-            open_timeout_s=s.stream_open_timeout_s,
-            read_timeout_s=s.stream_read_timeout_s,
-            backoff_base_s=s.stream_backoff_base_s,
-            backoff_max_s=s.stream_backoff_max_s,
-            max_attempts=s.stream_max_attempts,
-            max_pending=s.stream_max_pending,
-            max_frame_age_s=s.stream_max_frame_age_s,
-            jpeg_quality=s.stream_jpeg_quality,
-            max_pixels=s.max_input_pixels,
-            publish=EncoderOptions(
-                encoder=s.stream_publish_encoder,
-                preset=s.stream_publish_preset,
-                crf=s.stream_publish_crf,
-                bitrate_kbps=s.stream_publish_bitrate_kbps,
-                gop=s.stream_publish_gop,
-            ),
-        )
 
 
 _SPECS = TypeAdapter(list[StreamSpec])

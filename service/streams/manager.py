@@ -241,7 +241,7 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
         models={name: engine.scale(name) for name in engine.names},
         metrics=metrics,
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=replace(StreamOptions.from_settings(settings), cuda=engine.device.type == "cuda"),
+        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
         default_model=settings.model_for("stream", engine.names),
         shard=settings.shard(),

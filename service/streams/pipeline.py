@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import cast
 
 import numpy as np
 
@@ -30,6 +30,15 @@ from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
 from service.metrics import Metrics
 from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
+from service.streams.info import (
+    DROP_REASONS,
+    Latency,
+    OutputInfo,
+    PublishInfo,
+    SourceInfo,
+    StreamInfo,
+    StreamState,
+)
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.streams.publish import Publisher
 from service.urlpolicy import CheckedUrl, redact
@@ -41,9 +50,6 @@ log = logging.getLogger(__name__)
 def to_rgb(frame: Frame) -> np.ndarray:
     """The one frame format of every boundary: uint8 RGB HWC (converted here, only for frames sent to the model)."""
     return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
-
-
-DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
 
 
 class RateMeter:
@@ -330,7 +336,7 @@ class Stream:
                 with contextlib.suppress(KeyError):
                     metric.remove(*labels)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> StreamInfo:
         s, now = self.stats, time.monotonic()
         lat = sorted(s.latencies)
 
@@ -338,28 +344,28 @@ class Stream:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else None
 
         latest = self.output.latest
-        return {
-            "id": self.id,
-            "name": self.name,
-            "url": redact(self.spec.url),
-            "model": self.model,
-            "scale": self.scale,
-            "transport": self.spec.transport,
-            "state": self.state,
-            "source": {"width": s.source_width, "height": s.source_height, "fps": s.source_fps},
-            "output": {
-                "width": latest.width if latest else None,
-                "height": latest.height if latest else None,
-                "fps": round(s.out_rate.rate(now), 2),
-            },
-            "input_fps": round(s.in_rate.rate(now), 2),
-            "frames_in": s.frames_in,
-            "frames_out": s.frames_out,
-            "dropped": {k: v for k, v in s.dropped.items()},
-            "reconnects": s.reconnects,
-            "last_error": s.last_error,
-            "latency_seconds": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
-            "publish": self.publisher.info() if self.publisher is not None else None,
-            "mjpeg_url": f"/stream/{self.id}/mjpeg",
-            "frame_url": f"/stream/{self.id}/frame.jpg",
-        }
+        return StreamInfo(
+            id=self.id,
+            name=self.name,
+            url=redact(self.spec.url),
+            model=self.model,
+            scale=self.scale,
+            transport=self.spec.transport,
+            state=cast(StreamState, self.state),  # one of capture.STATES, set by the reader
+            source=SourceInfo(width=s.source_width, height=s.source_height, fps=s.source_fps),
+            output=OutputInfo(
+                width=latest.width if latest else None,
+                height=latest.height if latest else None,
+                fps=round(s.out_rate.rate(now), 2),
+            ),
+            input_fps=round(s.in_rate.rate(now), 2),
+            frames_in=s.frames_in,
+            frames_out=s.frames_out,
+            dropped=dict(s.dropped),
+            reconnects=s.reconnects,
+            last_error=s.last_error,
+            latency_seconds=Latency(p50=pct(0.5), p90=pct(0.9), p99=pct(0.99)),
+            publish=PublishInfo(**self.publisher.info()) if self.publisher is not None else None,
+            mjpeg_url=f"/stream/{self.id}/mjpeg",
+            frame_url=f"/stream/{self.id}/frame.jpg",
+        )

@@ -105,6 +105,7 @@ def start_vsr(port: int, model: Path, camera_url: str, tmp: Path) -> Proc:
         VSR_MODELS=str(model),
         VSR_DEVICE="cpu",
         VSR_MAX_BATCH_DELAY_MS=str(BATCH_DELAY_MS),
+        VSR_MAX_BATCH_SIZE="8",  # CPU defaults to 1 (no waiting for company): the drops below need batching
         VSR_STREAMS=json.dumps([{"url": camera_url, "name": "cam"}]),
         VSR_STREAM_ALLOW_CIDRS="127.0.0.1/32",
         OMP_NUM_THREADS="1",

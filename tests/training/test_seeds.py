@@ -1,0 +1,78 @@
+"""training.seeds on a tiny lock-step run: per-seed rows, mean ± std, and the install rule (only a model that beats
+the bundled one on the held-out slice replaces it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.env import export_tiny
+from tests.support.media import write_images
+from training import seeds as seeds_mod
+from training.config import TrainConfig
+from training.lockstep import train_lockstep
+from vsr.archs.edsr import EDSR
+from vsr.archs.student import RepStudent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_seeds_block_and_install_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    write_images(data / "train" / "A", 4, height=48, width=48, seed=0)
+    write_images(data / "val" / "V", 2, height=32, width=32, seed=1)
+    for name, seed in (("Set5", 2), ("Set14", 3)):
+        write_images(data / "test" / name, 1, height=32, width=32, seed=seed)
+    torch.manual_seed(0)
+    export_tiny(
+        EDSR(scale=2, channels=8, blocks=1),
+        tmp_path / "teacher",
+        arch="edsr",
+        config={"scale": 2, "channels": 8, "blocks": 1},
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(
+        name="abl", scale=2, arch_config={"channels": 8, "depth": 1, "expand": 1, "colors": 1}, data_root=str(data),
+        train_sets=["train/A"], val_sets=["val/V"], teachers=[str(tmp_path / "teacher")], alpha=0.5, steps=4,
+        batch=4, patch=12, warmup=0, ema=0.0, device="cpu", amp="off", out_dir=str(tmp_path / "runs"), pool=32,
+        eval_every=4, ckpt_every=4,
+    )  # fmt: skip
+    variants = {
+        "kd": {},
+        "nokd": {"alpha": 1.0, "zoomout": 0},
+        "rgbkd": {"_seeds": [0], "arch_config": {"channels": 8, "depth": 1, "expand": 1}},
+    }
+    train_lockstep(cfg, [0, 1], variants, progress=False)
+    # a bundled "x2" that is far worse than anything trained (a zero-initialised tail and a broken head bias)
+    bundled = tmp_path / "models"
+    bad = RepStudent(scale=2, channels=8, depth=1, expand=0)
+    with torch.no_grad():
+        bad.head.conv3.bias.fill_(5.0)
+        bad.tail.conv3.bias.fill_(0.3)
+    export_tiny(bad, bundled / "x2", name="x2")
+    monkeypatch.setattr(seeds_mod, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr("vsr.artifact.BUNDLED_DIR", bundled)
+    monkeypatch.setattr(seeds_mod, "RESULTS", tmp_path / "kd_ablation.json")
+    (tmp_path / "kd_ablation.json").write_text(json.dumps({"x2": {"rows": {"keep": 1}}}))
+    assert seeds_mod.main(["--scale", "2", "--run", str(tmp_path / "runs" / "abl"), "--install", "x2"]) == 0
+    res = json.loads((tmp_path / "kd_ablation.json").read_text())["x2"]
+    assert res["rows"] == {"keep": 1}  # existing rows kept
+    block = res["seeds"]
+    assert block["seeds"] == [0, 1] and len(block["kd"]) == len(block["no_kd"]) == 2
+    assert block["kd_stats"]["n"] == 2 and block["kd_stats"]["std"] >= 0
+    assert "installed as x2" in block["install"]
+    meta = json.loads((bundled / "x2" / "model.json").read_text())
+    assert meta["input_space"] == "y" and meta["scores"]["chosen_by"].startswith("held-out")
+    card = (bundled / "x2" / "MODEL_CARD.md").read_text()
+    assert "KD ablation over seeds" in card and "`rgbkd-s0`" in card
+    assert set(block["other_variants"]["scores"]) == {"rgbkd-s0"}
+    # now the bundled model is the best seed itself: nothing beats it, so nothing is installed
+    before = (bundled / "x2" / "model.safetensors").read_bytes()
+    shutil.copy(tmp_path / "kd_ablation.json", tmp_path / "first.json")
+    assert seeds_mod.main(["--scale", "2", "--run", str(tmp_path / "runs" / "abl"), "--install", "x2"]) == 0
+    verdict = json.loads((tmp_path / "kd_ablation.json").read_text())["x2"]["seeds"]["install"]
+    assert "NOT installed" in verdict and (bundled / "x2" / "model.safetensors").read_bytes() == before
