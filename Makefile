@@ -29,6 +29,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy vsr vsr_cli service training
+	# the layer picture of docs/architecture.md: no import arrow up or sideways, no circle, no source file over 400 lines
+	$(BIN)/python scripts/layers.py
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH_PIN)"

@@ -31,8 +31,9 @@ from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
-from service.routes.upscale import decode_counted, infer, read_body
+from service.routes.upscale import decode_counted, infer
 from service.settings import Settings
+from service.uploads import read_body
 
 router = APIRouter(tags=["models"])
 

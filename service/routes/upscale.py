@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import Annotated, Literal, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, OverBudget, QueueFull
 from service.deps import BatcherDep, DecodeLimiterDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import IMAGE_CONTENT_TYPES, OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
+from service.imaging import OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
 from service.metrics import Metrics
+from service.uploads import read_image_bytes
 
 router = APIRouter(tags=["upscale"])
 
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers allowed on top of the byte cap
 SOURCE = "upload"  # the vsr_frames_total{source} of this route
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -150,63 +148,3 @@ async def infer(
 
 def _failed_by_worker(future: Future[np.ndarray]) -> bool:
     return future.done() and not future.cancelled() and isinstance(future.exception(), DeadlineExceeded)
-
-
-async def read_image_bytes(request: Request, limit: int, metrics: Metrics) -> bytes:
-    """The image bytes from a multipart ``file`` field or a raw image body, read with the byte cap enforced."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    multipart = ctype == "multipart/form-data"
-    if not multipart and ctype not in IMAGE_CONTENT_TYPES:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"send multipart/form-data with a 'file' field, or a raw image body (got {ctype or 'no content type'})",
-        )
-    if not multipart:
-        return await read_body(request, limit, metrics)
-    _check_declared(request, limit + MULTIPART_OVERHEAD, limit, metrics)
-    stream = _capped(request, limit + MULTIPART_OVERHEAD, metrics)
-    try:
-        form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
-    except MultiPartException as e:
-        raise ApiError(400, "bad_multipart", str(e)) from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "multipart body has no file field named 'file'")
-        part_type = (upload.content_type or "").split(";")[0].strip().lower()
-        if part_type.startswith("image/") and part_type not in IMAGE_CONTENT_TYPES:
-            raise ApiError(415, "unsupported_media_type", f"{part_type} is not supported; send PNG, JPEG, WebP or BMP")
-        data = await upload.read()
-    finally:
-        await form.close()
-    if len(data) > limit:
-        _too_large(limit, metrics)
-    return data
-
-
-async def read_body(request: Request, limit: int, metrics: Metrics) -> bytes:
-    """The whole request body, refused with 413 once it is (or declares to be) over ``limit`` bytes."""
-    _check_declared(request, limit, limit, metrics)
-    return b"".join([chunk async for chunk in _capped(request, limit, metrics)])
-
-
-def _check_declared(request: Request, body_limit: int, limit: int, metrics: Metrics) -> None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        _too_large(limit, metrics)
-
-
-async def _capped(request: Request, limit: int, metrics: Metrics) -> AsyncGenerator[bytes, None]:
-    """The request body, stopped with 413 as soon as it passes ``limit`` bytes (never buffered beyond it)."""
-    n = 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            _too_large(limit, metrics)
-        yield chunk
-
-
-def _too_large(limit: int, metrics: Metrics) -> NoReturn:
-    metrics.rejected.labels(reason="too_large").inc()
-    raise ApiError(413, "payload_too_large", f"upload is over the limit of {limit} bytes")

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.deps import EngineDep, JobsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.settings import Settings
+from service.uploads import open_upload
 from service.videojobs import TooManyJobs
 from vsr.video import SAFE_INPUT_OPTIONS, VideoError, VideoInfo, probe
 
@@ -29,8 +27,6 @@ VIDEO_TYPES = {
     "application/octet-stream": ".bin",
 }
 EXTS = (".mp4", ".mkv", ".mov", ".ts", ".webm")
-MULTIPART_OVERHEAD = 64 * 1024
-CHUNK = 1 << 20
 
 
 class VideoInput(BaseModel):
@@ -167,53 +163,12 @@ async def delete_job(job_id: str, jobs: JobsDep) -> Response:
 
 async def _receive(request: Request, path: Path, limit: int) -> None:
     """Write the upload (multipart ``file`` or raw body) to ``path``, stopping with 413 past ``limit`` bytes."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    multipart = ctype == "multipart/form-data"
-    if not multipart and ctype not in VIDEO_TYPES:
-        raise ApiError(415, "unsupported_media_type", f"send a video (mp4, mkv, mov, ts, webm), got {ctype or 'none'}")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + (MULTIPART_OVERHEAD if multipart else 0):
-        _too_large(limit)
-    with path.open("wb") as out:
-        if not multipart:
-            n = 0
-            async for chunk in request.stream():
-                n += len(chunk)
-                if n > limit:
-                    _too_large(limit)
+    async with open_upload(
+        request, limit, raw_types=VIDEO_TYPES, unsupported="send a video (mp4, mkv, mov, ts, webm), got {got}"
+    ) as upload:
+        with path.open("wb") as out:
+            async for chunk in upload.chunks:
                 out.write(chunk)
-            return
-        try:  # the parser spools the part to an anonymous temporary file (private, removed on close)
-            form = await MultiPartParser(
-                request.headers, _capped(request, limit + MULTIPART_OVERHEAD), max_files=1, max_fields=8
-            ).parse()
-        except MultiPartException as e:
-            raise ApiError(400, "bad_multipart", str(e)) from None
-        try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(422, "missing_file", "multipart body has no file field named 'file'")
-            n = 0
-            while chunk := await upload.read(CHUNK):
-                n += len(chunk)
-                if n > limit:
-                    _too_large(limit)
-                out.write(chunk)
-        finally:
-            await form.close()
-
-
-async def _capped(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    n = 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            _too_large(limit)
-        yield chunk
-
-
-def _too_large(limit: int) -> NoReturn:
-    raise ApiError(413, "payload_too_large", f"upload is over the limit of {limit} bytes")
 
 
 def _discard(path: Path) -> None:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import ApiKey, DecodeLimiterDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.imaging import OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
-from service.routes.upscale import read_image_bytes
+from service.uploads import read_image_bytes
 from vsr.imageops import upscale_bicubic
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
