@@ -34,7 +34,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH_PIN)"
-	$(BIN)/vsr bench engine service streams
+	$(BIN)/vsr bench kernel engine cli service streams
 
 # pip-audit over the installed environment; fails only on known vulnerabilities with a fix (scripts/audit.py)
 audit: install

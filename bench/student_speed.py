@@ -2,8 +2,8 @@
 
 The issue's rule for a new bundled model: at 640x360 it must be no slower than today's bundled x2, measured in the
 same run. Each artifact is loaded into its own :class:`vsr.engine.Engine` (fp32 on this CPU unless ``auto`` measures
-bf16 faster), warmed up, then timed alternately (A, B, A, B, ...) so that load changes hit both alike. Run through
-``/work/coord/quiet-run.sh``. Writes ``bench/results/student-speed-cpu.json`` and ``.md``.
+bf16 faster), warmed up, then timed alternately (A, B, A, B, ...) so that load changes hit both alike. Run it with nothing
+else loading the CPU. Writes ``bench/results/student-speed-cpu.json`` and ``.md``.
 """
 
 from __future__ import annotations

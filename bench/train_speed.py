@@ -4,7 +4,7 @@
 a temporary folder; "after" is this tree. Each variant runs in its own subprocess (its own torch threads, its own
 imports) with the same recipe: the bundled x2's (RepStudent channels 24, depth 5, expand 1; batch 32, LR patch 32,
 no KD so no teacher cost), over T91 + BSD200. Steps/s counts whole steps (batch sampling included) after a warm-up.
-Run it through ``/work/coord/quiet-run.sh`` on the shared machine; the load average is recorded.
+Run it with nothing else loading the CPU; the load average is recorded.
 
 Writes ``bench/results/train-speed-<device>.json`` and ``.md``.
 """

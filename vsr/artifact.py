@@ -48,7 +48,7 @@ class ArtifactMeta(BaseModel):
     license: str | None = None
     notes: str | None = None
     # "rgb": the model maps RGB to RGB. "y": it sees and predicts only full-range BT.601 luma (one channel);
-    # chroma is upscaled outside the model (see vsr.luma and /work/coord/notes/luma.md).
+    # chroma is upscaled outside the model (see vsr.luma).
     input_space: Literal["rgb", "y"] = "rgb"
 
     @field_validator("arch")

@@ -1,6 +1,6 @@
 """Luma models: students that see and predict only Y (BT.601), and the colour math around them.
 
-The contract (also in ``/work/coord/notes/luma.md``): a luma artifact declares ``input_space = "y"``; its model takes
+The contract: a luma artifact declares ``input_space = "y"``; its model takes
 N1hw full-range BT.601 luma in [0, 1] (``Y = 0.299 R + 0.587 G + 0.114 B``, the JFIF definition; a decoder's
 limited-range Y maps as ``(Y - 16) / 219``) and returns N1HW luma ``scale`` times larger, unclamped. Chroma is not
 modelled: Cb/Cr are upscaled by bilinear interpolation (cheap: ~2x less work than the RGB model's 12-channel tail) and

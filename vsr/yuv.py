@@ -1,6 +1,6 @@
 """Luma models (artifact ``input_space: "y"``) on the fast kernel: RGB frames, and yuv420p planes with no RGB at all.
 
-The contract is train's (``vsr.luma``, ``/work/coord/notes/luma.md``): the model sees and predicts full-range BT.601
+The contract is ``vsr.luma``'s: the model sees and predicts full-range BT.601
 Y (JFIF, ``0.299 R + 0.587 G + 0.114 B``); chroma is upscaled bilinearly. Here Y runs through the uint8 kernel in
 levels (rounded to uint8 on the way in: at most half a level, what a decoder's 8-bit plane holds anyway); the
 colour matrices are ``vsr.luma``'s, applied in levels (they are linear, Cb/Cr centred on 0).
