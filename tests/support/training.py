@@ -13,16 +13,21 @@ from training.config import TrainConfig
 
 def tiny_workdir(root: Path) -> Path:
     """Write the data root (``root/data``) and the teacher artifact (``root/teacher``); returns ``root``."""
+    write_images(root / "data" / "train" / "A", 4, height=48, width=48, seed=0)
+    write_images(root / "data" / "test" / "V", 1, height=32, width=32, seed=1)
+    tiny_teacher(root / "teacher")
+    return root
+
+
+def tiny_teacher(out: Path) -> Path:
+    """A frozen x2 EDSR(channels=8, blocks=1) teacher (seed 0) exported as an artifact at ``out``."""
     import torch
 
     from vsr.archs.edsr import EDSR
 
-    write_images(root / "data" / "train" / "A", 4, height=48, width=48, seed=0)
-    write_images(root / "data" / "test" / "V", 1, height=32, width=32, seed=1)
     torch.manual_seed(0)
     cfg = {"scale": 2, "channels": 8, "blocks": 1}
-    export_tiny(EDSR(scale=2, channels=8, blocks=1), root / "teacher", arch="edsr", config=cfg)
-    return root
+    return export_tiny(EDSR(scale=2, channels=8, blocks=1), out, arch="edsr", config=cfg)
 
 
 def tiny_config(root: Path, **kw: Any) -> TrainConfig:

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from tests.support.env import SHARED, export_tiny, require_or_skip
 from tests.support.media import synthetic_image, write_images
+from tests.support.training import tiny_teacher
 from tests.training.test_distill import _cfg as distill_cfg
 from training.camera_train import init_from_artifact
 from training.config import TrainConfig
@@ -20,7 +21,6 @@ from training.evaluate import evaluate_set, model_upscaler
 from training.loop import build_state, load_teachers, prepare_data, train_step
 from training.losses import kd_loss
 from training.video_eval import clip_scores, lr_clip, pan_clip
-from vsr.archs.edsr import EDSR
 from vsr.archs.student import RepStudent
 from vsr.artifact import bundled_names, load_artifact
 from vsr.imageops import upscale_bicubic
@@ -33,13 +33,7 @@ TEST_SETS = SHARED / "datasets" / "test"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_images(tmp_path / "data" / "train" / "A", 5, height=64, width=64, seed=0)
-    torch.manual_seed(0)
-    export_tiny(
-        EDSR(scale=2, channels=8, blocks=1),
-        tmp_path / "teacher",
-        arch="edsr",
-        config={"scale": 2, "channels": 8, "blocks": 1},
-    )
+    tiny_teacher(tmp_path / "teacher")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -12,10 +12,10 @@ import torch
 
 from tests.support.env import export_tiny
 from tests.support.media import write_images
+from tests.support.training import tiny_teacher
 from training import seeds as seeds_mod
 from training.config import TrainConfig
 from training.lockstep import train_lockstep
-from vsr.archs.edsr import EDSR
 from vsr.archs.student import RepStudent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,13 +27,7 @@ def test_seeds_block_and_install_rule(tmp_path: Path, monkeypatch: pytest.Monkey
     write_images(data / "val" / "V", 2, height=32, width=32, seed=1)
     for name, seed in (("Set5", 2), ("Set14", 3)):
         write_images(data / "test" / name, 1, height=32, width=32, seed=seed)
-    torch.manual_seed(0)
-    export_tiny(
-        EDSR(scale=2, channels=8, blocks=1),
-        tmp_path / "teacher",
-        arch="edsr",
-        config={"scale": 2, "channels": 8, "blocks": 1},
-    )
+    tiny_teacher(tmp_path / "teacher")
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(
         name="abl", scale=2, arch_config={"channels": 8, "depth": 1, "expand": 1, "colors": 1}, data_root=str(data),
