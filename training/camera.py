@@ -155,14 +155,18 @@ def sensor_noise(
 # -- codec ---------------------------------------------------------------------------------------------------------
 
 
+MIN_CODEC_SIDE = 64
+
+
 def codec_roundtrip(clip: np.ndarray, *, codec: str, crf: int, preset: str = "veryfast", gop: int = 12,
                     bframes: int = 2, fps: int = 25) -> np.ndarray:  # fmt: skip
     """Encode a THWC uint8 clip with ``codec`` (h264/h265) at ``crf`` in yuv420p, decode it back (same shape).
 
-    Odd sizes are padded by edge replication for the 4:2:0 encoder and cropped after decoding.
+    Odd sizes are padded by edge replication for the 4:2:0 encoder and cropped after decoding; so are frames under
+    64 pixels a side (libx265 in PyAV 18 corrupts the heap on e.g. 46x46 frames: its CTU is 64).
     """
     t, h, w = clip.shape[:3]
-    ph, pw = h % 2, w % 2
+    ph, pw = max(h % 2, MIN_CODEC_SIDE - h), max(w % 2, MIN_CODEC_SIDE - w)
     if ph or pw:
         clip = np.pad(clip, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
     buf = io.BytesIO()

@@ -28,10 +28,13 @@ from tqdm import tqdm
 from training.camera import degrade_clip, pan_zoom_clip
 from training.camera_config import CameraConfig
 from training.data import Pair, load_cached
+from training.video_frames import clip_name
 from vsr.imageops import downscale
 
 log = logging.getLogger(__name__)
-POOL_VERSION = 1  # bump when the pool code changes what it produces for the same parameters
+POOL_VERSION = (
+    2  # bump when the pool code changes what it produces for the same parameters (2: small frames padded for x265)
+)
 
 Teacher = Callable[[np.ndarray], np.ndarray]  # clean LR frame (HWC uint8) -> SR (HWC float16 in [0, 1])
 
@@ -41,11 +44,22 @@ def content_key(img: np.ndarray) -> str:
 
 
 def holdout_by_content(paths: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
-    """(train, held out): every ``every``-th image in the order of its content hash (stable under renames)."""
+    """(train, held out): every ``every``-th image in the order of its content hash (stable under renames).
+
+    Frames of camera clips (``<clip>@<frame>``) are held out whole clips at a time, by the same ``every``-th rule
+    over the clips ordered by their first frame's content: one clip's frames are near-duplicates of each other."""
     if every <= 0:
         return list(paths), []
-    ordered = sorted(paths, key=lambda p: content_key(load_cached(p)))
+    photos = [p for p in paths if "@" not in p.stem]
+    ordered = sorted(photos, key=lambda p: content_key(load_cached(p)))
     held = set(ordered[::every])
+    clips: dict[str, list[Path]] = {}
+    for p in paths:
+        if "@" in p.stem:
+            clips.setdefault(clip_name(p), []).append(p)
+    by_content = sorted(clips.values(), key=lambda fs: content_key(load_cached(sorted(fs)[0])))
+    for frames in by_content[::every]:
+        held.update(frames)
     return [p for p in paths if p not in held], [p for p in paths if p in held]
 
 

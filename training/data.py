@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from training.degrade import DegradeConfig, degrade
+from training.video_frames import clip_frames, clip_name, folder_clips
 from vsr.imageops import crop_to_multiple, downscale, load_rgb
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -28,6 +29,10 @@ def list_images(folders: Sequence[str | Path]) -> list[Path]:
         f = Path(folder)
         if not f.is_dir():
             raise FileNotFoundError(f"image folder not found: {f}")
+        clips = folder_clips(f)
+        if clips:  # camera footage: frames sampled from each clip, cached on this machine
+            paths += [frame for clip in clips for frame in clip_frames(clip)]
+            continue
         paths += sorted(p for p in f.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not paths:
         raise FileNotFoundError(f"no images in {list(map(str, folders))}")
@@ -36,10 +41,11 @@ def list_images(folders: Sequence[str | Path]) -> list[Path]:
 
 def is_held_out(path: Path, every: int) -> bool:
     """Deterministic held-out slice: about one image in ``every``, chosen by a hash of the file name (stable when
-    images are added or removed, independent of folder order). ``every`` <= 0 holds nothing out."""
+    images are added or removed, independent of folder order). Frames of camera clips go by their clip's name, so a
+    clip is held out whole. ``every`` <= 0 holds nothing out."""
     if every <= 0:
         return False
-    return int(hashlib.sha1(path.stem.encode()).hexdigest(), 16) % every == 0
+    return int(hashlib.sha1(clip_name(path).encode()).hexdigest(), 16) % every == 0
 
 
 def split_holdout(paths: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
