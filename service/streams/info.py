@@ -1,13 +1,18 @@
-"""What ``GET /stream/{id}`` answers: one typed model, built by ``Stream.info()`` and served as is by the API."""
+"""What ``GET /stream/{id}`` answers: one typed model, built here from a stream's counters (:func:`build_info`,
+called by ``Stream.info()``) and served as is by the API."""
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
+from service.streams.output import EncodedFrame
+from service.streams.stats import DROP_REASONS, StreamStats
+
 StreamState = Literal["connecting", "live", "backoff", "failed", "stopped"]  # capture.STATES
-DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
 
 
 class SourceInfo(BaseModel):
@@ -62,3 +67,52 @@ class StreamInfo(BaseModel):
     publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
     mjpeg_url: str
     frame_url: str
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    """What a stream is, as the API names it (fixed for the stream's life)."""
+
+    id: str
+    name: str
+    url: str  # without its password
+    model: str
+    scale: int
+    transport: str
+
+
+def build_info(
+    head: StreamHead, state: str, stats: StreamStats, latest: EncodedFrame | None, publish: dict[str, Any] | None
+) -> StreamInfo:
+    """The API's view of one stream now: rates over the last 2 s, latency percentiles over the last 512 frames."""
+    s, now = stats, time.monotonic()
+    lat = sorted(s.latencies)
+
+    def pct(q: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else None
+
+    return StreamInfo(
+        id=head.id,
+        name=head.name,
+        url=head.url,
+        model=head.model,
+        scale=head.scale,
+        transport=head.transport,
+        state=cast(StreamState, state),  # one of capture.STATES, set by the reader
+        source=SourceInfo(width=s.source_width, height=s.source_height, fps=s.source_fps),
+        output=OutputInfo(
+            width=latest.width if latest else None,
+            height=latest.height if latest else None,
+            fps=round(s.out_rate.rate(now), 2),
+        ),
+        input_fps=round(s.in_rate.rate(now), 2),
+        frames_in=s.frames_in,
+        frames_out=s.frames_out,
+        dropped=dict(s.dropped),
+        reconnects=s.reconnects,
+        last_error=s.last_error,
+        latency_seconds=Latency(p50=pct(0.5), p90=pct(0.9), p99=pct(0.99)),
+        publish=PublishInfo(**publish) if publish is not None else None,
+        mjpeg_url=f"/stream/{head.id}/mjpeg",
+        frame_url=f"/stream/{head.id}/frame.jpg",
+    )

@@ -13,7 +13,7 @@ from service.batcher import Batcher, SubmitFn
 from service.metrics import Metrics
 from service.sharding import Shard
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
-from service.streams.pipeline import Stream
+from service.streams.pipeline import Stream, StreamDeps, StreamSetup
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
 
 if TYPE_CHECKING:  # the engine and the settings import the stream config
@@ -78,6 +78,7 @@ class StreamManager:
         self.submit, self.models, self.metrics = submit, dict(models), metrics
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
         self._default_model = default_model
+        self._deps = StreamDeps(submit, metrics, opts)
         self.shard = shard or Shard()
         self._streams: dict[str, Stream] = {}
         # Removed streams whose reader has not ended yet (it may sit in a network open/read up to its timeout).
@@ -125,18 +126,10 @@ class StreamManager:
             name = spec.name or self._free_name()
             if any(s.name == name for s in self._streams.values()):
                 raise StreamConflict(f"a stream named {name!r} exists")
-            stream = Stream(
-                spec,
-                src,
-                name=name,
-                model=model,
-                scale=self.models[model],
-                submit=self.submit,
-                metrics=self.metrics,
-                opts=self.opts,
-                check=lambda: self._check(spec),
-                publish=target,
+            setup = StreamSetup(
+                spec, name, model, self.models[model], src=src, check=lambda: self._check(spec), publish=target
             )
+            stream = Stream(setup, self._deps)
             self._streams[stream.id] = stream
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)

@@ -19,7 +19,7 @@ from service.metrics import Metrics
 from service.streams.capture import backoff_delay
 from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
 from service.streams.output import EncodedFrame, FrameBroadcast
-from service.streams.pipeline import Stream
+from service.streams.pipeline import Stream, StreamDeps, StreamSetup
 from service.urlpolicy import CheckedUrl
 from tests.support.live import wait_until
 
@@ -50,16 +50,9 @@ def rig():
     src = CheckedUrl("rtsp://h/x", "rtsp://h/x", "rtsp", "h", "1.2.3.4", {}, "rtsp://h/x")
     opts = StreamOptions(max_pending=1, max_frame_age_s=0.5)
     stream = Stream(
-        StreamSpec(url="rtsp://h/x"),
-        src,
-        name="t",
-        model="x2",
-        scale=2,
-        submit=batcher.submit,
-        metrics=metrics,
-        opts=opts,
+        StreamSetup(StreamSpec(url="rtsp://h/x"), "t", "x2", 2, src=src), StreamDeps(batcher.submit, metrics, opts)
     )
-    stream._pump.start()  # the reader is driven by hand: offer() as the capture thread would
+    stream.pump.start()  # the reader is driven by hand: stream.sink.offer() as the capture thread would
     yield stream, batcher, metrics
     stream.stop()
     stream.join(2)
@@ -71,10 +64,10 @@ def frame(v: int) -> np.ndarray:
 
 def test_newest_wins_and_cap(rig) -> None:
     stream, batcher, metrics = rig
-    stream.offer(frame(1), time.monotonic())
+    stream.sink.offer(frame(1), time.monotonic())
     assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
     for v in (2, 3, 4):  # the cap (1) is reached: these wait in the slot, each replacing the previous
-        stream.offer(frame(v), time.monotonic())
+        stream.sink.offer(frame(v), time.monotonic())
     time.sleep(0.05)
     assert len(batcher.calls) == 1 and stream.stats.dropped["queue_full"] == 2
     assert batcher.calls[0][1] == {
@@ -97,7 +90,7 @@ def test_newest_wins_and_cap(rig) -> None:
 
 def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
     stream, batcher, _ = rig
-    stream.offer(frame(1), time.monotonic())
+    stream.sink.offer(frame(1), time.monotonic())
     assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
     batcher.futures[0].set_result(np.full((8, 12, 3), 10, np.uint8))
     assert wait_until(lambda: stream.stats.frames_out == 1, WAIT_S, step=0.005)
@@ -105,7 +98,7 @@ def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
     assert unwatched is not None and not unwatched.encoded  # nobody watching: no JPEG was made
     with stream.output.watching(), stream.output.watching():  # two viewers
         assert stream.output.viewers == 2
-        stream.offer(frame(2), time.monotonic())
+        stream.sink.offer(frame(2), time.monotonic())
         assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
         batcher.futures[1].set_result(np.full((8, 12, 3), 20, np.uint8))
         assert wait_until(lambda: stream.stats.frames_out == 2, WAIT_S, step=0.005)
@@ -118,21 +111,21 @@ def test_jpeg_only_while_watched_and_once_for_all_viewers(rig) -> None:
 
 def test_stale_overloaded_error_and_late(rig) -> None:
     stream, batcher, _ = rig
-    stream.offer(frame(1), time.monotonic() - 1.0)  # older than max_frame_age_s: never submitted
+    stream.sink.offer(frame(1), time.monotonic() - 1.0)  # older than max_frame_age_s: never submitted
     assert wait_until(lambda: stream.stats.dropped["stale"] == 1, WAIT_S, step=0.005)
     assert batcher.calls == []
 
     batcher.full = True
-    stream.offer(frame(2), time.monotonic())
+    stream.sink.offer(frame(2), time.monotonic())
     assert wait_until(lambda: stream.stats.dropped["overloaded"] == 1, WAIT_S, step=0.005)
     batcher.full = False
 
-    stream.offer(frame(3), time.monotonic())
+    stream.sink.offer(frame(3), time.monotonic())
     assert wait_until(lambda: len(batcher.futures) == 1, WAIT_S, step=0.005)
     batcher.futures[0].set_exception(DeadlineExceeded("late"))
     assert wait_until(lambda: stream.stats.dropped["stale"] == 2, WAIT_S, step=0.005)
 
-    stream.offer(frame(4), time.monotonic())
+    stream.sink.offer(frame(4), time.monotonic())
     assert wait_until(lambda: len(batcher.futures) == 2, WAIT_S, step=0.005)
     batcher.futures[1].set_exception(RuntimeError("boom"))
     assert wait_until(lambda: stream.stats.dropped["error"] == 1, WAIT_S, step=0.005)
@@ -143,20 +136,14 @@ def test_out_of_order_result_is_dropped_as_late() -> None:
     batcher = FakeBatcher()
     src = CheckedUrl("rtsp://h/x", "rtsp://h/x", "rtsp", "h", "1.2.3.4", {}, "rtsp://h/x")
     stream = Stream(
-        StreamSpec(url="rtsp://h/x"),
-        src,
-        name="o",
-        model="x2",
-        scale=2,
-        submit=batcher.submit,
-        metrics=Metrics(CollectorRegistry()),
-        opts=StreamOptions(max_pending=2),
+        StreamSetup(StreamSpec(url="rtsp://h/x"), "o", "x2", 2, src=src),
+        StreamDeps(batcher.submit, Metrics(CollectorRegistry()), StreamOptions(max_pending=2)),
     )
-    stream._pump.start()
+    stream.pump.start()
     try:
-        stream.offer(frame(1), time.monotonic())
+        stream.sink.offer(frame(1), time.monotonic())
         assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
-        stream.offer(frame(2), time.monotonic())
+        stream.sink.offer(frame(2), time.monotonic())
         assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
         batcher.futures[1].set_result(np.zeros((8, 12, 3), np.uint8))
         assert wait_until(lambda: stream.stats.frames_out == 1, WAIT_S, step=0.005)
