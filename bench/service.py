@@ -31,7 +31,7 @@ from bench.serve import CpuMeter, ServiceProcess, delta, percentile, scrape
 from service.engine import Engine
 from service.imaging import decode, encode
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES
+from vsr.runner import DTYPE_NAMES
 
 CLIENTS = [1, 4, 16]
 # Service processes started with other environments, to see where the gap to the bare engine comes from:

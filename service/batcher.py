@@ -74,9 +74,20 @@ class SubmitFn(Protocol):
 
 
 class BatchEngine(Protocol):
-    """What the worker needs: run one batch of uint8 NHWC frames through a named model."""
+    """What the batcher needs of the engine, and all it uses: the models it serves (``submit`` refuses others at
+    once), a frame's memory price (the budget's unit; asked only when there is a budget), running one batch."""
 
-    def run(self, model: str, frames: np.ndarray) -> np.ndarray: ...
+    @property
+    def names(self) -> Collection[str]: ...
+
+    def frame_bytes(self, model: str, shape: tuple[int, ...]) -> int:
+        """Upper bound of the bytes one frame of ``shape`` (H, W, C) takes through ``model``: input, activations,
+        output."""
+        ...
+
+    def run(self, model: str, frames: np.ndarray) -> np.ndarray:
+        """One batch of uint8 NHWC frames through ``model``; on the worker thread only."""
+        ...
 
 
 @dataclass(eq=False)
@@ -112,7 +123,7 @@ class Batcher:
         memory_budget_bytes: int | None = None,
     ) -> None:
         """``on_start`` runs first on the worker thread (the engine's warm-up, so only the worker touches it).
-        ``memory_budget_bytes`` needs an engine with ``frame_bytes(model, shape)``; None = no budget."""
+        ``memory_budget_bytes``: None = no budget."""
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
@@ -121,9 +132,7 @@ class Batcher:
         if metrics is not None:
             metrics.queue_limit.set(queue_limit)
         self._on_start = on_start
-        self._models: Collection[str] | None = getattr(engine, "names", None)
-        self._price: Callable[[str, tuple[int, ...]], int] | None = getattr(engine, "frame_bytes", None)
-        self.budget = memory_budget_bytes if self._price is not None else None
+        self.budget = memory_budget_bytes
         self._queued_bytes = 0
         self._spiked = self._release_now = False
         self._cond = threading.Condition()
@@ -146,9 +155,9 @@ class Batcher:
         """Queue one uint8 RGB HWC frame; ``deadline`` is absolute ``time.monotonic()``. Raises ``QueueFull``."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
-        if self._models is not None and model not in self._models:
-            raise KeyError(f"unknown model {model!r}; loaded: {sorted(self._models)}")
-        cost = self._price(model, frame.shape) if self._price is not None and self.budget else 0
+        if model not in self.engine.names:
+            raise KeyError(f"unknown model {model!r}; loaded: {sorted(self.engine.names)}")
+        cost = self.engine.frame_bytes(model, frame.shape) if self.budget else 0
         if self.budget and cost > self.budget:
             self._count_rejected("too_large")
             raise OverBudget(

@@ -1,9 +1,12 @@
-"""The service's engine: the shared :class:`vsr.engine.Engine` plus what only the service needs.
+"""The service's engine: holds the shared :class:`vsr.engine.Engine` and adds what only the service needs.
 
-- Settings in (``Engine.load``), metrics out: model info, CUDA memory gauges, OOM retries, readiness.
+- Settings in (``Engine.load``), metrics out: model info, CUDA memory gauges, readiness; OOM retries are counted
+  through the hook the shared engine is given (:class:`vsr.engine.EngineHooks`), which knows nothing of Prometheus.
 - Readiness: ``warmup()`` runs every model once, then marks the engine ready (``/v2/health/ready``).
-- A fault hook for tests: called with (model name, frames) before every attempt; raise to simulate a failing batch
-  (e.g. RuntimeError, or ``torch.cuda.OutOfMemoryError`` to exercise the OOM fallback).
+- A fault hook for tests (``fault_hook``, settable at run time): called with (model name, frames) before every
+  attempt; raise to simulate a failing batch (e.g. RuntimeError, or ``torch.cuda.OutOfMemoryError`` to exercise the
+  OOM fallback).
+- The batcher's memory price of a frame (:meth:`Engine.frame_bytes`).
 
 Only the batcher's worker thread calls :meth:`Engine.run` and :meth:`Engine.warmup`.
 """
@@ -12,76 +15,120 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from service.metrics import Metrics
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
 from vsr.engine import Engine as SharedEngine
-from vsr.inference import TileSpec
+from vsr.engine import EngineHooks, EngineOptions, LoadedModel, load_resolved
 from vsr.memory import frame_bytes, widest_layer
 
-__all__ = ["DTYPE_NAMES", "Engine", "FaultHook", "LoadedModel"]
+__all__ = ["Engine", "FaultHook", "FaultSwitch", "LoadedModel"]
 
 FaultHook = Callable[[str, np.ndarray], None]
 
 
-class Engine(SharedEngine):
-    """Named models on one device, with the service's metrics, readiness and fault hook."""
+class FaultSwitch:
+    """The fault hook handed to the shared engine; what it calls can be swapped at run time (tests do)."""
 
-    def __init__(
-        self,
-        models: dict[str, LoadedModel],
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        tiles: TileSpec | None = None,
-        metrics: Metrics | None = None,
-        compile: bool = False,
-        dtype_ms: dict[str, float | None] | None = None,
-    ) -> None:
-        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, dtype_ms=dtype_ms)
-        self.metrics = metrics
+    def __init__(self) -> None:
+        self.hook: FaultHook | None = None
+
+    def __call__(self, name: str, frames: np.ndarray) -> None:
+        if (hook := self.hook) is not None:
+            hook(name, frames)
+
+
+class Engine:
+    """Named models on one device (a shared :class:`vsr.engine.Engine`), with readiness, metrics and a fault hook.
+
+    Build it with :meth:`load`; the constructor takes an engine already given ``faults`` and the metrics' OOM
+    counter as its hooks.
+    """
+
+    def __init__(self, core: SharedEngine, faults: FaultSwitch, metrics: Metrics | None = None) -> None:
+        self.core, self.faults, self.metrics = core, faults, metrics
         self._ready = threading.Event()
-        self.fault_hook: FaultHook | None = None
         self._widths: dict[str, int] = {}
+        if metrics is not None:
+            self._publish_info(metrics)
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
         device = settings.torch_device()
         models, dtype, times = load_resolved(settings.models, device, settings.dtype)
-        engine = cls(
-            models,
-            device=device,
-            dtype=dtype,
-            tiles=settings.tiles(),
-            metrics=metrics,
-            dtype_ms=times,
-            compile=settings.compile,
-        )
-        if metrics is not None:
-            engine._publish_info(metrics)
-        return engine
+        faults = FaultSwitch()
+        hooks = EngineHooks(before_attempt=faults, on_oom=metrics.oom_retries.inc if metrics is not None else None)
+        options = EngineOptions(tiles=settings.tiles(), compile=settings.compile, hooks=hooks)
+        core = SharedEngine(models, device=device, dtype=dtype, options=options, dtype_ms=times)
+        return cls(core, faults, metrics)
+
+    # ---- what the routes, the batcher and the stream manager read ----------------------------------------------
+
+    @property
+    def models(self) -> dict[str, LoadedModel]:
+        return self.core.models
+
+    @property
+    def names(self) -> list[str]:
+        return self.core.names
+
+    @property
+    def default_model(self) -> str:
+        return self.core.default_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.core.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.core.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return self.core.dtype_name
+
+    def scale(self, name: str) -> int:
+        return self.core.scale(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.core.describe(name)
+
+    @property
+    def fault_hook(self) -> FaultHook | None:
+        return self.faults.hook
+
+    @fault_hook.setter
+    def fault_hook(self, hook: FaultHook | None) -> None:
+        self.faults.hook = hook
 
     def frame_bytes(self, name: str, shape: tuple[int, ...]) -> int:
         """Upper bound of the memory one uint8 HxWx3 frame of ``shape`` takes through model ``name``
         (the batcher's budget unit; :func:`vsr.memory.frame_bytes`)."""
-        lm = self.models[name]
+        lm = self.core.models[name]
         if name not in self._widths:
             self._widths[name] = widest_layer(lm.model)
-        work = self.runners[name].pixel_budget
+        work = self.core.runner(name).pixel_budget
         return frame_bytes(shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], work_pixels=work)
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    # ---- the inference thread's side ----------------------------------------------------------------------------
+
+    def run(self, name: str, frames: np.ndarray) -> np.ndarray:
+        """uint8 NHWC in -> uint8 NHWC out (:meth:`vsr.engine.Engine.run`)."""
+        return self.core.run(name, frames)
+
     def warmup(self) -> None:
         """Run every model once (kernel selection, allocator), then mark the engine ready."""
-        super().warmup()
+        self.core.warmup()
         self.mark_ready()
 
     def mark_ready(self) -> None:
@@ -89,17 +136,8 @@ class Engine(SharedEngine):
         if self.metrics is not None:
             self.metrics.ready.set(1)
 
-    def _before_attempt(self, name: str, frames: np.ndarray) -> None:
-        if self.fault_hook is not None:
-            self.fault_hook(name, frames)
-
-    def _on_oom(self) -> None:
-        if self.metrics is not None:
-            self.metrics.oom_retries.inc()
-        super()._on_oom()
-
     def _publish_info(self, metrics: Metrics) -> None:
-        for lm in self.models.values():
+        for lm in self.core.models.values():
             metrics.model_info.labels(
                 model=lm.name,
                 arch=lm.meta.arch,

@@ -1,8 +1,8 @@
 """The engine: named models loaded onto one device, run through the one inference contract (``vsr.inference``).
 
-Every caller runs frames through this class: the service (``service.engine.Engine`` adds metrics, readiness and
-fault injection on top), ``vsr upscale`` (``vsr_cli.upscale``) and the benchmarks. So the choices below are made
-once, here:
+Every caller runs frames through this class: the service (``service.engine.Engine`` holds one and adds readiness;
+its metrics and fault hook come in as :class:`EngineHooks`: this module knows nothing of Prometheus), ``vsr
+upscale`` (``vsr_cli.upscale``) and the benchmarks. So the choices below are made once, here:
 
 - Device: ``auto`` = CUDA when available, else CPU (:func:`pick_device`).
 - Dtype: ``auto`` = fp16 on CUDA; on CPU **measured** on the first model, fp32 against bf16 (:func:`resolve_dtype`;
@@ -21,8 +21,8 @@ Frames in and out are uint8 RGB NHWC numpy arrays. The models and the device bel
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,10 @@ from torch import nn
 
 from vsr.artifact import ArtifactError, ArtifactMeta, load_artifact
 from vsr.inference import TileSpec
-from vsr.runner import FrameRunner, choose_dtype
+from vsr.runner import DTYPE_NAMES, DTYPES, FrameRunner, choose_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 MIN_OOM_TILE = 64  # LR pixels: below this, tiling costs more than it saves and OOM is re-raised
 WARMUP_SIZE = (64, 64)  # LR frame the warm-up runs per model (first-call kernel selection / allocation)
 COMPILE_SIZE = (360, 640)  # LR frame torch.compile specialises on when asked (static shapes; a camera's size)
@@ -130,6 +128,23 @@ def load_resolved(
     return models, dt, times
 
 
+@dataclass(frozen=True)
+class EngineHooks:
+    """What a host injects (the service: its metrics and a test fault hook); both run on the inference thread."""
+
+    before_attempt: Callable[[str, np.ndarray], None] | None = None  # (model, frames); may raise to fail the try
+    on_oom: Callable[[], None] | None = None  # after each CUDA out-of-memory, before the retry
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How every call runs: tiling, torch.compile at warm-up, and the host's hooks."""
+
+    tiles: TileSpec = field(default_factory=TileSpec)
+    compile: bool = False
+    hooks: EngineHooks = field(default_factory=EngineHooks)
+
+
 class Engine:
     """Named models on one device. ``run(name, frames)`` is the only inference entry point."""
 
@@ -139,17 +154,17 @@ class Engine:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        tiles: TileSpec | None = None,
-        compile: bool = False,
+        options: EngineOptions | None = None,
         dtype_ms: dict[str, float | None] | None = None,
     ) -> None:
+        """``dtype_ms``: the measurement that chose ``dtype`` (empty when it was named), reported per model."""
         if not models:
             raise ValueError("the engine needs at least one model")
+        options = options or EngineOptions()
         self.models = models
         self.device = device
         self.dtype = dtype
-        self.tiles = tiles or TileSpec()
-        self.compile = compile
+        self.tiles, self.compile, self.hooks = options.tiles, options.compile, options.hooks
         self.default_model = next(iter(models))
         self.runners = {
             name: FrameRunner(lm.model, scale=lm.meta.scale, device=device, dtype=dtype, overlap=self.tiles.overlap)
@@ -171,7 +186,8 @@ class Engine:
         """Pick the device and dtype from their names (``auto`` or explicit) and load ``entries`` onto them."""
         dev = pick_device(device)
         models, dt, times = load_resolved(entries, dev, dtype)
-        return cls(models, device=dev, dtype=dt, tiles=tiles, compile=compile, dtype_ms=times)
+        options = EngineOptions(tiles=tiles or TileSpec(), compile=compile)
+        return cls(models, device=dev, dtype=dt, options=options, dtype_ms=times)
 
     # ---- properties ------------------------------------------------------------------------------------------
 
@@ -224,17 +240,17 @@ class Engine:
         """uint8 NHWC in -> uint8 NHWC (``scale`` times larger) out. Retries CUDA OOM by splitting / tiling."""
         return self._run(self.models[name], frames, self.tiles)
 
-    def _before_attempt(self, name: str, frames: np.ndarray) -> None:
-        """Called before every attempt (a subclass may raise here to inject faults)."""
-
     def _on_oom(self) -> None:
-        """Called after each CUDA out-of-memory, before the retry: frees the allocator's cached blocks."""
+        """After each CUDA out-of-memory, before the retry: tell the host, free the allocator's cached blocks."""
+        if self.hooks.on_oom is not None:
+            self.hooks.on_oom()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def _run(self, lm: LoadedModel, frames: np.ndarray, tiles: TileSpec) -> np.ndarray:
         try:
-            self._before_attempt(lm.name, frames)
+            if self.hooks.before_attempt is not None:
+                self.hooks.before_attempt(lm.name, frames)
             return self._infer(lm, frames, tiles)
         except torch.cuda.OutOfMemoryError:
             pass  # retry outside the handler: its traceback pins the failed attempt's tensors

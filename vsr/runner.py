@@ -26,8 +26,8 @@ from vsr.tiling import DEFAULT_OVERLAP, max_pixels, plan_grid, run_tiled
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 PROBE_SIZE = (96, 160)  # LR frame the dtype measurement runs on: small, since a slow bf16 path may be ~10x fp32
 
 

@@ -27,6 +27,9 @@ class FakeEngine:
         self.entered = threading.Event()
         self.fail_if: Callable[[np.ndarray], bool] = lambda frames: False
 
+    def frame_bytes(self, model: str, shape: tuple[int, ...]) -> int:
+        return int(np.prod(shape))  # never asked: these batchers have no memory budget
+
     def run(self, model: str, frames: np.ndarray) -> np.ndarray:
         self.entered.set()
         if self.gate is not None:
