@@ -17,7 +17,7 @@ import torch
 from vsr.artifact import load_artifact
 from vsr.engine import pick_dtype
 from vsr.imageops import upscale_bicubic
-from vsr.inference import TileSpec, upscale_frames
+from vsr.inference import upscale_frames
 
 SIZES = [(320, 180), (640, 360), (960, 540)]
 ANCHORS = Path("../shared/anchors/opencv_dnn_superres")
@@ -77,7 +77,7 @@ def run_engine(models: list[str], *, batches: list[int], repeat: int, device: to
         scale = meta.scale
 
         def up(x: np.ndarray, model=model, scale=scale) -> np.ndarray:
-            return upscale_frames(model, x, scale=scale, device=device, dtype=dtype, tiles=TileSpec())
+            return upscale_frames(model, x, scale=scale, device=device, dtype=dtype)
 
         psnr[name] = set5_psnr(up, scale)
         others = {"bicubic": lambda x, s=scale: upscale_bicubic(x, s), **opencv_models(scale)}

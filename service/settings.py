@@ -21,8 +21,8 @@ from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, lo
 from service.urlpolicy import parse_cidrs
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
-from vsr.inference import TileSpec
 from vsr.memory import default_budget_bytes
+from vsr.tiling import TileSpec
 
 _STREAM = StreamOptions()  # the stream defaults are written once, there; the VSR_STREAM_* fields take them
 

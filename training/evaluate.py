@@ -14,8 +14,9 @@ from tqdm import tqdm
 from training.data import validation_pairs
 from training.metrics import psnr_y, ssim_y
 from vsr.imageops import upscale_bicubic
-from vsr.inference import TileSpec, upscale_frames
+from vsr.inference import upscale_frames
 from vsr.luma import LumaAsRGB, input_space
+from vsr.tiling import TileSpec
 
 Upscale = Callable[[np.ndarray], np.ndarray]
 

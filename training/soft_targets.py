@@ -19,9 +19,12 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import Pair
-from vsr.inference import TileSpec, run_model, to_tensor
+from vsr.inference import to_tensor
+from vsr.tiling import plan_grid, run_tiled
 
 log = logging.getLogger(__name__)
+
+TEACHER_TILE_PIXELS = 304 * 304  # LR pixels per teacher call, margins included: bounds an EDSR's activations
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -52,10 +55,11 @@ def teacher_sr(
 ) -> np.ndarray:
     """Weighted sum of the teachers' SR of one LR image, HWC float16 in [0, 1]."""
     x = to_tensor(lr, device=device, dtype=torch.float32)
+    grid = plan_grid(*x.shape[2:], budget=TEACHER_TILE_PIXELS, overlap=24)
     out = None
     for t, w in zip(teachers, weights, strict=True):
         scale = int(getattr(t, "scale", 1))
-        y = run_model(t, x, scale=scale, tiles=TileSpec(tile=256, overlap=24)).clamp(0, 1) * w
+        y = run_tiled(t, x, grid, scale).clamp(0, 1) * w
         out = y if out is None else out + y
     assert out is not None
     return out[0].permute(1, 2, 0).to(torch.float16).cpu().numpy()

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from vsr.artifact import ArtifactError, ArtifactMeta, load_artifact
-from vsr.inference import TileSpec
 from vsr.runner import DTYPE_NAMES, DTYPES, FrameRunner, choose_dtype
+from vsr.tiling import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,7 @@ class Engine:
         return self._run(lm, frames, smaller)
 
     def _infer(self, lm: LoadedModel, frames: np.ndarray, tiles: TileSpec) -> np.ndarray:
-        budget = tiles.tile * tiles.tile if tiles.tile > 0 else None
-        return self.runners[lm.name](frames, pixel_budget=budget, overlap=tiles.overlap)
+        return self.runners[lm.name](frames, pixel_budget=tiles.budget, overlap=tiles.overlap)
 
 
 def _smaller_tiles(hw: tuple[int, ...], tiles: TileSpec) -> TileSpec | None:

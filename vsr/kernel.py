@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vsr.inference import TileSpec, upscale_frames
+from vsr.inference import upscale_frames
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,7 @@ class ReferenceKernel:
         self.compiled = False
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return upscale_frames(
-            self.model, frames, scale=self.scale, device=self.device, dtype=self.dtype, tiles=TileSpec()
-        )
+        return upscale_frames(self.model, frames, scale=self.scale, device=self.device, dtype=self.dtype)
 
 
 def time_call(fn: Callable[[], object], repeat: int = 3) -> float:

@@ -138,11 +138,3 @@ class FrameRunner:
 
             return yuv.upscale_rgb_with_luma(lambda y: run_tiled(self.kernel, y, grid, self.scale), frames, self.scale)
         return run_tiled(self.kernel, frames, grid, self.scale)
-
-    def upscale_luma(self, y: np.ndarray) -> np.ndarray:
-        """Luma models only: uint8 N x H x W x 1 Y planes -> ``scale`` x larger (the video path's YUV route)."""
-        if not self.luma:
-            raise ValueError("upscale_luma needs a luma model")
-        n, h, w = y.shape[:3]
-        grid = plan_grid(h, w, budget=self.pixel_budget, overlap=self.overlap, batch=n)
-        return run_tiled(self.kernel, y, grid, self.scale)

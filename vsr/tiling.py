@@ -1,10 +1,14 @@
-"""Tiles chosen by pixel count and memory, not by width.
+"""The one tiler: tiles chosen by pixel count and memory, not by width, for every caller.
 
-A frame runs whole when its pixels fit the device's budget (CPU: ~1 MP, so 1280x720 input is one call; CUDA: 1080p,
-or less when free memory says so). Larger frames are cut into the fewest near-equal tiles that fit, each with an
-``overlap`` margin (LR pixels) on every side; only each tile's core is kept, so seams equal the whole-frame result
-wherever the receptive field fits in the margin (the student's is 7 px; 16 is the default).
+A frame runs whole when its pixels fit the budget (the device's by default — CPU: ~1 MP, so 1280x720 input is one
+call; CUDA: 1080p, or less when free memory says so; a :class:`TileSpec` with ``tile`` N > 0: N*N pixels, margins
+included). Larger frames are cut into the fewest near-equal tiles that fit (:func:`plan_grid`), each with an
+``overlap`` margin (LR pixels) on every side; only each tile's core is kept (:func:`run_tiled`), so seams equal the
+whole-frame result wherever the receptive field fits in the margin (the student's is 7 px; 16 is the default).
 The old rule (512-px square tiles) cut a 640-wide frame in two and paid the margin twice for nothing.
+
+Callers: the engine and the CLI's ``--tile`` (through :class:`vsr.runner.FrameRunner`, uint8 NHWC arrays, also on
+CUDA), the reference path (:func:`vsr.inference.upscale_frames`, float NCHW tensors) and the teachers' soft targets.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +24,19 @@ import torch
 CPU_MAX_PIXELS = 1_050_000  # ~1 MP: 1280x720 (0.92 MP) untiled; activations ~100 MB per 24-channel fp32 map
 CUDA_MAX_PIXELS = 1920 * 1088  # 1080p untiled on CUDA
 DEFAULT_OVERLAP = 16
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What a caller asks for: ``tile`` N > 0 caps one call at N*N LR pixels (margins included; 0 = the caller's
+    default), ``overlap`` is the margin in LR pixels on each side of a tile."""
+
+    tile: int = 0
+    overlap: int = DEFAULT_OVERLAP
+
+    @property
+    def budget(self) -> int | None:
+        return self.tile * self.tile if self.tile > 0 else None
 
 
 @dataclass(frozen=True)
@@ -73,19 +91,40 @@ def _spans(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
-def run_tiled(fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, grid: TileGrid, scale: int) -> np.ndarray:
-    """Apply ``fn`` (uint8 NHWC -> uint8 NHWC, ``scale`` x) tile by tile; the result equals the untiled one."""
+Frames = TypeVar("Frames", np.ndarray, torch.Tensor)
+
+
+def _window(x: Frames, ys: slice, xs: slice) -> tuple[slice, ...]:
+    """The index of rows ``ys`` and columns ``xs``: numpy frames are NHWC, tensors NCHW (the model's layout)."""
+    return (slice(None), slice(None), ys, xs) if isinstance(x, torch.Tensor) else (slice(None), ys, xs, slice(None))
+
+
+def _empty(like: Frames, n: int, h: int, w: int) -> Frames:
+    if isinstance(like, torch.Tensor):
+        return like.new_empty((n, like.shape[1], h, w))
+    return np.empty((n, h, w, like.shape[3]), like.dtype)
+
+
+def run_tiled(fn: Callable[[Frames], Frames], frames: Frames, grid: TileGrid, scale: int) -> Frames:
+    """Apply ``fn`` (``scale`` x larger out) tile by tile; the result equals the untiled one wherever the receptive
+    field fits in the margin. ``frames``: uint8 NHWC numpy frames, or float NCHW tensors."""
     if not grid.tiled:
         return fn(frames)
-    n, h, w, c = frames.shape
-    out = np.empty((n, h * scale, w * scale, c), np.uint8)
+    nchw = isinstance(frames, torch.Tensor)
+    n, h, w = (frames.shape[0], *frames.shape[2:4]) if nchw else frames.shape[:3]
+    out: Frames | None = None
     m = grid.overlap
     for y0, y1 in _spans(h, grid.rows):
         for x0, x1 in _spans(w, grid.cols):
             py0, py1, px0, px1 = max(y0 - m, 0), min(y1 + m, h), max(x0 - m, 0), min(x1 + m, w)
-            sr = fn(np.ascontiguousarray(frames[:, py0:py1, px0:px1]))
+            tile = frames[_window(frames, slice(py0, py1), slice(px0, px1))]
+            if isinstance(tile, np.ndarray):
+                tile = np.ascontiguousarray(tile)  # a kernel reads a plain buffer
+            sr = fn(tile)
+            if out is None:
+                out = _empty(sr, n, h * scale, w * scale)
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = sr[
-                :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-            ]
+            core = sr[_window(sr, slice(oy, oy + (y1 - y0) * scale), slice(ox, ox + (x1 - x0) * scale))]
+            out[_window(out, slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))] = core
+    assert out is not None  # a tiled grid has at least two tiles
     return out

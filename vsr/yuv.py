@@ -1,13 +1,9 @@
-"""Luma models (artifact ``input_space: "y"``) on the fast kernel: RGB frames, and yuv420p planes with no RGB at all.
+"""Luma models (artifact ``input_space: "y"``) on the fast kernel, for RGB frames.
 
 The contract is ``vsr.luma``'s: the model sees and predicts full-range BT.601
 Y (JFIF, ``0.299 R + 0.587 G + 0.114 B``); chroma is upscaled bilinearly. Here Y runs through the uint8 kernel in
 levels (rounded to uint8 on the way in: at most half a level, what a decoder's 8-bit plane holds anyway); the
 colour matrices are ``vsr.luma``'s, applied in levels (they are linear, Cb/Cr centred on 0).
-
-Video: a decoder's yuv420p is limited range (Y 16..235). :func:`upscale_yuv420` maps Y to full range and back with
-256-entry tables (~0.1 ms per plane) and upscales U/V (linear, so no range change needed) bilinearly: the model never
-needs RGB, and neither does the encoder.
 """
 
 from __future__ import annotations
@@ -21,10 +17,6 @@ from torch.nn import functional as F
 from vsr.luma import rgb_to_ycbcr, ycbcr_to_rgb
 
 LumaFn = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x 1 -> uint8 N x sH x sW x 1
-
-_LEVELS = np.arange(256, dtype=np.float64)
-LIMITED_TO_FULL = np.clip(np.rint((_LEVELS - 16) * 255 / 219), 0, 255).astype(np.uint8)
-FULL_TO_LIMITED = np.clip(np.rint(16 + _LEVELS * 219 / 255), 16, 235).astype(np.uint8)
 
 
 def bilinear(planes: torch.Tensor, scale: int) -> torch.Tensor:
@@ -41,15 +33,3 @@ def upscale_rgb_with_luma(luma: LumaFn, frames: np.ndarray, scale: int) -> np.nd
         y_up = torch.from_numpy(luma(y8.numpy())).permute(0, 3, 1, 2).float()
         out = ycbcr_to_rgb(torch.cat([y_up, bilinear(ycc[:, 1:], scale)], dim=1))
         return out.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def upscale_yuv420(
-    luma: LumaFn, y: np.ndarray, u: np.ndarray, v: np.ndarray, scale: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Limited-range yuv420p planes (H x W, H/2 x W/2 twice, uint8) -> the same, ``scale`` x larger."""
-    y_full = LIMITED_TO_FULL[y]
-    y_up = FULL_TO_LIMITED[luma(np.ascontiguousarray(y_full)[None, :, :, None])[0, :, :, 0]]
-    with torch.inference_mode():
-        uv = torch.from_numpy(np.stack([u, v])[None]).float()
-        uv_up = bilinear(uv, scale).round_().clamp_(0, 255).to(torch.uint8)[0].numpy()
-    return y_up, np.ascontiguousarray(uv_up[0]), np.ascontiguousarray(uv_up[1])

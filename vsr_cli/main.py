@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="x2, x4, an artifact folder, or teacher .pth weights")
     ev.add_argument("--data", action="append", help="test set folder (repeatable); default Set5 and Set14")
     ev.add_argument("--scale", type=int, help="upscaling factor (default: the model's own)")
-    ev.add_argument("--tile", type=int, default=0, help="tile size in input pixels (0 = whole image)")
+    ev.add_argument("--tile", type=int, default=0, help="N: at most N*N input pixels per model call (0 = whole image)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     ev.add_argument(
         "--codec",

@@ -27,7 +27,7 @@ from vsr.artifact import ArtifactError
 from vsr.engine import DeviceError, Engine
 from vsr.errors import UsageError
 from vsr.imageops import bicubic_resize
-from vsr.inference import TileSpec
+from vsr.tiling import TileSpec
 from vsr.video import VideoError
 
 log = logging.getLogger(__name__)

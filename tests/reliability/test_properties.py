@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) of the two pieces every frame goes through.
 
-- The tiler (``vsr.inference.run_model`` with a ``TileSpec``): for any frame size, tile size, overlap and scale, a
-  model whose receptive field fits inside the overlap gives exactly the untiled output.
+- The tiler (``vsr.tiling``): for any frame size, tile grid, overlap and scale, a model whose receptive field fits
+  inside the overlap gives exactly the untiled output; the grid planned for a pixel budget fits that budget.
 - The batcher: for any mix of sizes, models, sources, arrival times, batch limits and deadlines, every caller gets
   exactly its own result (the fake engine's output encodes the input's identity), batches never mix models or
   shapes nor exceed the size limit, expired work never runs, and nothing is left queued.
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from service.batcher import Batcher, DeadlineExceeded, QueueFull
-from vsr.inference import TileSpec, run_model
+from vsr.tiling import TileGrid, plan_grid, run_tiled
 
 # ---- tiler -----------------------------------------------------------------------------------------------------
 
@@ -44,22 +44,41 @@ def local_model(radius: int, scale: int, seed: int) -> nn.Module:
 @given(
     h=st.integers(1, 36),
     w=st.integers(1, 36),
-    tile=st.integers(3, 20),
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
     radius=st.integers(1, 3),
     extra_overlap=st.integers(0, 4),
     scale=st.integers(1, 3),
     batch=st.integers(1, 2),
 )
 def test_tiled_equals_untiled(
-    one_thread: None, h: int, w: int, tile: int, radius: int, extra_overlap: int, scale: int, batch: int
+    one_thread: None, h: int, w: int, rows: int, cols: int, radius: int, extra_overlap: int, scale: int, batch: int
 ) -> None:
     model = local_model(radius, scale, seed=h * 41 + w)
-    x = torch.rand(batch, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(tile))
+    x = torch.rand(batch, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(rows * 7 + cols))
     with torch.inference_mode():
         whole = model(x)
-        tiled = run_model(model, x, scale=scale, tiles=TileSpec(tile, radius + extra_overlap))
+        tiled = run_tiled(model, x, TileGrid(rows, cols, radius + extra_overlap), scale)
     assert tiled.shape == (batch, 3, h * scale, w * scale)
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    h=st.integers(1, 2000),
+    w=st.integers(1, 2000),
+    budget=st.integers(1_000, 2_000_000),
+    overlap=st.integers(0, 16),
+    batch=st.integers(1, 4),
+)
+def test_planned_tiles_fit_the_budget(h: int, w: int, budget: int, overlap: int, batch: int) -> None:
+    grid = plan_grid(h, w, budget=budget, overlap=overlap, batch=batch)
+    tile_h = -(-h // grid.rows) + (2 * overlap if grid.rows > 1 else 0)
+    tile_w = -(-w // grid.cols) + (2 * overlap if grid.cols > 1 else 0)
+    assert 1 <= grid.rows <= h and 1 <= grid.cols <= w
+    assert grid.tiled == (h * w * batch > budget)
+    if (1 + 2 * overlap) ** 2 * batch <= budget:  # else even 1-px cores overflow: the finest grid is all it can do
+        assert not grid.tiled or min(tile_h, h) * min(tile_w, w) * batch <= budget
 
 
 # ---- batcher ---------------------------------------------------------------------------------------------------

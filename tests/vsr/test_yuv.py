@@ -1,4 +1,4 @@
-"""Luma models on the fast path: RGB frames (vs ``vsr.luma.LumaAsRGB``, the reference) and yuv420p planes."""
+"""Luma models on the fast path: RGB frames (vs ``vsr.luma.LumaAsRGB``, the reference)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from vsr.inference import upscale_frames
 from vsr.kernel import StudentKernel
 from vsr.luma import LumaAsRGB, rgb_to_luma
 from vsr.runner import FrameRunner
-from vsr.yuv import FULL_TO_LIMITED, LIMITED_TO_FULL, upscale_yuv420
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -49,21 +48,3 @@ def test_luma_runner_matches_the_reference_wrapper() -> None:
     assert inside.mean() > 0.5  # the comparison covers most of the frame
     d = _diff(out, ref)[inside]
     assert d.max() <= 2 and d.mean() < 0.5  # Y is rounded to 8 bits on the way in (<= 0.5 level, x1.77 in B)
-
-
-def test_yuv420_planes_stay_planes() -> None:
-    r = FrameRunner(luma_student(), scale=2, device=CPU, dtype="fp32")
-    y = np.random.default_rng(7).integers(16, 236, (12, 16), dtype=np.uint8)
-    u = np.full((6, 8), 100, np.uint8)
-    v = np.full((6, 8), 150, np.uint8)
-    y2, u2, v2 = upscale_yuv420(r.upscale_luma, y, u, v, 2)
-    assert y2.shape == (24, 32) and u2.shape == v2.shape == (12, 16)
-    assert (u2 == 100).all() and (v2 == 150).all()  # flat chroma stays flat
-    full = r.upscale_luma(LIMITED_TO_FULL[y][None, :, :, None])[0, :, :, 0]
-    assert np.array_equal(y2, FULL_TO_LIMITED[full])
-    assert y2.min() >= 16 and y2.max() <= 235
-
-
-def test_range_tables_round_trip() -> None:
-    lim = np.arange(16, 236, dtype=np.uint8)
-    assert _diff(FULL_TO_LIMITED[LIMITED_TO_FULL[lim]], lim).max() == 0
