@@ -18,7 +18,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -101,10 +100,7 @@ class Stream:
         self.head = StreamHead(self.id, self.name, redact(self.spec.url), self.model, self.scale, self.spec.transport)
         self.observer = StreamObserver(self.name, self.source, deps.metrics)
         self.output = FrameBroadcast()
-
-        def send(rgb: np.ndarray, deadline: float) -> Future[np.ndarray]:
-            return deps.submit(rgb, model=setup.model, source=self.source, deadline=deadline)
-
+        send = partial(deps.submit, model=setup.model, source=self.source)  # the frame goes to the batcher directly
         self.pump = Pump(self.name, send, self.opts, self.output, self.observer)
         self.sink = ReaderSink(self.observer, self.pump)
         self.capture = Capture(self.name, setup.src, self.spec.transport, self.opts, self.sink, setup.check)

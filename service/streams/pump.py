@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 
@@ -24,7 +24,11 @@ from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.streams.stats import StreamObserver
 from vsr.frames import Frame
 
-SendFn = Callable[[np.ndarray, float], Future[np.ndarray]]  # (RGB frame, deadline) -> its upscaled frame
+
+class SendFn(Protocol):
+    """The batcher's ``submit`` with this stream's model and source bound: one RGB frame in, its future out."""
+
+    def __call__(self, frame: np.ndarray, *, deadline: float) -> Future[np.ndarray]: ...
 
 
 def to_rgb(frame: Frame) -> np.ndarray:
@@ -40,7 +44,7 @@ class Pending:
 
 
 class Pump:
-    """The thread between a stream's reader and the batcher. ``send(rgb, deadline)`` submits one frame."""
+    """The thread between a stream's reader and the batcher. ``send(rgb, deadline=...)`` submits one frame."""
 
     def __init__(
         self, name: str, send: SendFn, opts: StreamOptions, output: FrameBroadcast, observer: StreamObserver
@@ -120,7 +124,7 @@ class Pump:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
             self.last_source = rgb  # a reference: no copy, no encode
-            fut = self.send(rgb, deadline)
+            fut = self.send(rgb, deadline=deadline)
         except QueueFull:
             self._release()
             self.observer.dropped("overloaded")
