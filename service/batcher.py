@@ -11,8 +11,8 @@ async code awaits it with ``asyncio.wrap_future``. The worker loop:
 4. runs the batch; an exception fails only that batch's futures, and the loop goes on.
 
 The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After). A source with nothing queued
-always gets one frame in (an overshoot of one per source) and one may hold at most ``queue_limit`` / sources waiting:
-a flood from one source (a large OIP batch, a video job) cannot fill the queue and turn the cameras away.
+always gets one frame in (the limit may be passed by one frame per source): a flood from one source (a large OIP
+batch, a video job) cannot fill the queue and keep a camera out, and the fair order then serves that frame soon.
 
 **Memory budget** (``memory_budget_bytes``; the engine's ``frame_bytes(model, shape)`` prices a frame: input,
 activations, output): a batch holds as many same-shape frames as fit the budget (at least one), the rest wait for
@@ -181,11 +181,10 @@ class Batcher:
         return item.future
 
     def _refuse(self, source: str, nbytes: int) -> bool:
-        """Full for this source? One with nothing queued always gets a frame in; else the limit and its share."""
-        if not (mine := self._sources.get(source)):
+        """Full for this source? One with nothing queued always gets a frame in (past the limit if need be)."""
+        if source not in self._sources:
             return self._queue_bytes_full(nbytes)
-        share = max(1, self.queue_limit // len(self._sources))
-        return self._queue_bytes_full(nbytes) or self._size >= self.queue_limit or len(mine) >= share
+        return self._queue_bytes_full(nbytes) or self._size >= self.queue_limit
 
     def load(self) -> WorkerLoad:  # busy fraction, overload state and each source's share, last few seconds
         return self.share.load()
@@ -285,7 +284,9 @@ class Batcher:
         now = time.monotonic()
         batch: list[_Item] = []
         expired: list[_Item] = []
-        turns = [self._sources[s] for s in self.share.order(self._sources)]
+        order = self.share.order(self._sources)
+        self.share.settle(order)  # before the head leaves: vtime is the account of the source served now
+        turns = [self._sources[s] for s in order]
         progress = True
         while progress and len(batch) < limit:
             progress = False
@@ -301,7 +302,6 @@ class Batcher:
                 if len(batch) >= limit:
                     break
         self._prune()
-        self.share.settle(self._sources)
         self._backlog = self._size > 0
         return batch, expired
 

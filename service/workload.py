@@ -66,7 +66,9 @@ class WorkerShare:
             return sorted(waiting, key=lambda s: self.served.get(s, self.vtime))
 
     def settle(self, waiting: Iterable[str]) -> None:
-        """Move ``vtime`` to the least-served waiting source; forget idle accounts that are not ahead of it."""
+        """Move ``vtime`` to the least-served waiting source (call it as that source is served, before its queue
+        may empty: a camera that keeps one frame in flight must not lose its place each time it has none queued);
+        forget idle accounts that are not ahead of it."""
         with self._lock:
             accounts = [self.served.get(s, self.vtime) for s in waiting]
             if accounts:

