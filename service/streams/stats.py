@@ -145,6 +145,7 @@ class StreamObserver:
             (m.stream_reconnects, [(self.name,)]),
             (m.stream_latency, [(self.name,)]),
             (m.frames, [(self.source,)]),
+            (m.worker_seconds, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
