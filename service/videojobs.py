@@ -43,7 +43,7 @@ RESTARTED = "the service restarted before the job finished; upload the video aga
 
 
 class TooManyJobs(Exception):
-    """The job cap is reached (429)."""
+    """The job cap is reached."""
 
 
 @dataclass(frozen=True)

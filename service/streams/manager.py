@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class TooManyStreams(Exception):
-    """The concurrent-stream cap is reached (429); ``retry_after_s``: when a stopping stream's slot frees."""
+    """The concurrent-stream cap is reached; ``retry_after_s``: when a stopping stream's slot frees."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
@@ -27,19 +27,19 @@ class TooManyStreams(Exception):
 
 
 class UnknownStream(KeyError):
-    """No stream with that id (404)."""
+    """No stream with that id."""
 
 
 class StreamConflict(ValueError):
-    """A stream with that name exists (409)."""
+    """A stream with that name exists."""
 
 
 class UnknownModel(StreamConflict):
-    """The stream asks for a model that is not loaded (422)."""
+    """The stream asks for a model that is not loaded."""
 
 
 class NotOwner(Exception):
-    """Another replica's shard owns this camera (409): each camera runs on exactly one replica."""
+    """Another replica's shard owns this camera: each camera runs on exactly one replica."""
 
     def __init__(self, camera: str, owner: int, shard: Shard) -> None:
         super().__init__(
@@ -90,7 +90,7 @@ class StreamManager:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
         ``wait_for_dns``: a host that does not resolve yet (a camera container still starting) is not an error;
-        the reader checks again before each connect attempt. Raises :class:`UrlRejected` (400/403),
+        the reader checks again before each connect attempt. Raises :class:`UrlRejected`,
         :class:`StreamConflict`, :class:`TooManyStreams`, :class:`NotOwner`.
         """
         if not self.shard.owns(key := camera_key(spec)):
