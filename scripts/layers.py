@@ -21,6 +21,7 @@ SERVICE_RANKS = {
     "service.urlpolicy": 0,
     "service.jobstore": 0,
     "service.imaging": 0,
+    "service.workload": 0,
     # the domain: inference queue, live streams, video jobs (given typed options and objects by the app factory)
     "service.batcher": 1,
     "service.streams": 1,
@@ -29,6 +30,7 @@ SERVICE_RANKS = {
     "service.settings": 2,
     "service.engine": 2,
     "service.modelrefs": 2,
+    "service.repository": 2,
     # the web layer: HTTP errors, request reading, dependencies, the shared request logic
     "service.errors": 3,
     "service.bodylimit": 3,
@@ -36,6 +38,7 @@ SERVICE_RANKS = {
     "service.uploads": 3,
     "service.submit": 3,
     "service.httpserver": 3,
+    "service.oip_tensors": 3,
     "service.routes": 4,  # and no route imports another route
     "service.app": 5,  # the app factory: the wiring of everything above
     "service.main": 5,
