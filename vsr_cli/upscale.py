@@ -41,7 +41,8 @@ def save_image(sr: np.ndarray, decoded: DecodedImage, path: Path) -> None:
     """Encode the model's output as ``path``'s extension asks, carrying the input's alpha, grey and ICC profile
     (:mod:`vsr.images`, the service's code too); what the output loses is logged."""
     fmt = format_for_path(path)
-    assert fmt is not None  # plan() accepted only our extensions
+    if fmt is None:  # plan() lets only our extensions through
+        raise UsageError(f"unsupported output extension {path.suffix!r}; use one of {', '.join(IMAGE_EXTS)}")
     for note in output_notes(decoded, fmt):
         log.warning("%s: %s", path.name, note)
     data = encode(sr, decoded, fmt, quality=QUALITY)
