@@ -73,7 +73,7 @@ class Metrics:
         self.model_info = Gauge(
             "vsr_model_info",
             "loaded models (value 1)",
-            ["model", "arch", "scale", "parameters", "dtype", "device"],
+            ["model", "arch", "scale", "parameters", "dtype", "runtime", "device"],
             registry=r,
         )
         self.oom_retries = Counter(
