@@ -122,6 +122,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stream_model = Gauge(
+            "vsr_stream_model",
+            "1 for the model a stream runs now (auto streams switch)",
+            ["stream", "model"],
+            registry=r,
+        )
+        self.stream_budget = Gauge(
+            "vsr_stream_budget_ratio",
+            "worker time the live streams need with the auto model choice, as a share of the budget (>1: none fits)",
+            registry=r,
+        )
 
     def enable_gpu_memory(self, allocated: Callable[[], float], reserved: Callable[[], float]) -> None:
         """GPU memory gauges, read at scrape time. Only called on CUDA."""

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         default=None, description="default model of /upscale (stills): x2 when loaded, else the first of models"
     )
     stream_model: str | None = Field(
-        default=None, description="default model of live streams: x2-camera (codec/noise-trained) when loaded"
+        default=None,
+        description="default model of live streams: unset or auto = the best loaded camera model whose measured cost "
+        "fits all live streams (service/streams/auto.py); a model name pins it",
     )
     video_model: str | None = Field(
         default=None, description="default model of video jobs: x2-camera (codec/noise-trained) when loaded"
@@ -280,7 +282,7 @@ class Settings(BaseSettings):
         """The model a request of ``use`` gets when it names none: ``VSR_<USE>_MODEL`` (must be loaded), else the
         preferred one when loaded (x2 for stills, x2-camera for streams and video), else the first loaded."""
         chosen = {"image": self.image_model, "stream": self.stream_model, "video": self.video_model}[use]
-        if chosen is not None:
+        if chosen is not None and not (use == "stream" and chosen == "auto"):  # auto: decided per budget, later
             if chosen not in loaded:
                 raise ValueError(f"VSR_{use.upper()}_MODEL={chosen!r} is not loaded; loaded: {', '.join(loaded)}")
             return chosen

@@ -171,6 +171,21 @@ def _load_model(name: str) -> tuple[Any, dict[str, int]]:
     return model, {"scale": meta.scale}
 
 
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None and importlib.util.find_spec("openvino") is not None
+
+
+def _data_root(artifact: str) -> str:
+    """The data root an artifact was trained on (its model.json), else the default one."""
+    from vsr.artifact import resolve
+
+    meta = json.loads((resolve(artifact) / "model.json").read_text())
+    root = meta.get("data", {}).get("data_root") or meta.get("training", {}).get("config", {}).get("data_root")
+    return str(root or DEFAULT_DATA_ROOT)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -198,6 +213,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = str(art)
     else:
         source = args.model
+    target = args.int8 or (source if args.checkpoint and not args.no_int8 else None)
+    if target is not None and (args.int8 is not None or _has_nncf()):
+        from training.quantize import quantize_artifact
+
+        out["int8"] = quantize_artifact(target or source, args.data_root or _data_root(target or source))
     if args.onnx:
         model, _ = _load_model(source)
         out["onnx"] = args.onnx

@@ -82,7 +82,8 @@ class LevelsNet(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x / 255.0) * 255.0).clamp(0.0, 255.0).round()
+        y: torch.Tensor = self.model(x / 255.0)
+        return (y * 255.0).clamp(0.0, 255.0).round()
 
 
 def levels_model(model: nn.Module, channels: int) -> ov.Model:

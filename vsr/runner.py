@@ -120,7 +120,7 @@ class _Builder:
             if self._graph is None:
                 self._graph = ov.levels_model(self.model, int(getattr(self.model, "colors", 3)))
             graph = self._graph
-        return ov.OvKernel(graph, scale=self.scale, precision=precision, cache_dir=cache)  # type: ignore[arg-type]
+        return ov.OvKernel(graph, scale=self.scale, precision=precision, cache_dir=cache)
 
 
 def choose_runtime(

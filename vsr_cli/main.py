@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", help="the artifact's model name (default: the run's name)")
     ex.add_argument("--model", default="x2", help="artifact to export to ONNX when no --checkpoint")
     ex.add_argument("--onnx", help="also write an ONNX file here (dynamic batch/H/W) and check parity")
+    ex.add_argument(
+        "--int8",
+        nargs="?",
+        const="",
+        metavar="ARTIFACT",
+        help="add an int8 variant (NNCF post-training quantisation, checked on held-out training data) to ARTIFACT, "
+        "or to the one --checkpoint writes (which does so by default when nncf is installed)",
+    )
+    ex.add_argument("--no-int8", action="store_true", help="with --checkpoint: write no int8 variant")
+    ex.add_argument("--data-root", help="the training data (default: the artifact's data_root, ../shared/datasets)")
 
     up = sub.add_parser("upscale", help="upscale image files, a folder of images/videos, or a video, offline")
     up.add_argument("input", help="an image, a video, or a folder of them")
