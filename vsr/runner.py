@@ -128,14 +128,11 @@ def choose_runtime(
 ) -> tuple[Kernel, RunnerInfo]:
     """The kernel of the fastest candidate (:func:`candidates`) on a probe frame, and what was measured.
 
-    One candidate: built, not timed. A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2
+    A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2
     CPU, a broken IR) is recorded as None and skipped; if all fail, the last error is raised."""
     opts = opts or RuntimeOptions()
     build = _Builder(model, scale=scale, device=device, opts=opts)
     cands = candidates(device, dtype, opts)
-    if len(cands) == 1:
-        rt, p = cands[0]
-        return build(rt, p), RunnerInfo("", p, runtime=rt, precision=p)
     channels = int(getattr(model, "colors", 3))
     probe = np.random.default_rng(0).integers(0, 256, (1, *PROBE_SIZE, channels), dtype=np.uint8)
     times: dict[str, float | None] = {}
@@ -144,8 +141,10 @@ def choose_runtime(
     for rt, p in cands:
         try:
             kernel = build(rt, p)
-            ms = round(1000 * time_call(partial(kernel, probe)), 2)
-        except (RuntimeError, ValueError, OSError) as e:  # oneDNN/OpenVINO: unsupported here, unreadable IR
+            ms = round(1000 * time_call(partial(kernel, probe)), 2)  # one candidate too: its cost is reported
+        except (RuntimeError, ValueError, OSError) as e:
+            if len(cands) == 1:
+                raise  # oneDNN/OpenVINO: unsupported here, unreadable IR
             log.info("%s %s unusable here: %s", rt, p, str(e).splitlines()[0] if str(e) else type(e).__name__)
             times[f"{rt}/{p}"], error = None, e
             continue
