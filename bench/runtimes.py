@@ -136,8 +136,11 @@ def runtimes_notes(res: dict[str, Any]) -> list[str]:
     out = [
         f"CPU: {cpu.get('model', '?')}, flags {', '.join(cpu.get('flags', [])) or 'none of AVX2/AVX-512/VNNI/AMX'}; "
         f"{res.get('threads')} threads, OpenVINO {res.get('openvino')}, {res.get('input')} in, x2 out, "
-        f"{res.get('rounds')} interleaved rounds of {res.get('per_round')} frames.",
+        f"{res.get('rounds')} interleaved rounds of {res.get('per_round')} frames; load average at start/end "
+        f"{res.get('loadavg', {}).get('start')} / {res.get('loadavg', {}).get('end')} (ratios, not absolute ms).",
     ]
+    if not any(k.startswith("opencv_") for k in res.get("rows", {})):
+        out.append("- OpenCV ESPCN: not run (needs opencv-contrib, the `bench` extra, and ../shared/anchors).")
     for name, n in res.get("models", {}).items():
         q = n.get("int8")
         if q:

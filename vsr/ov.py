@@ -132,11 +132,15 @@ class OvKernel:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
+        self.core = core(cache_dir)
+        caps = list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if precision == "bf16" and "BF16" not in caps:
+            # OpenVINO would quietly run f32 under a bf16 label: a duplicate candidate that reports a false precision
+            raise RuntimeError(f"OpenVINO has no bf16 on this CPU (its capabilities: {', '.join(caps)})")
         self.scale, self.precision = scale, precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.channels = int(graph.inputs[0].get_partial_shape()[1].get_length())
         self.graph = with_uint8_io(graph)
-        self.core = core(cache_dir)
         self.config = {
             "INFERENCE_NUM_THREADS": str(threads or torch.get_num_threads()),
             "NUM_STREAMS": "1",
