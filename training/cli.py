@@ -229,11 +229,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = str(art)
     else:
         source = args.model
-    target = args.int8 or (source if args.checkpoint and not args.no_int8 else None)
-    if target is not None and (args.int8 is not None or _has_nncf()):
+    asked = args.int8 is not None  # --int8 [ARTIFACT]; with --checkpoint it is the default when nncf is installed
+    if asked or (args.checkpoint and not args.no_int8 and _has_nncf()):
         from training.quantize import quantize_artifact
 
-        out["int8"] = quantize_artifact(target or source, args.data_root or _data_root(target or source))
+        target = args.int8 or source
+        try:
+            out["int8"] = quantize_artifact(target, args.data_root or _data_root(target))
+        except FileNotFoundError as e:  # the training data is not on this machine
+            if asked:
+                raise UsageError(f"int8: {e}") from None
+            out["int8"] = {"skipped": f"no training data to calibrate on: {e}"}
     if args.onnx:
         model, _ = _load_model(source)
         out["onnx"] = args.onnx
