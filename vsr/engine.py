@@ -74,7 +74,7 @@ def resolve_dtype(
         return DTYPES[name], {}
     if device.type == "cuda" or model is None:
         return (torch.float16 if device.type == "cuda" else torch.float32), {}
-    dtype, times = choose_dtype(model, scale=int(getattr(model, "scale", 2)), device=device, channels=_colors(model))
+    dtype, times = choose_dtype(model, scale=int(getattr(model, "scale", 2)), device=device)
     log.info("dtype measured on %s: %s -> %s", device, times, DTYPE_NAMES[dtype])
     return dtype, times
 
@@ -82,11 +82,6 @@ def resolve_dtype(
 def pick_dtype(name: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype:
     """:func:`resolve_dtype` without the timings."""
     return resolve_dtype(name, device, model)[0]
-
-
-def _colors(model: nn.Module) -> int:
-    inner = getattr(model, "luma", None)  # vsr.luma.LumaAsRGB wraps a 1-channel model
-    return int(getattr(inner if isinstance(inner, nn.Module) else model, "colors", 3))
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,8 @@ def choose_runtime(
 ) -> tuple[Kernel, RunnerInfo]:
     """The kernel of the fastest candidate (:func:`candidates`) on a probe frame, and what was measured.
 
-    A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2
-    CPU, a broken IR) is recorded as None and skipped; if all fail, the last error is raised."""
+    A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2 CPU, a broken IR) is recorded as
+    None and skipped; a single candidate's error is raised."""
     opts = opts or RuntimeOptions()
     build = _Builder(model, scale=scale, device=device, opts=opts)
     cands = candidates(device, dtype, opts)
@@ -142,9 +142,9 @@ def choose_runtime(
         try:
             kernel = build(rt, p)
             ms = round(1000 * time_call(partial(kernel, probe)), 2)  # one candidate too: its cost is reported
-        except (RuntimeError, ValueError, OSError) as e:
+        except (RuntimeError, ValueError, OSError) as e:  # oneDNN/OpenVINO: unsupported here; an unreadable IR
             if len(cands) == 1:
-                raise  # oneDNN/OpenVINO: unsupported here, unreadable IR
+                raise
             log.info("%s %s unusable here: %s", rt, p, str(e).splitlines()[0] if str(e) else type(e).__name__)
             times[f"{rt}/{p}"], error = None, e
             continue
@@ -158,9 +158,7 @@ def choose_runtime(
     return kernel, RunnerInfo("", p, dtype_ms=times, runtime=rt, precision=p, ms=ms)
 
 
-def choose_dtype(
-    model: nn.Module, *, scale: int, device: torch.device, channels: int = 3
-) -> tuple[torch.dtype, dict[str, float | None]]:
+def choose_dtype(model: nn.Module, *, scale: int, device: torch.device) -> tuple[torch.dtype, dict[str, float | None]]:
     """torch only: fp16 on CUDA; on CPU the faster of fp32 and bf16 on a probe frame (None = failed to run)."""
     if device.type == "cuda":
         return torch.float16, {}
