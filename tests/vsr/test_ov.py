@@ -142,7 +142,11 @@ def test_int8_variant_is_written_checked_and_close_to_fp32(quantized: tuple[Path
     meta = json.loads((art / "model.json").read_text())
     assert meta["int8"] == record and (art / "model_int8.xml").is_file() and (art / "model_int8.bin").is_file()
     assert record["used"] == (record["delta_db"] <= 0.05) and abs(record["fp32_psnr_y"] - record["psnr_y"]) < 1.0
-    kernel = vov.OvKernel(vov.read_int8(art / "model_int8.xml"), scale=2, precision="int8", threads=1)
+    ir = vov.read_int8(art / "model_int8.xml")
+    fq = [op for op in ir.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    readers = {t.get_node().get_type_name() for op in fq for t in op.output(0).get_target_inputs()}
+    assert fq and readers == {"Convolution"}  # int8 at convolution inputs only: the output is never 8-bit rounded
+    kernel = vov.OvKernel(ir, scale=2, precision="int8", threads=1)
     from training.quantize import model_input
     from vsr.artifact import load_artifact
 
