@@ -348,6 +348,7 @@ class Stream:
             (self.metrics.stream_latency, [(self.name,)]),
             (self.metrics.stream_model, [(self.name, self.model)]),
             (self.metrics.frames, [(self.source,)]),
+            (self.metrics.worker_seconds, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
