@@ -23,8 +23,9 @@ import torch
 from service.metrics import Metrics
 from service.settings import Settings
 from vsr.engine import Engine as SharedEngine
-from vsr.engine import EngineHooks, EngineOptions, LoadedModel, load_resolved
+from vsr.engine import EngineHooks, EngineOptions, LoadedModel, load_for
 from vsr.memory import frame_bytes, widest_layer
+from vsr.runner import FrameRunner
 
 __all__ = ["Engine", "FaultHook", "FaultSwitch", "LoadedModel"]
 
@@ -60,11 +61,13 @@ class Engine:
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
         device = settings.torch_device()
-        models, dtype, times = load_resolved(settings.models, device, settings.dtype)
         faults = FaultSwitch()
         hooks = EngineHooks(before_attempt=faults, on_oom=metrics.oom_retries.inc if metrics is not None else None)
-        options = EngineOptions(tiles=settings.tiles(), compile=settings.compile, hooks=hooks)
-        core = SharedEngine(models, device=device, dtype=dtype, options=options, dtype_ms=times)
+        options = EngineOptions(
+            tiles=settings.tiles(), compile=settings.compile, runtime=settings.runtime_options(), hooks=hooks
+        )
+        models = load_for(settings.models, device, settings.dtype)
+        core = SharedEngine(models, device=device, dtype=settings.dtype, options=options)
         return cls(core, faults, metrics)
 
     # ---- what the routes, the batcher and the stream manager read ----------------------------------------------
@@ -95,6 +98,10 @@ class Engine:
 
     def scale(self, name: str) -> int:
         return self.core.scale(name)
+
+    def runner(self, name: str) -> FrameRunner:
+        """The model's runner (its measured runtime and cost: the stream model's ``auto`` choice reads it)."""
+        return self.core.runner(name)
 
     def describe(self, name: str) -> dict[str, Any]:
         return self.core.describe(name)
@@ -143,7 +150,8 @@ class Engine:
                 arch=lm.meta.arch,
                 scale=str(lm.meta.scale),
                 parameters=str(lm.meta.parameters),
-                dtype=self.dtype_name,
+                dtype=self.core.runner(lm.name).info.dtype,
+                runtime=self.core.runner(lm.name).info.runtime,
                 device=str(self.device),
             ).set(1)
         if self.device.type == "cuda":

@@ -10,7 +10,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, Field
 
 from service.streams.output import EncodedFrame
-from service.streams.stats import DROP_REASONS, StreamStats
+from service.streams.stats import DROP_REASONS, StreamObserver
 
 StreamState = Literal["connecting", "live", "backoff", "failed", "stopped"]  # capture.STATES
 
@@ -47,11 +47,19 @@ class PublishInfo(BaseModel):
     last_error: str | None
 
 
+class ModelChoice(BaseModel):
+    """Why the stream runs its model: named by the stream, or chosen by ``auto`` for the frame budget."""
+
+    mode: Literal["auto", "named"]
+    reason: str
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
     url: str = Field(description="the source URL without its password")
     model: str
+    model_choice: ModelChoice
     scale: int
     transport: str
     state: StreamState
@@ -79,16 +87,21 @@ class StreamHead:
     id: str
     name: str
     url: str  # without its password
-    model: str
     scale: int
     transport: str
 
 
 def build_info(
-    head: StreamHead, state: str, stats: StreamStats, latest: EncodedFrame | None, publish: dict[str, Any] | None
+    head: StreamHead,
+    model: str,
+    choice: ModelChoice,
+    observer: StreamObserver,
+    latest: EncodedFrame | None,
+    publish: dict[str, Any] | None,
 ) -> StreamInfo:
-    """The API's view of one stream now: rates over the last 2 s, latency percentiles over the last 512 frames."""
-    s, now = stats, time.monotonic()
+    """The API's view of one stream now: rates over the last 2 s, latency percentiles over the last 512 frames.
+    ``model``: the model it runs now; ``choice``: how it got it (named, or ``auto``'s reason)."""
+    s, now = observer.stats, time.monotonic()
     lat = sorted(s.latencies)
 
     def pct(q: float) -> float | None:
@@ -98,10 +111,11 @@ def build_info(
         id=head.id,
         name=head.name,
         url=head.url,
-        model=head.model,
+        model=model,
+        model_choice=choice,
         scale=head.scale,
         transport=head.transport,
-        state=cast(StreamState, state),  # one of capture.STATES, set by the reader
+        state=cast(StreamState, observer.state),  # one of capture.STATES, set by the reader
         source=SourceInfo(width=s.source_width, height=s.source_height, fps=s.source_fps),
         output=OutputInfo(
             width=latest.width if latest else None,

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,9 +26,10 @@ import numpy as np
 
 from service.batcher import SubmitFn
 from service.metrics import Metrics
+from service.streams.auto import Load
 from service.streams.capture import Capture
 from service.streams.config import StreamOptions, StreamSpec
-from service.streams.info import StreamHead, StreamInfo, build_info
+from service.streams.info import ModelChoice, StreamHead, StreamInfo, build_info
 from service.streams.output import FrameBroadcast
 from service.streams.publish import Publisher
 from service.streams.pump import Pump
@@ -94,14 +96,14 @@ class Stream:
     def __init__(self, setup: StreamSetup, deps: StreamDeps) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.name, self.model, self.scale = setup.spec, setup.name, setup.model, setup.scale
-        self.opts = deps.opts
+        self.auto, self.model_reason = False, "named by the stream"  # service.streams.auto switches auto streams
+        self.opts, self._submit = deps.opts, deps.submit
         self.source = f"stream:{setup.name}"  # its frames' label in the batcher and vsr_frames_total
         self.created = time.time()
-        self.head = StreamHead(self.id, self.name, redact(self.spec.url), self.model, self.scale, self.spec.transport)
+        self.head = StreamHead(self.id, self.name, redact(self.spec.url), self.scale, self.spec.transport)
         self.observer = StreamObserver(self.name, self.source, deps.metrics)
         self.output = FrameBroadcast()
-        send = partial(deps.submit, model=setup.model, source=self.source)  # the frame goes to the batcher directly
-        self.pump = Pump(self.name, send, self.opts, self.output, self.observer)
+        self.pump = Pump(self.name, self._send, self.opts, self.output, self.observer)
         self.sink = ReaderSink(self.observer, self.pump)
         self.capture = Capture(self.name, setup.src, self.spec.transport, self.opts, self.sink, setup.check)
         self.publisher = None if setup.publish is None else self._publisher(setup.publish)
@@ -116,6 +118,21 @@ class Stream:
             on_sent=self.observer.published,
             on_dropped=partial(self.observer.dropped, "publish"),
         )
+
+    def _send(self, frame: np.ndarray, *, deadline: float) -> Future[np.ndarray]:
+        """The pump's way to the batcher: the model this stream runs now (``auto`` may switch it between frames)."""
+        return self._submit(frame, model=self.model, source=self.source, deadline=deadline)
+
+    # -- the model (service.streams.auto.AutoStream) --
+
+    def switch_model(self, model: str, reason: str) -> None:
+        """The next frame sent goes to ``model`` (frames in flight finish on the old one); no reconnect."""
+        self.model, self.model_reason = model, reason
+        self.observer.switched_model(model)
+
+    def load(self) -> Load:
+        s = self.stats
+        return Load(None if self.auto else self.model, s.source_height, s.source_width, s.source_fps)
 
     # -- what the manager and the routes read --
 
@@ -134,7 +151,8 @@ class Stream:
 
     def info(self) -> StreamInfo:
         publish = self.publisher.info() if self.publisher is not None else None
-        return build_info(self.head, self.state, self.stats, self.output.latest, publish)
+        choice = ModelChoice(mode="auto" if self.auto else "named", reason=self.model_reason)
+        return build_info(self.head, self.model, choice, self.observer, self.output.latest, publish)
 
     # -- lifecycle --
 

@@ -67,6 +67,7 @@ class StreamObserver:
         self.name, self.source, self.metrics = name, source, metrics
         self.stats = StreamStats()
         self.state = "connecting"
+        self.model: str | None = None  # the model label set in vsr_stream_model (see :meth:`switched_model`)
         self._stopping = threading.Event()
         self._drop_lock = threading.Lock()  # drops come from the reader, the pump and the publisher thread
         self._set_state_metric("connecting")
@@ -122,6 +123,15 @@ class StreamObserver:
         self.dropped(reason)
         self.stats.last_error = error
 
+    def switched_model(self, model: str) -> None:
+        """The stream runs ``model`` now: ``vsr_stream_model{stream, model}`` = 1, the old model's label set gone."""
+        old, self.model = self.model, model
+        if old is not None and old != model:
+            with contextlib.suppress(KeyError):
+                self.metrics.stream_model.remove(self.name, old)
+        if (m := self._live()) is not None:
+            m.stream_model.labels(stream=self.name, model=model).set(1)
+
     def reconnected(self) -> None:
         self.stats.reconnects += 1
         if (m := self._live()) is not None:
@@ -144,6 +154,7 @@ class StreamObserver:
             (m.stream_state, [(self.name, st) for st in STATES]),
             (m.stream_reconnects, [(self.name,)]),
             (m.stream_latency, [(self.name,)]),
+            (m.stream_model, [(self.name, self.model)] if self.model is not None else []),
             (m.frames, [(self.source,)]),
             (m.worker_seconds, [(self.source,)]),
         ):
