@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from vsr.redact import redact_url
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[..., list[Any]]
@@ -251,7 +253,7 @@ class UrlPolicy:
             host="",
             address=None,
             options=self._options("file", None),
-            redacted=parts.geturl(),
+            redacted=redact_url(parts.geturl()),
         )
 
     @staticmethod
@@ -276,16 +278,8 @@ def _with_host(parts: SplitResult, ip: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for listings, logs, errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL without its credentials (user info, secret-named parameters): :func:`vsr.redact.redact_url`."""
+    return redact_url(url)
 
 
 def policy_from(allow_cidrs: str | Sequence[str] | None, allow_file: bool = False) -> UrlPolicy:
