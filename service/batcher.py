@@ -170,6 +170,13 @@ class Batcher:
             self._cond.notify()
         return item.future
 
+    def capacity(self, frame_bytes: int) -> int:
+        """The most frames of ``frame_bytes`` each the queue can ever hold at once (by count and, with a memory
+        budget, by bytes: an empty queue always takes one). A request needing more can never be queued whole."""
+        if not self.budget:
+            return self.queue_limit
+        return max(1, min(self.queue_limit, self.budget // QUEUE_SHARE // max(frame_bytes, 1)))
+
     def qsize(self) -> int:
         with self._cond:
             return self._size
