@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,26 @@ RESTARTED = "the service restarted before the job finished; upload the video aga
 
 class TooManyJobs(Exception):
     """The job cap is reached (429)."""
+
+
+class JobsDirUnusable(Exception):
+    """``VSR_VIDEO_JOBS_DIR`` cannot be created or written (a settings error: the service does not start)."""
+
+
+def open_jobs_dir(path: str) -> Path:
+    """The jobs folder, created (0700) if missing and proven writable. Raises :class:`JobsDirUnusable`.
+
+    ``vsr serve`` calls it before any thread starts: failing later, in the lifespan, left the inference worker
+    running into interpreter shutdown (``terminate called without an active exception``, SIGABRT)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise JobsDirUnusable(f"VSR_VIDEO_JOBS_DIR: cannot use {path!r} as the jobs folder: {e.strerror}") from None
+    return folder
 
 
 @dataclass(frozen=True)
@@ -163,13 +183,13 @@ class JobManager:
             for state in VIDEO_JOB_STATES:
                 metrics.video_jobs.labels(state=state).set_function(functools.partial(self._count, state))
         if opts.jobs_dir:
-            self.dir = Path(opts.jobs_dir)
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dir = open_jobs_dir(opts.jobs_dir)
             self.store = JobStore(self.dir / "jobs.sqlite3")
         else:
             self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
             self.store = JobStore()  # in memory: the folder goes at shutdown too
         self._jobs: dict[str, Job] = {}
+        self._uploads = 0  # uploads holding a slot (upload_slot)
         self._lock = threading.Lock()
         self._closing = False
         self._restore()
@@ -185,6 +205,22 @@ class JobManager:
         fd, name = tempfile.mkstemp(suffix=suffix, dir=self.dir)
         os.close(fd)
         return Path(name)
+
+    @contextlib.contextmanager
+    def upload_slot(self) -> Iterator[None]:
+        """A place in the job table held while an upload arrives. Raises :class:`TooManyJobs` at once, before a
+        byte is stored, when the jobs and the uploads in flight fill it (a full table used to take the whole
+        upload to disk first: +63 MB for one 100 MB upload refused, +324 MB for four)."""
+        self._expire()
+        with self._lock:
+            if len(self._jobs) + self._uploads >= self.opts.max_jobs:
+                raise TooManyJobs(f"at most {self.opts.max_jobs} video jobs at once; delete finished ones")
+            self._uploads += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploads -= 1
 
     def create(self, in_path: Path, info: VideoInfo, *, model: str, scale: int) -> Job:
         """Queue a job for the (already validated) upload at ``in_path``; the job owns the file from here."""

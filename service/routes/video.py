@@ -15,7 +15,7 @@ from service.deps import EngineDep, JobsDep, SettingsDep
 from service.errors import ApiError, responses
 from service.settings import Settings
 from service.uploads import open_upload
-from service.videojobs import TooManyJobs
+from service.videojobs import Job, JobManager, TooManyJobs
 from vsr.video import SAFE_INPUT_OPTIONS, VideoError, VideoInfo, probe
 
 VIDEO_TYPES = {
@@ -93,6 +93,17 @@ async def upscale_video(
     name = model or settings.model_for("video", engine.names)
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    try:
+        with jobs.upload_slot():  # the job table's cap, checked before a byte of the upload is stored
+            job = await _accept(request, jobs, settings, name, engine.scale(name))
+    except TooManyJobs as e:
+        raise ApiError(429, "too_many_jobs", str(e), headers={"Retry-After": "10"}) from None
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobInfo.model_validate(job.describe())
+
+
+async def _accept(request: Request, jobs: JobManager, settings: Settings, model: str, scale: int) -> Job:
+    """The upload stored, probed, checked and queued as a job; its file removed if it becomes none."""
     path = jobs.new_file(".upload")
     try:
         await _receive(request, path, settings.video_max_bytes)
@@ -101,15 +112,10 @@ async def upscale_video(
         except VideoError as e:
             raise ApiError(415, "unsupported_video", f"not a supported video (mp4, mkv, mov, ts, webm): {e}") from None
         check_header(info, settings)
-        job = jobs.create(path, info, model=name, scale=engine.scale(name))
-    except TooManyJobs as e:
-        _discard(path)
-        raise ApiError(429, "too_many_jobs", str(e), headers={"Retry-After": "10"}) from None
+        return jobs.create(path, info, model=model, scale=scale)
     except BaseException:
         _discard(path)
         raise
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return JobInfo.model_validate(job.describe())
 
 
 def check_header(info: VideoInfo, settings: Settings) -> None:
