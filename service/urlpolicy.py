@@ -23,6 +23,7 @@ matters, back the policy with an egress firewall for the service (only the camer
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -206,8 +207,8 @@ class UrlPolicy:
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as e:
-            raise UrlRejected(f"malformed url: {e}") from None
+        except ValueError as e:  # not echoed: "Port could not be cast ... as 'SECRET'" (a password with a '/')
+            raise UrlRejected(f"malformed url: {_QUOTED.sub('...', str(e))}") from None
         scheme = parts.scheme.lower()
         ports = PUBLISH_PORTS if publish else DEFAULT_PORTS
         if scheme == "file" and not publish:
@@ -275,6 +276,9 @@ def _with_host(parts: SplitResult, ip: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     new_netloc = (f"{userinfo}@" if userinfo else "") + host_literal + port
     return urlunsplit((parts.scheme, new_netloc, parts.path, parts.query, parts.fragment))
+
+
+_QUOTED = re.compile(r"'[^']*'")
 
 
 def redact(url: str) -> str:
