@@ -170,6 +170,16 @@ class Batcher:
             self._cond.notify()
         return item.future
 
+    def check_room(self) -> None:
+        """Raise :class:`QueueFull` (or :class:`BatcherClosed`) now if a frame would be refused now: a caller checks
+        before it reads an upload it could not queue (it used to read up to the upload cap, then answer 503)."""
+        with self._cond:
+            if self._closing:
+                raise BatcherClosed("the inference worker is shutting down")
+            if self._size >= self.queue_limit:
+                self._count_rejected("queue_full")
+                raise QueueFull(self._retry_after())
+
     def capacity(self, frame_bytes: int) -> int:
         """The most frames of ``frame_bytes`` each the queue can ever hold at once (by count and, with a memory
         budget, by bytes: an empty queue always takes one). A request needing more can never be queued whole."""

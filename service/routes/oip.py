@@ -36,7 +36,7 @@ from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
 from service.oip_tensors import DATATYPE, BadTensor, TensorLimits, TensorTooLarge
-from service.routes.upscale import decode_counted, infer
+from service.routes.upscale import admit, decode_counted, infer
 from service.settings import Settings
 from service.uploads import read_body
 
@@ -188,6 +188,7 @@ async def _infer(
     check_model(engine, name, version)
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         raise ApiError(400, "unsupported_encoding", "compressed request bodies are not supported")
+    admit(batcher)  # a full queue: 503 before the body is read
     body = await read_body(request, settings.max_upload_bytes, metrics)
     header_length = request.headers.get(HEADER_LENGTH)
     limits = TensorLimits(max_pixels=settings.max_input_pixels, batch_capacity=batcher.capacity)

@@ -93,6 +93,7 @@ async def upscale(
     name = model or settings.model_for("image", engine.names)
     if name not in engine.models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    admit(batcher)
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
     decoded = await count_too_large(
         metrics,
@@ -119,6 +120,16 @@ async def count_too_large(metrics: Metrics, decoding: Awaitable[T]) -> T:
         if e.status == 413:
             metrics.rejected.labels(reason="too_large").inc()
         raise
+
+
+def admit(batcher: Batcher) -> None:
+    """503 + Retry-After before the upload is read when the queue is already full (it was read, then refused)."""
+    try:
+        batcher.check_room()
+    except QueueFull as e:
+        raise ApiError(503, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+    except BatcherClosed:
+        raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "1"}) from None
 
 
 async def infer(

@@ -16,12 +16,14 @@ The figures (throughput held, p50/p99 of admitted requests, status counts, recov
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,7 +31,7 @@ import numpy as np
 
 from tests.support.checks import error_body_ok, report
 from tests.support.env import REPO
-from tests.support.live import Server
+from tests.support.live import Server, hold_worker, wait_until
 from tests.support.media import png
 
 BATCH_S = 0.02  # simulated model time per batch
@@ -168,3 +170,27 @@ def wait_ok(srv: Server, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_a_full_queue_refuses_uploads_before_reading_them(live_server: Callable[..., Server]) -> None:
+    """With the queue full, a 10 MB upload to ``/upscale`` or OIP is answered 503 + Retry-After after its first
+    64 KiB: the body was read whole (up to the 25 MB cap) before the 503, by every overloaded request at once."""
+    srv = live_server(queue_limit=1, max_batch_size=1, max_batch_delay_ms=0)
+    release = threading.Event()
+    blocked = hold_worker(srv, until=release)
+    body = png(24, 32)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(srv.client.post, "/upscale", content=body, headers={"content-type": "image/png"})
+        assert blocked.wait(30)
+        queued = pool.submit(srv.client.post, "/upscale", content=body, headers={"content-type": "image/png"})
+        assert wait_until(lambda: srv.app.state.batcher.qsize() == 1, 30)
+        host, port = srv.base.removeprefix("http://").split(":")
+        for path, ctype in (("/upscale", "image/png"), ("/v2/models/x2/infer", "application/octet-stream")):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {10 << 20}\r\n\r\n"
+                sock.sendall(head.encode() + b"\0" * (64 << 10))  # and no more
+                answer = sock.recv(4096).decode(errors="replace")
+            assert answer.startswith("HTTP/1.1 503"), (path, answer)
+            assert "retry-after:" in answer.lower() and "overloaded" in answer, answer
+        release.set()
+        assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
