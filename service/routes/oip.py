@@ -219,11 +219,8 @@ async def _run_all(
         raise
 
 
-def bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_inference_request", message)
-
-
 def _api_error(e: BadTensor) -> ApiError:
+    """The web layer's status for a tensor check's error: 413 over a size limit, else 400."""
     return ApiError(413 if isinstance(e, TensorTooLarge) else 400, e.code, e.message)
 
 
