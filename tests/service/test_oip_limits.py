@@ -77,8 +77,9 @@ def test_deep_nesting_and_a_unicode_length_are_400(client: TestClient) -> None:
     assert_error(r, 400, "invalid_inference_request")
     assert "Inference-Header-Content-Length" in r.json()["error"]
     # brackets inside strings are not nesting: a request id full of them passes
-    ok = client.post(URL, json={**tensor([1, 1, 3], data=[[[1, 2, 3]]]), "id": "[" * 50})
-    assert ok.status_code == 200 and ok.json()["id"] == "[" * 50, ok.text
+    rid = 'a "quoted \\" [' + "[" * 50  # escaped quotes and backslashes do not end the string early
+    ok = client.post(URL, json={**tensor([1, 1, 3], data=[[[1, 2, 3]]]), "id": rid})
+    assert ok.status_code == 200 and ok.json()["id"] == rid, ok.text
 
 
 def test_data_must_be_flat_or_nested_as_the_shape(client: TestClient) -> None:
