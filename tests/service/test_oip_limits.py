@@ -77,7 +77,7 @@ def test_deep_nesting_and_a_unicode_length_are_400(client: TestClient) -> None:
     assert_error(r, 400, "invalid_inference_request")
     assert "Inference-Header-Content-Length" in r.json()["error"]
     # brackets inside strings are not nesting: a request id full of them passes
-    rid = 'a "quoted \\" [' + "[" * 50  # escaped quotes and backslashes do not end the string early
+    rid = 'a "' + "[" * 50 + " \\"  # an escaped quote, then brackets, then a backslash: all inside the string
     ok = client.post(URL, json={**tensor([1, 1, 3], data=[[[1, 2, 3]]]), "id": rid})
     assert ok.status_code == 200 and ok.json()["id"] == rid, ok.text
 
