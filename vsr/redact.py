@@ -21,8 +21,9 @@ MASK = "***"
 SECRET_PARAM = re.compile(r"pass|pwd|token|key|secret|auth|sig|credential", re.IGNORECASE)
 # ``name=value`` inside a query or fragment; the value runs to the next separator.
 _PARAM = re.compile(r"(?P<sep>^|[?&;#])(?P<name>[^=&;#?]+)=(?P<value>[^&;#]*)")
-# A URL inside free text: a scheme, ``://``, then anything up to white space, a quote or a bracket that closes it.
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s'\"<>`(){}\[\]]+")
+# A URL inside free text: a scheme, ``://``, then anything up to white space, a quote, a bracket that closes it or a
+# backslash (in a JSON log line, ``\"`` and ``\n`` after a URL are escapes, not part of it).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s'\"<>`(){}\[\]\\]+")
 
 
 def _mask_params(part: str) -> str:

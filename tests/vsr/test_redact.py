@@ -73,6 +73,7 @@ def test_every_log_line_is_redacted(restore_logging: None, fmt: str) -> None:
     logs.configure("INFO", fmt, buf)
     log = logging.getLogger("vsr.test")
     log.warning("opening %s", "rtsp://admin:SECRET@cam/x?token=SECRET")
+    log.error('failed: "http://cam/a?token=SECRET"\nnext line')  # JSON escapes \" and \n right after the URL
     try:
         raise ConnectionError("cannot open 'http://cam/cgi?password=SECRET'")
     except ConnectionError:
@@ -81,4 +82,5 @@ def test_every_log_line_is_redacted(restore_logging: None, fmt: str) -> None:
     assert "SECRET" not in out
     assert "rtsp://admin:***@cam/x?token=***" in out and "http://cam/cgi?password=***" in out
     if fmt == "json":
-        assert all(json.loads(line) for line in out.splitlines())
+        records = [json.loads(line) for line in out.splitlines()]
+        assert records[1]["message"] == 'failed: "http://cam/a?token=***"\nnext line', records[1]
