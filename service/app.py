@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 from fastapi import FastAPI
@@ -27,7 +28,9 @@ from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
 from service.routes import health, oip, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
-from service.streams.manager import start_streams
+from service.streams.config import load_stream_specs
+from service.streams.manager import StreamManager
+from service.urlpolicy import policy_from
 from service.videojobs import JobManager
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         )
         # The jobs folder first: a failure after the worker started left it running the model into interpreter
         # shutdown (SIGABRT). Anything that fails after it is started stops it again.
-        app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
+        app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
         batcher.start()
         app.state.engine = engine
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
@@ -117,6 +120,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
+
+
+def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
+    """The stream manager, wired here so that ``service.streams`` knows neither the settings nor the engine (they
+    import the stream config): the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
+    manager = StreamManager(
+        submit=batcher.submit,
+        models={name: engine.scale(name) for name in engine.names},
+        metrics=metrics,
+        policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
+        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
+        max_streams=settings.max_streams,
+        default_model=settings.model_for("stream", engine.names),
+        shard=settings.shard(),
+    )
+    manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
+    return manager
 
 
 def body_limits(settings: Settings) -> BodyLimits:

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from service.jobstore import JobsDirUnusable, open_jobs_dir
 from service.settings import Settings
-from service.videojobs import JobsDirUnusable, open_jobs_dir
 from vsr.artifact import ArtifactError, resolve
 from vsr.engine import DeviceError
 from vsr.errors import UsageError

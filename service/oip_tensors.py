@@ -19,11 +19,14 @@ Errors are typed (:class:`BadTensor`, :class:`TensorTooLarge`); the web layer gi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
 
 import numpy as np
+
+from service.batcher import QUEUE_SHARE, Batcher
+from vsr import images
 
 DATATYPE = "UINT8"
 MAX_RANK = 4  # [N, H, W, 3]
@@ -38,40 +41,46 @@ _DEPTH_CHUNK = 1 << 20  # brackets per numpy pass (a cumulative sum of int32: 4 
 
 
 class BadTensor(ValueError):
-    """The request is malformed (a 400)."""
-
-    code = "invalid_inference_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    """The request is malformed (the web layer's error table: 400)."""
 
 
-class TensorTooLarge(BadTensor):
-    """Well-formed but over a size limit (a 413, not retryable: the same request fails the same way)."""
+class TensorTooLarge(images.ImageOverLimit, BadTensor):
+    """Well-formed but over a size limit (413, not retryable: the same request fails the same way). An
+    ``ImageOverLimit``, so it is counted with the other refusals by size (``vsr_rejected_total{reason="too_large"}``)."""
 
-    code = "too_large"
 
-
-class TooManyPixels(TensorTooLarge):
-    code = "too_many_pixels"
+class TooManyPixels(images.TooManyPixels, TensorTooLarge):
+    """``N*H*W`` (or one dimension) over ``VSR_MAX_INPUT_PIXELS``: answered as an image over the cap."""
 
 
 class BatchTooLarge(TensorTooLarge):
-    code = "batch_too_large"
+    """More frames than the inference queue can ever hold at once."""
 
 
 class OutputTooLarge(TensorTooLarge):
-    code = "output_too_large"
+    """JSON output asked for a tensor over ``JSON_OUTPUT_MAX_VALUES``."""
 
 
 @dataclass(frozen=True)
 class TensorLimits:
-    """``batch_capacity(frame_bytes)``: the most frames of that size the inference queue can ever hold at once."""
+    """``max_frames``: the inference queue's frame limit; ``max_queue_bytes``: the bytes queued inputs may hold
+    (a share of the memory budget; None without one). A batch over what they hold at once can never be queued."""
 
     max_pixels: int
-    batch_capacity: Callable[[int], int]
+    max_frames: int
+    max_queue_bytes: int | None = None
     json_output_values: int = JSON_OUTPUT_MAX_VALUES
+
+    @classmethod
+    def for_batcher(cls, max_pixels: int, batcher: Batcher) -> TensorLimits:
+        queue_bytes = batcher.budget // QUEUE_SHARE if batcher.budget else None
+        return cls(max_pixels, max_frames=batcher.queue_limit, max_queue_bytes=queue_bytes)
+
+    def batch_capacity(self, frame_bytes: int) -> int:
+        """The most frames of ``frame_bytes`` one source can ever have queued at once (an empty queue takes one)."""
+        if self.max_queue_bytes is None:
+            return self.max_frames
+        return max(1, min(self.max_frames, self.max_queue_bytes // max(frame_bytes, 1)))
 
 
 def header_length(value: str | None, body_len: int) -> int | None:

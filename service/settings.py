@@ -19,8 +19,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.sharding import Shard, resolve_shard
 from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
+from service.videojobs import JobOptions
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
+from vsr.images import DecodeLimits
 from vsr.inference import TileSpec
 from vsr.memory import default_budget_bytes
 
@@ -179,6 +181,13 @@ class Settings(BaseSettings):
         "restarts. Default: a private temporary folder, removed at shutdown",
     )
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
+    video_segment_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a video job's output is written in durable segments of this many seconds; after a crash the "
+        "job resumes after its last finished segment (with VSR_VIDEO_JOBS_DIR)",
+    )
 
     # Camera sharding across replicas (service/sharding.py, docs/scale.md)
     shard_count: int = Field(default=1, ge=1, le=1000, description="replicas sharing the configured cameras")
@@ -307,6 +316,21 @@ class Settings(BaseSettings):
                 gop=self.stream_publish_gop,
             ),
         )
+
+    def job_options(self) -> JobOptions:
+        """The video jobs' knobs, from the ``VSR_VIDEO_*`` settings."""
+        return JobOptions(
+            max_jobs=self.video_max_jobs,
+            workers=self.video_workers,
+            ttl_s=self.video_job_ttl_s,
+            caps=self.video_caps(),
+            jobs_dir=self.video_jobs_dir,
+            segment_s=self.video_segment_s,
+        )
+
+    def image_limits(self) -> DecodeLimits:
+        """What every uploaded image is checked against before its pixels are decoded."""
+        return DecodeLimits(max_pixels=self.max_input_pixels)
 
     def video_caps(self) -> FrameCaps:
         """What every decoded frame of a video job is checked against."""

@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default="x2", help="x2, x4, or an artifact folder (default x2)")
     up.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     up.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="auto: fp16 on CUDA, on CPU the faster of fp32 and bf16 (measured); as the service's VSR_DTYPE",
+    )
+    up.add_argument(
         "--tile",
         type=int,
         default=0,

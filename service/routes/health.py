@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import BatcherDep, EngineDep, RegistryDep
 from service.errors import ApiError, v2_responses
-from service.routes.oip import VERSION, check_model
+from service.modelrefs import VERSION, check_model
 
 router = APIRouter(tags=["health"])
 models_router = APIRouter(tags=["models"])

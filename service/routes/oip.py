@@ -16,7 +16,6 @@ can ever hold is a 413 naming the limit (a 503 would be retried forever). Shapes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -35,16 +34,16 @@ from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
-from service.oip_tensors import DATATYPE, BadTensor, TensorLimits, TensorTooLarge
-from service.routes.upscale import admit, decode_counted, infer
+from service.modelrefs import VERSION, check_model
+from service.oip_tensors import DATATYPE, BadTensor, TensorLimits
 from service.settings import Settings
+from service.submit import admit, decode_counted, infer_all
 from service.uploads import read_body
 
 router = APIRouter(tags=["models"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TENSOR = "image"  # the one input and the one output
-VERSION = "1"  # artifacts have no versions; "1" is the only one (as the metadata says)
 SOURCE = "oip"  # vsr_frames_total{source}
 
 
@@ -167,14 +166,6 @@ async def model_version_infer(
     return await _infer(name, version, request, settings, engine, batcher, metrics)
 
 
-def check_model(engine: Engine, name: str, version: str = VERSION) -> None:
-    """404 unless ``name`` is loaded and ``version`` is its one version."""
-    if name not in engine.models:
-        raise ApiError(404, "model_not_found", f"no model {name!r}; loaded: {engine.names}")
-    if version != VERSION:
-        raise ApiError(404, "version_not_found", f"model {name!r} has no version {version!r}; versions: ['1']")
-
-
 async def _infer(
     name: str,
     version: str,
@@ -188,13 +179,13 @@ async def _infer(
     check_model(engine, name, version)
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         raise ApiError(400, "unsupported_encoding", "compressed request bodies are not supported")
-    admit(batcher)  # a full queue: 503 before the body is read
+    admit(batcher, SOURCE, metrics)  # a full queue: 503 before the upload is read
     body = await read_body(request, settings.max_upload_bytes, metrics)
     header_length = request.headers.get(HEADER_LENGTH)
-    limits = TensorLimits(max_pixels=settings.max_input_pixels, batch_capacity=batcher.capacity)
+    limits = TensorLimits.for_batcher(settings.max_input_pixels, batcher)
     parsed = await decode_counted(metrics, parse_request, body, header_length, limits, engine.scale(name))
     del body
-    outs = await _run_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics)
+    outs = await infer_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics, source=SOURCE)
     result = np.stack(outs) if parsed.batched else outs[0]
     content, header_len = await run_in_threadpool(encode_response, parsed, result, name)
     if header_len is None:
@@ -202,37 +193,9 @@ async def _infer(
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_len)})
 
 
-async def _run_all(
-    batcher: Batcher, frames: np.ndarray, *, model: str, deadline: float, metrics: Metrics
-) -> list[np.ndarray]:
-    """Every frame through the batcher at once (same model and shape: they batch together); on the first failure
-    the rest are cancelled, so the worker drops them instead of running them for nobody."""
-    tasks = [
-        asyncio.ensure_future(infer(batcher, f, model=model, deadline=deadline, metrics=metrics, source=SOURCE))
-        for f in frames
-    ]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        raise
-
-
-def _api_error(e: BadTensor) -> ApiError:
-    """The web layer's status for a tensor check's error: 413 over a size limit, else 400."""
-    return ApiError(413 if isinstance(e, TensorTooLarge) else 400, e.code, e.message)
-
-
 def parse_request(body: bytes, header_length: str | None, limits: TensorLimits, scale: int) -> Parsed:
-    """Body -> frames. Raises ApiError 400 (malformed), 413 (over a size limit: pixels, batch, JSON output)."""
-    try:
-        return _parse(body, header_length, limits, scale)
-    except BadTensor as e:
-        raise _api_error(e) from None
-
-
-def _parse(body: bytes, header_length: str | None, limits: TensorLimits, scale: int) -> Parsed:
+    """Body -> frames. Raises :class:`~service.oip_tensors.BadTensor` (400), or one of its ``TensorTooLarge``
+    kinds (413: pixels, batch, JSON output)."""
     n = oip_tensors.header_length(header_length, len(body))
     header, binary = (body, b"") if n is None else (body[:n], body[n:])
     oip_tensors.check_depth(header)

@@ -1,4 +1,5 @@
-"""All streams of the service: created by the app's lifespan, capped, stopped on shutdown."""
+"""All streams of the service: created by the app's lifespan (``service.app``, which wires in the settings, the
+engine's models and the batcher), capped, stopped on shutdown."""
 
 from __future__ import annotations
 
@@ -6,25 +7,19 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from service.batcher import Batcher, SubmitFn
+from service.batcher import SubmitFn
 from service.metrics import Metrics
 from service.sharding import Shard
-from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
+from service.streams.config import StreamOptions, StreamSpec
 from service.streams.pipeline import Stream
-from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
-
-if TYPE_CHECKING:  # the engine and the settings import the stream config
-    from service.engine import Engine
-    from service.settings import Settings
+from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, redact
 
 log = logging.getLogger(__name__)
 
 
 class TooManyStreams(Exception):
-    """The concurrent-stream cap is reached (429); ``retry_after_s``: when a stopping stream's slot frees."""
+    """The concurrent-stream cap is reached; ``retry_after_s``: when a stopping stream's slot frees."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
@@ -32,19 +27,19 @@ class TooManyStreams(Exception):
 
 
 class UnknownStream(KeyError):
-    """No stream with that id (404)."""
+    """No stream with that id."""
 
 
 class StreamConflict(ValueError):
-    """A stream with that name exists (409)."""
+    """A stream with that name exists."""
 
 
 class UnknownModel(StreamConflict):
-    """The stream asks for a model that is not loaded (422)."""
+    """The stream asks for a model that is not loaded."""
 
 
 class NotOwner(Exception):
-    """Another replica's shard owns this camera (409): each camera runs on exactly one replica."""
+    """Another replica's shard owns this camera: each camera runs on exactly one replica."""
 
     def __init__(self, camera: str, owner: int, shard: Shard) -> None:
         super().__init__(
@@ -95,7 +90,7 @@ class StreamManager:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
         ``wait_for_dns``: a host that does not resolve yet (a camera container still starting) is not an error;
-        the reader checks again before each connect attempt. Raises :class:`UrlRejected` (400/403),
+        the reader checks again before each connect attempt. Raises :class:`UrlRejected`,
         :class:`StreamConflict`, :class:`TooManyStreams`, :class:`NotOwner`.
         """
         if not self.shard.owns(key := camera_key(spec)):
@@ -232,19 +227,3 @@ class StreamManager:
             s.stop()
         for s in streams:
             s.reap(timeout / max(len(streams), 1))
-
-
-def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
-    """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
-    manager = StreamManager(
-        submit=batcher.submit,
-        models={name: engine.scale(name) for name in engine.names},
-        metrics=metrics,
-        policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
-        max_streams=settings.max_streams,
-        default_model=settings.model_for("stream", engine.names),
-        shard=settings.shard(),
-    )
-    manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
-    return manager

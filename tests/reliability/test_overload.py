@@ -173,24 +173,32 @@ def wait_ok(srv: Server, timeout: float = 5.0) -> bool:
 
 
 def test_a_full_queue_refuses_uploads_before_reading_them(live_server: Callable[..., Server]) -> None:
-    """With the queue full, a 10 MB upload to ``/upscale`` or OIP is answered 503 + Retry-After after its first
-    64 KiB: the body was read whole (up to the 25 MB cap) before the 503, by every overloaded request at once."""
+    """With the queue full for its source, a 10 MB upload to ``/upscale`` or OIP is answered 503 + Retry-After after
+    its first 64 KiB: it used to be read whole (up to the 25 MB cap) first, by every overloaded request at once."""
     srv = live_server(queue_limit=1, max_batch_size=1, max_batch_delay_ms=0)
-    release = threading.Event()
-    blocked = hold_worker(srv, until=release)
-    body = png(24, 32)
-    with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(srv.client.post, "/upscale", content=body, headers={"content-type": "image/png"})
-        assert blocked.wait(30)
-        queued = pool.submit(srv.client.post, "/upscale", content=body, headers={"content-type": "image/png"})
-        assert wait_until(lambda: srv.app.state.batcher.qsize() == 1, 30)
-        host, port = srv.base.removeprefix("http://").split(":")
-        for path, ctype in (("/upscale", "image/png"), ("/v2/models/x2/infer", "application/octet-stream")):
+    small = {
+        "/upscale": (png(24, 32), "image/png"),
+        "/v2/models/x2/infer": (json.dumps(_oip_tensor()).encode(), "application/json"),
+    }
+    host, port = srv.base.removeprefix("http://").split(":")
+    for path, (body, ctype) in small.items():
+        release = threading.Event()
+        blocked = hold_worker(srv, until=release)
+        with ThreadPoolExecutor(2) as pool:  # one request runs (held), one waits: the source's queue is full
+            running = pool.submit(srv.client.post, path, content=body, headers={"content-type": ctype})
+            assert blocked.wait(30)
+            queued = pool.submit(srv.client.post, path, content=body, headers={"content-type": ctype})
+            assert wait_until(lambda: srv.app.state.batcher.qsize() == 1, 30)
             with socket.create_connection((host, int(port)), timeout=10) as sock:
                 head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {10 << 20}\r\n\r\n"
                 sock.sendall(head.encode() + b"\0" * (64 << 10))  # and no more
                 answer = sock.recv(4096).decode(errors="replace")
-            assert answer.startswith("HTTP/1.1 503"), (path, answer)
-            assert "retry-after:" in answer.lower() and "overloaded" in answer, answer
-        release.set()
-        assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
+            release.set()
+            assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
+        assert answer.startswith("HTTP/1.1 503"), (path, answer)
+        assert "retry-after: 1" in answer.lower() and "overloaded" in answer, answer
+    assert srv.sample("vsr_rejected_total", {"reason": "queue_full"}) == 2
+
+
+def _oip_tensor() -> dict[str, object]:
+    return {"inputs": [{"name": "image", "shape": [2, 2, 3], "datatype": "UINT8", "data": list(range(12))}]}

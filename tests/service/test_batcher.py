@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from service.batcher import QUEUE_SHARE, Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
+from service.oip_tensors import TensorLimits
 
 TIMEOUT = 5.0
 
@@ -253,8 +254,8 @@ class PricedEngine(FakeEngine):
 
 @pytest.mark.parametrize(("queue_limit", "budget_frames"), [(16, 5), (3, 50), (16, 0)])
 def test_capacity_is_what_the_queue_really_takes(metrics: Metrics, queue_limit: int, budget_frames: int) -> None:
-    """``capacity(frame_bytes)`` (OIP refuses a batch over it with a 413) equals the frames that submit() actually
-    queues behind a busy worker before QueueFull, by count or by the queue's share of the memory budget."""
+    """The OIP batch capacity (a batch over it is a 413) equals the frames that submit() actually queues for one
+    source behind a busy worker before QueueFull, by count or by the queue's share of the memory budget."""
     engine = PricedEngine()
     engine.gate = threading.Event()
     f = frame(1, h=8, w=8)
@@ -269,7 +270,8 @@ def test_capacity_is_what_the_queue_really_takes(metrics: Metrics, queue_limit: 
             for _ in range(queue_limit + 1):
                 b.submit(f, model="m", source="s")
                 queued += 1
-        assert b.capacity(f.nbytes) == queued == (min(queue_limit, budget_frames) if budget_frames else queue_limit)
+        capacity = TensorLimits.for_batcher(10**9, b).batch_capacity(f.nbytes)
+        assert capacity == queued == (min(queue_limit, budget_frames) if budget_frames else queue_limit)
     finally:
         engine.gate.set()
         b.close(drain=False, timeout=TIMEOUT)
