@@ -28,6 +28,7 @@ from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
 from service.routes import health, oip, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
+from service.streams.auto import AUTO, AutoModel
 from service.streams.config import load_stream_specs
 from service.streams.manager import StreamManager
 from service.urlpolicy import policy_from
@@ -122,9 +123,31 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     return app
 
 
+def camera_models(engine: Engine, default: str) -> list[str]:
+    """``auto``'s candidates, best first: the loaded models trained on camera degradations at ``default``'s scale,
+    the larger first (of one family, the larger student scores higher on camera footage); ``[default]`` if none."""
+    metas = {n: engine.models[n].meta for n in engine.names}
+    scale = metas[default].scale
+    cams = [
+        n
+        for n, m in metas.items()
+        if m.scale == scale and (m.training.get("config", {}).get("camera", {}).get("enabled") or "camera" in n)
+    ]
+    return sorted(cams, key=lambda n: -metas[n].parameters) or [default]
+
+
 def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
     """The stream manager, wired here so that ``service.streams`` knows neither the settings nor the engine (they
-    import the stream config): the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
+    import the stream config): ``auto`` model choice over the camera models, the cameras of ``VSR_STREAMS`` /
+    ``VSR_STREAMS_FILE`` started."""
+    default = settings.model_for("stream", engine.names)
+    auto = None
+    if settings.stream_model in (None, AUTO):
+        auto = AutoModel(
+            camera_models(engine, default),
+            lambda m, h, w: engine.runner(m).cost.frame_ms(h, w),
+            on_choice=lambda c: metrics.stream_budget.set(c.load),
+        )
     manager = StreamManager(
         submit=batcher.submit,
         models={name: engine.scale(name) for name in engine.names},
@@ -132,8 +155,9 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
         policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
         opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
         max_streams=settings.max_streams,
-        default_model=settings.model_for("stream", engine.names),
+        default_model=default,
         shard=settings.shard(),
+        auto=auto,
     )
     manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
     return manager

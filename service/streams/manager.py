@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from service.batcher import SubmitFn
 from service.metrics import Metrics
 from service.sharding import Shard
+from service.streams.auto import AUTO, INTERVAL_S, AutoModel
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.pipeline import Stream
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, redact
@@ -69,8 +70,11 @@ class StreamManager:
         max_streams: int = 8,
         default_model: str | None = None,
         shard: Shard | None = None,
+        auto: AutoModel | None = None,
     ) -> None:
+        """``auto``: the chooser of streams that name no model (or ``auto``); without it they get ``default_model``."""
         self.submit, self.models, self.metrics = submit, dict(models), metrics
+        self.auto = auto
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
         self._default_model = default_model
         self.shard = shard or Shard()
@@ -80,6 +84,9 @@ class StreamManager:
         self._stopping: set[Stream] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()
+        if auto is not None:  # sources report size and rate once connected; costs move with load
+            threading.Thread(target=self._auto_loop, name="streams:auto", daemon=True).start()
 
     @property
     def default_model(self) -> str:
@@ -95,7 +102,13 @@ class StreamManager:
         """
         if not self.shard.owns(key := camera_key(spec)):
             raise NotOwner(key, self.shard.owner(key), self.shard)
-        model = spec.model or self.default_model
+        model = spec.model or (AUTO if self.auto is not None else self.default_model)
+        auto = model == AUTO and self.auto is not None
+        if auto:
+            assert self.auto is not None
+            model = self.auto.choice.model if self.auto.choice else self.auto.candidates[-1]  # decided below
+        elif model == AUTO:
+            model = self.default_model
         if model not in self.models:
             raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
         # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
@@ -132,12 +145,26 @@ class StreamManager:
                 check=lambda: self._check(spec),
                 publish=target,
             )
+            stream.auto = auto
             self._streams[stream.id] = stream
+        self.decide()
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
         if target is not None:
             log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
+
+    def decide(self) -> None:
+        """Re-decide the model of the ``auto`` streams for the live streams' budget (``service.streams.auto``)."""
+        if self.auto is not None:
+            self.auto.decide(self.all())
+
+    def _auto_loop(self) -> None:
+        while not self._stop.wait(INTERVAL_S):
+            try:
+                self.decide()
+            except Exception:  # noqa: BLE001 - a failed decision keeps the current models; never end the loop
+                log.exception("stream model auto: decision failed")
 
     def _check(self, spec: StreamSpec) -> CheckedUrl:
         """The URL policy, then the transport policy (UDP only to allow-listed cameras)."""
@@ -175,6 +202,7 @@ class StreamManager:
         if stream is None:
             raise UnknownStream(stream_id)
         stream.stop()
+        self.decide()
         if join_timeout and stream.join(join_timeout):
             self._reaped(stream, 0.0)
         else:  # the reader may sit in a network read up to its timeout: let it end off the caller's thread
@@ -220,6 +248,7 @@ class StreamManager:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every stream (the app's shutdown)."""
+        self._stop.set()
         with self._lock:
             self._closed = True
             streams, self._streams = list(self._streams.values()), {}
