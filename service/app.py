@@ -69,12 +69,20 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             metrics=metrics,
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
             memory_budget_bytes=settings.memory_budget_bytes(),
-        ).start()
+        )
+        # The jobs folder first: a failure after the worker started left it running the model into interpreter
+        # shutdown (SIGABRT). Anything that fails after it is started stops it again.
+        app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
+        batcher.start()
         app.state.engine = engine
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
         app.state.batcher = batcher
-        app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
-        app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
+        try:
+            app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
+        except BaseException:
+            await run_in_threadpool(app.state.video_jobs.close)
+            await run_in_threadpool(lambda: batcher.close(drain=False, timeout=settings.request_timeout_s))
+            raise
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from service.metrics import Metrics
 from service.streams.capture import STATES
+from vsr.redact import redact_text
 
 DROP_REASONS = ("queue_full", "overloaded", "stale", "decode_error", "late", "error", "publish")
 
@@ -86,7 +87,7 @@ class StreamObserver:
             return
         self.state = state
         if error is not None:
-            self.stats.last_error = error
+            self.stats.last_error = redact_text(error)  # shown by GET /stream: no URL credentials
         self._set_state_metric(state)
 
     def set_source(self, width: int, height: int, fps: float | None) -> None:
