@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
@@ -25,7 +26,8 @@ from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
-from service.routes import health, oip, stream, upscale, video, web
+from service.repository import ModelRepository, in_use_by, repository_entry
+from service.routes import health, oip, repository, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
 from service.streams.manager import start_streams
 from service.videojobs import JobManager
@@ -37,6 +39,8 @@ DESCRIPTION = """Real-time super-resolution of images (and video streams) with k
 * `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
 * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` and `POST /v2/models/{name}/infer` —
   the Open Inference Protocol (KServe v2; JSON and binary tensors), e.g. for Triton's `tritonclient.http`.
+* `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load` and `.../unload` — Triton's model
+  repository API over `VSR_MODEL_REPOSITORY` (a folder of artifact folders) and the bundled models.
 * `GET /metrics` — Prometheus.
 
 When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
@@ -54,7 +58,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = await run_in_threadpool(Engine.load, settings, metrics)
+        root = Path(settings.model_repository) if settings.model_repository else None
+        entries = [repository_entry(root, e) for e in settings.models]  # a repository name means its folder
+        engine = await run_in_threadpool(Engine.load, settings.model_copy(update={"models": entries}), metrics)
         for use in PREFERRED_MODEL:  # a VSR_<USE>_MODEL that names no loaded model fails the start, not a request
             settings.model_for(use, engine.names)  # type: ignore[arg-type]
         batcher = Batcher(
@@ -71,6 +77,15 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
         app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
+        app.state.repository = ModelRepository(
+            root,
+            engine=engine,
+            batcher=batcher,
+            budget_bytes=settings.memory_budget_bytes(),
+            in_use=in_use_by(settings, app.state.streams, app.state.video_jobs),
+            on_change=app.state.streams.set_models,
+            unload_timeout_s=settings.request_timeout_s,
+        )
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield
@@ -100,6 +115,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(health.router)
     app.include_router(health.models_router, dependencies=[ApiKey], responses=v2_responses(401))
     app.include_router(oip.router, dependencies=[ApiKey], responses=v2_responses(401))
+    app.include_router(repository.router, dependencies=[ApiKey], responses=v2_responses(401))
     if settings.metrics_public:
         app.include_router(health.metrics_router)
     else:

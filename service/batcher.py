@@ -30,6 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -121,7 +122,10 @@ class Batcher:
         if metrics is not None:
             metrics.queue_limit.set(queue_limit)
         self._on_start = on_start
-        self._models: Collection[str] | None = getattr(engine, "names", None)
+        # Read at every submit: the model repository loads and unloads models while the service runs.
+        self._has_names = hasattr(engine, "names")
+        self._retired: set[str] = set()  # models being unloaded: no new work
+        self._inflight: dict[str, int] = {}  # per model: submitted, not yet done (an unload waits for 0)
         self._price: Callable[[str, tuple[int, ...]], int] | None = getattr(engine, "frame_bytes", None)
         self.budget = memory_budget_bytes if self._price is not None else None
         self._queued_bytes = 0
@@ -146,8 +150,10 @@ class Batcher:
         """Queue one uint8 RGB HWC frame; ``deadline`` is absolute ``time.monotonic()``. Raises ``QueueFull``."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
-        if self._models is not None and model not in self._models:
-            raise KeyError(f"unknown model {model!r}; loaded: {sorted(self._models)}")
+        if self._has_names:
+            names: Collection[str] = getattr(self.engine, "names")  # noqa: B009 - not in the BatchEngine protocol
+            if model not in names or model in self._retired:
+                raise KeyError(f"unknown model {model!r}; loaded: {sorted(set(names) - self._retired)}")
         cost = self._price(model, frame.shape) if self._price is not None and self.budget else 0
         if self.budget and cost > self.budget:
             self._count_rejected("too_large")
@@ -164,11 +170,32 @@ class Batcher:
                 self._count_rejected("queue_full")
                 raise QueueFull(self._retry_after())
             self._sources.setdefault(source, deque()).append(item)
+            self._inflight[model] = self._inflight.get(model, 0) + 1
             self._size += 1
             self._queued_bytes += frame.nbytes
             self._set_depth()
             self._cond.notify()
+        item.future.add_done_callback(partial(self._finished, model))
         return item.future
+
+    def _finished(self, model: str, _future: Future[np.ndarray]) -> None:
+        with self._cond:  # an RLock: safe from a callback that runs while this thread holds it
+            self._inflight[model] -= 1
+            if not self._inflight[model]:
+                del self._inflight[model]
+                self._cond.notify_all()
+
+    def retire(self, model: str, timeout: float) -> bool:
+        """Take no new work for ``model`` (``submit`` raises ``KeyError`` as for an unknown model), then wait up to
+        ``timeout`` s for its frames already submitted to finish; True when none is left. Undo with
+        :meth:`reinstate` (after the model is gone from the engine, or to abort)."""
+        with self._cond:
+            self._retired.add(model)
+            return self._cond.wait_for(lambda: model not in self._inflight, timeout)
+
+    def reinstate(self, model: str) -> None:
+        with self._cond:
+            self._retired.discard(model)
 
     def qsize(self) -> int:
         with self._cond:

@@ -14,6 +14,7 @@ from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import ApiError
 from service.metrics import Metrics
+from service.repository import ModelRepository
 from service.settings import Settings
 from service.streams.manager import StreamManager
 from service.videojobs import JobManager
@@ -50,6 +51,10 @@ def get_jobs(request: Request) -> JobManager:
     return cast(JobManager, request.app.state.video_jobs)
 
 
+def get_repository(request: Request) -> ModelRepository:
+    return cast(ModelRepository, request.app.state.repository)
+
+
 def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
     """Bounds the image decodes running at once (one per core)."""
     return cast(anyio.CapacityLimiter, request.app.state.decode_limiter)
@@ -62,6 +67,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
 StreamsDep = Annotated[StreamManager, Depends(get_streams)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_decode_limiter)]
 
 

@@ -10,6 +10,7 @@ Only the batcher's worker thread calls :meth:`Engine.run` and :meth:`Engine.warm
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
 from vsr.memory import frame_bytes, widest_layer
+from vsr.runner import FrameRunner
 
 __all__ = ["DTYPE_NAMES", "Engine", "FaultHook", "LoadedModel"]
 
@@ -75,6 +77,30 @@ class Engine(SharedEngine):
         work = self.runners[name].pixel_budget
         return frame_bytes(shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], work_pixels=work)
 
+    def model_bytes(self, name: str) -> int:
+        """What model ``name`` holds while loaded: its weights and buffers (what the memory budget charges it)."""
+        model = self.models[name].model
+        return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+    def add_model(self, lm: LoadedModel, runner: FrameRunner) -> None:
+        """Publish a loaded (and warmed) model, replacing one of the same name. The dicts are replaced, not
+        mutated: the worker and the routes read them without a lock, and a reader never sees one half-updated."""
+        self.runners = {**self.runners, lm.name: runner}
+        self.models = {**self.models, lm.name: lm}
+        self._widths.pop(lm.name, None)
+        if self.metrics is not None:
+            self._publish_info(self.metrics, [lm])
+
+    def remove_model(self, name: str) -> None:
+        """Forget model ``name`` (the caller made sure no work for it is left: ``Batcher.retire``)."""
+        lm = self.models[name]
+        self.models = {k: v for k, v in self.models.items() if k != name}
+        self.runners = {k: v for k, v in self.runners.items() if k != name}
+        self._widths.pop(name, None)
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(*self._info_labels(lm))
+
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -98,16 +124,12 @@ class Engine(SharedEngine):
             self.metrics.oom_retries.inc()
         super()._on_oom()
 
-    def _publish_info(self, metrics: Metrics) -> None:
-        for lm in self.models.values():
-            metrics.model_info.labels(
-                model=lm.name,
-                arch=lm.meta.arch,
-                scale=str(lm.meta.scale),
-                parameters=str(lm.meta.parameters),
-                dtype=self.dtype_name,
-                device=str(self.device),
-            ).set(1)
-        if self.device.type == "cuda":
+    def _info_labels(self, lm: LoadedModel) -> tuple[str, ...]:
+        return lm.name, lm.meta.arch, str(lm.meta.scale), str(lm.meta.parameters), self.dtype_name, str(self.device)
+
+    def _publish_info(self, metrics: Metrics, models: list[LoadedModel] | None = None) -> None:
+        for lm in self.models.values() if models is None else models:
+            metrics.model_info.labels(*self._info_labels(lm)).set(1)
+        if models is None and self.device.type == "cuda":
             dev = self.device
             metrics.enable_gpu_memory(lambda: torch.cuda.memory_allocated(dev), lambda: torch.cuda.memory_reserved(dev))

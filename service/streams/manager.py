@@ -91,6 +91,10 @@ class StreamManager:
         """The model of a stream that names none (``VSR_STREAM_MODEL``, x2-camera by default), else the first."""
         return self._default_model or next(iter(self.models))
 
+    def set_models(self, models: Mapping[str, int]) -> None:
+        """The loaded models (name -> scale) changed (the model repository loaded or unloaded one)."""
+        self.models = dict(models)
+
     def add(self, spec: StreamSpec, *, wait_for_dns: bool = False) -> Stream:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
