@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import StreamsDep
@@ -80,6 +80,26 @@ async def list_streams(manager: StreamsDep) -> StreamList:
 async def get_stream(stream_id: str, manager: StreamsDep) -> StreamInfo:
     """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
     return _stream(manager, stream_id).info()
+
+
+class StreamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a loaded model (GET /v2/models)", examples=["x2-camera"])
+
+
+@router.patch("/{stream_id}", responses=responses(404, 409, 422))
+async def patch_stream(stream_id: str, patch: StreamPatch, manager: StreamsDep) -> StreamInfo:
+    """Switch the stream's model while it runs: no reconnect, counters and viewers kept; frames already in flight
+    finish on the old model. An unknown or unloaded model is 422 and changes nothing."""
+    try:
+        return manager.switch_model(stream_id, patch.model).info()
+    except UnknownStream:
+        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
+    except UnknownModel as e:
+        raise ApiError(422, "invalid_model", str(e)) from None
+    except StreamConflict as e:
+        raise ApiError(409, "conflict", str(e)) from None
 
 
 @router.delete("/{stream_id}", status_code=204, responses=responses(404))

@@ -148,6 +148,21 @@ class StreamManager:
             log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
 
+    def switch_model(self, stream_id: str, model: str) -> Stream:
+        """Move a running stream to another loaded model without reconnecting. Raises :class:`UnknownStream`,
+        :class:`UnknownModel`, or :class:`StreamConflict` when a published stream would change its output size."""
+        stream = self.get(stream_id)
+        models = self.models
+        if model not in models:
+            raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(models)}")
+        if stream.publisher is not None and models[model] != stream.scale:
+            raise StreamConflict(
+                f"stream {stream.name!r} is published at x{stream.scale}; {model!r} is x{models[model]} (a published "
+                "stream keeps its output size: remove and add it again)"
+            )
+        stream.switch_model(model, models[model])
+        return stream
+
     def _check(self, spec: StreamSpec) -> CheckedUrl:
         """The URL policy, then the transport policy (UDP only to allow-listed cameras)."""
         src = self.policy.check(spec.url)

@@ -177,6 +177,13 @@ class Stream:
             joined = self.publisher.join(max(0.0, deadline - time.monotonic())) and joined
         return joined
 
+    def switch_model(self, model: str, scale: int) -> None:
+        """Send the frames from now on to ``model``; those already submitted finish on the old one. The reader, its
+        connection, the counters and the viewers stay (no reconnect)."""
+        with self._cond:  # the pump reads both when it submits
+            self.model, self.scale = model, scale
+        log.info("stream %s switched to model %s", self.name, model)
+
     # -- CaptureSink (called on the reader thread) --
 
     def set_state(self, state: str, error: str | None = None) -> None:
@@ -248,7 +255,9 @@ class Stream:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
             self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
-            fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
+            with self._cond:
+                model = self.model
+            fut = self._submit(rgb, model=model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")

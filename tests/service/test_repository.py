@@ -13,33 +13,12 @@ import numpy as np
 import pytest
 
 from tests.support.checks import assert_error
-from tests.support.env import export_tiny
 from tests.support.live import Server, hold_worker, wait_until
 from tests.support.media import rgb
-from vsr.artifact import load_artifact
-from vsr.inference import upscale_frames
+from tests.support.repository import reference, tiny_model
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-
-def tiny_model(folder: Path, *, seed: int, channels: int = 8, depth: int = 1, tail: float = 0.05) -> Path:
-    """A tiny x2 artifact named after its folder; ``seed`` and ``tail`` make outputs differ between models."""
-    import torch
-
-    from vsr.archs.student import RepStudent
-
-    torch.manual_seed(seed)
-    model = RepStudent(scale=2, channels=channels, depth=depth, expand=0)
-    with torch.no_grad():
-        for p in model.tail.parameters():
-            p.add_(tail * torch.randn_like(p))
-    return export_tiny(model, folder)
-
-
-def reference(folder: Path, image: np.ndarray) -> np.ndarray:
-    model, meta = load_artifact(folder)
-    return upscale_frames(model, image, scale=meta.scale)
 
 
 @pytest.fixture
