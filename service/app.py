@@ -27,9 +27,10 @@ from service.engine import Engine
 from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
 from service.repository import ModelRepository, in_use_by, repository_entry
-from service.routes import health, oip, repository, stream, upscale, video, web
+from service.routes import health, oip, record, repository, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
 from service.streams.manager import start_streams
+from service.streams.record import ClipStore
 from service.videojobs import JobManager
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
         app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
+        app.state.clips = (
+            ClipStore(Path(settings.clips_dir), settings.clips_max_mb << 20) if settings.clips_dir else None
+        )
         app.state.repository = ModelRepository(
             root,
             engine=engine,
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.include_router(health.metrics_router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(upscale.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(stream.router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(record.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app

@@ -41,6 +41,7 @@ from service.streams.info import (
 )
 from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
 from service.streams.publish import Publisher
+from service.streams.record import Recorder
 from service.urlpolicy import CheckedUrl, redact
 from vsr.frames import Frame
 
@@ -132,6 +133,7 @@ class Stream:
         self._pump = threading.Thread(target=self._pump_loop, name=f"stream:{name}", daemon=True)
         self.publisher = None if publish is None else self._publisher(publish)
         self.last_source: np.ndarray | None = None
+        self.recorder: Recorder | None = None  # POST /stream/{id}/record: gets every source frame while active
         self._set_state_metric("connecting")
 
     # -- lifecycle --
@@ -163,6 +165,8 @@ class Stream:
         self.capture.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -201,6 +205,8 @@ class Stream:
     def offer(self, frame: Frame, t_decoded: float) -> None:
         self.stats.frames_in += 1
         self.stats.in_rate.tick(t_decoded)
+        if (rec := self.recorder) is not None:
+            rec.offer(frame)  # never blocks
         if (m := self._live_metrics()) is not None:
             m.stream_frames.labels(stream=self.name, direction="in").inc()
         with self._cond:
