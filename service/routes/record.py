@@ -42,7 +42,7 @@ def _stream(manager: StreamsDep, stream_id: str) -> Stream:
         raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
 
 
-@router.post("/{stream_id}/record", status_code=202, responses=responses(404, 409, 422, 507))
+@router.post("/{stream_id}/record", status_code=202, responses=responses(400, 404, 409, 422, 507))
 async def record(stream_id: str, req: RecordRequest, manager: StreamsDep, clips: ClipsDep) -> Recording:
     """Start recording the source frames (H.264 CRF 18 at the source's frame rate); one recording per stream."""
     if clips is None:

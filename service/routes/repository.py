@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import RepositoryDep
@@ -35,6 +34,20 @@ STATUS: dict[type[RepositoryError], tuple[int, str]] = {
 }
 
 
+class IndexRequest(BaseModel):
+    ready: bool = Field(default=False, description="only the loaded (READY) models")
+
+
+class LoadRequest(BaseModel):
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Triton's config/file overrides: not supported (a model is its folder)"
+    )
+
+
+class UnloadRequest(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict, description="unload_dependents: no model has any")
+
+
 class IndexItem(BaseModel):
     name: str
     version: str
@@ -53,36 +66,47 @@ def _api_error(e: RepositoryError) -> ApiError:
     return ApiError(status, code, str(e), headers=headers)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object; Triton's client sends an empty body to the index, ``{}`` to load."""
+B = TypeVar("B", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[B]) -> B:
+    """The JSON body as ``model``, read by hand: Triton's client sends no Content-Type (and an empty body to the
+    index), which FastAPI's own body parsing would refuse."""
     raw = await request.body()
-    if not raw.strip():
-        return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_json", "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    return body
+        return model.model_validate_json(raw) if raw.strip() else model()
+    except ValidationError as e:
+        first = e.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ApiError(422, "invalid_parameters", f"{where}: {first['msg']}" if where else first["msg"]) from None
 
 
-@router.post("/index", summary="Every model: bundled, in the repository, loaded", responses=v2_responses(400, 401))
+def _documented(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` that documents an optional JSON body read by :func:`_body`."""
+    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": False}
+    return {"requestBody": schema}
+
+
+@router.post(
+    "/index",
+    summary="Every model: bundled, in the repository, loaded",
+    responses=v2_responses(401, 422),
+    openapi_extra=_documented(IndexRequest),
+)
 async def index(request: Request, repo: RepositoryDep) -> list[IndexItem]:
-    """``{"ready": true}`` lists only the loaded models."""
-    ready = (await _json_body(request)).get("ready", False)
-    if not isinstance(ready, bool):
-        raise ApiError(400, "invalid_parameters", "ready must be true or false")
-    return [IndexItem(**e.__dict__) for e in repo.index(ready_only=ready)]
+    """Every model with its state (READY, UNAVAILABLE, LOADING, UNLOADING); ``{"ready": true}``: only the loaded."""
+    req = await _body(request, IndexRequest)
+    return [IndexItem(**e.__dict__) for e in repo.index(ready_only=req.ready)]
 
 
 @router.post(
     "/models/{name}/load",
     summary="Load (or reload) a model by name: validated and warmed before it serves",
-    responses=v2_responses(400, 401, 404, 409),
+    responses=v2_responses(400, 401, 404, 409, 422),
+    openapi_extra=_documented(LoadRequest),
 )
 async def load(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
-    params = (await _json_body(request)).get("parameters") or {}
+    params = (await _body(request, LoadRequest)).parameters
     if params:  # Triton's config override and file upload: a model here is exactly its artifact folder
         raise ApiError(400, "unsupported_parameters", f"load takes no parameters (got {sorted(params)})")
     try:
@@ -95,10 +119,11 @@ async def load(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
 @router.post(
     "/models/{name}/unload",
     summary="Unload a model once its frames in flight are done",
-    responses=v2_responses(400, 401, 404, 409, 503),
+    responses=v2_responses(400, 401, 404, 409, 422, 503),
+    openapi_extra=_documented(UnloadRequest),
 )
 async def unload(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
-    await _json_body(request)  # {"parameters": {"unload_dependents": false}}: no model here has dependents
+    await _body(request, UnloadRequest)  # {"parameters": {"unload_dependents": false}}: no model has dependents
     try:
         await run_in_threadpool(repo.unload, name)
     except RepositoryError as e:

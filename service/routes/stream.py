@@ -88,7 +88,7 @@ class StreamPatch(BaseModel):
     model: str = Field(description="a loaded model (GET /v2/models)", examples=["x2-camera"])
 
 
-@router.patch("/{stream_id}", responses=responses(404, 409, 422))
+@router.patch("/{stream_id}", responses=responses(400, 404, 409, 422))
 async def patch_stream(stream_id: str, patch: StreamPatch, manager: StreamsDep) -> StreamInfo:
     """Switch the stream's model while it runs: no reconnect, counters and viewers kept; frames already in flight
     finish on the old model. An unknown or unloaded model is 422 and changes nothing."""
