@@ -21,6 +21,7 @@ Domain errors only here; ``service.routes.repository`` maps them to HTTP.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -34,7 +35,7 @@ import torch
 
 from service.batcher import Batcher
 from service.engine import Engine, LoadedModel
-from vsr.artifact import META_NAME, bundled_names, load_artifact, resolve
+from vsr.artifact import META_NAME, ArtifactError, bundled_names, load_artifact, resolve
 from vsr.engine import prepare
 from vsr.runner import FrameRunner
 
@@ -259,6 +260,12 @@ def repository_entry(root: Path | None, entry: str) -> str:
         return entry
     if not path.resolve().is_relative_to(root.resolve()):
         raise BadModelName(f"VSR_MODELS: {entry!r} links outside the model repository")
+    try:
+        named = json.loads((path / META_NAME).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return str(path)  # the engine's load reports what is wrong with it
+    if named != entry:  # as a load would refuse it: the service must not serve it under another name
+        raise ArtifactError(f"VSR_MODELS: {path / META_NAME} names the model {named!r}, its folder {entry!r}")
     return str(path)
 
 

@@ -239,3 +239,20 @@ def test_unload_refuses_a_model_in_use(live_server: Callable[..., Server], repo:
     assert_error(r, 409, "model_in_use")  # the service's last model (and the default of new streams)
     r = srv.client.post("/v2/repository/models/site-a/load", json={"parameters": {"config": "{}"}})
     assert_error(r, 400, "unsupported_parameters")
+
+
+def test_models_named_at_start_resolve_to_repository_folders(repo: Path) -> None:
+    from service.repository import BadModelName, repository_entry
+    from vsr.artifact import ArtifactError
+
+    assert repository_entry(repo, "site-a") == str(repo / "site-a")
+    assert repository_entry(repo, "x2") == "x2"  # a bundled name stays the bundled model
+    assert repository_entry(repo, "/some/path") == "/some/path"  # a path is resolved by the engine as before
+    assert repository_entry(None, "site-a") == "site-a"
+    meta = repo / "site-b" / "model.json"
+    meta.write_text(meta.read_text().replace('"name": "site-b"', '"name": "other"'))
+    with pytest.raises(ArtifactError, match="other"):
+        repository_entry(repo, "site-b")  # served under its folder's name or not at all
+    (repo / "out").symlink_to(repo.parent, target_is_directory=True)
+    with pytest.raises(BadModelName):
+        repository_entry(repo, "out")
