@@ -98,10 +98,11 @@ class AdaptResult:
         return {k: round(self.adapted[k] - self.base[k], 3) for k in self.base}
 
 
-def adapt(cfg: AdaptConfig, report: Reporter | None = None) -> AdaptResult:
-    """The whole run (see the module docstring); writes ``cfg.out`` only when the adapted model is better."""
+def adapt(cfg: AdaptConfig, report: Reporter | None = None, *, start: float | None = None) -> AdaptResult:
+    """The whole run (see the module docstring); writes ``cfg.out`` only when the adapted model is better.
+    ``start``: when the budget began (``time.monotonic()``; the CLI passes the time before torch was imported)."""
     report = report or Reporter()
-    start = time.monotonic()
+    start = time.monotonic() if start is None else start
     deadline = start + cfg.minutes * 60.0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

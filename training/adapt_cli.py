@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     cfg: dict[str, Any] = dict(clips=clips, out=out, base=args.base, minutes=args.minutes, steps=args.steps,
                                teacher=teacher, frames=args.frames, holdout=args.holdout, min_gain=args.min_gain,
                                seed=args.seed, threads=args.threads)  # fmt: skip
+    start = time.monotonic()  # the budget includes loading torch and the models
     from training.adapt import AdaptConfig, adapt  # torch, av: only when the command runs
 
-    r = adapt(AdaptConfig(**cfg))
+    r = adapt(AdaptConfig(**cfg), start=start)
     for k in r.base:
         sys.stdout.write(f"{k}: {args.base} {r.base[k]:.3f} dB, adapted {r.adapted[k]:.3f} dB ({r.gains[k]:+.3f})\n")
     sys.stdout.write(f"wrote {out}\n" if r.written else f"not written: {r.why}\n")
