@@ -102,3 +102,22 @@ def test_labelling_stops_when_told_and_covers_every_clip(site: tuple[Path, Path]
     soft = label([a, b], teacher, 2, stop=lambda: len(calls) >= 5)
     assert [len(s) for s in soft] == [3, 2]  # round-robin: both clips got labels before the cut
     assert calls[0] == (32, 48, 3)  # the teacher sees the clean LR
+
+
+def test_a_luma_base_adapts_to_a_luma_artifact(site: tuple[Path, Path], tmp_path: Path) -> None:
+    """A luma student (one channel: x2-camera-fast's kind) trains on Y and is written as a luma artifact."""
+    import torch
+
+    from tests.support.env import export_tiny
+    from vsr.archs.student import RepStudent
+
+    clips, _ = site
+    torch.manual_seed(0)
+    base = export_tiny(RepStudent(scale=2, channels=8, depth=1, expand=0, colors=1), tmp_path / "luma-base")
+    out = tmp_path / "luma-site"
+    cfg = AdaptConfig(clips, out, base=str(base), minutes=10, steps=40, teacher=None, frames=12, batch=8, patch=16,
+                      lr=3e-3)  # fmt: skip
+    with (tmp_path / "log").open("w") as log:
+        r = adapt(cfg, Reporter(log))
+    assert r.written and all(r.gains[k] > 0.1 for k in r.gains), r.gains
+    assert load_artifact(out)[1].input_space == "y"
