@@ -133,7 +133,11 @@ def adapt(cfg: AdaptConfig, report: Reporter | None = None, *, start: float | No
     result = AdaptResult(base, adapted, False, steps, 0.0)
     better = all(result.gains[k] > cfg.min_gain for k in base)
     result.why = "" if better else f"not better than {cfg.base} by > {cfg.min_gain} dB at every CRF: {result.gains}"
-    result.info = {"clips": [(c.name, len(c.train), len(c.held), c.total_frames) for c in clips], "pairs": len(pairs)}
+    result.info = {
+        "clips": [(c.name, len(c.train), len(c.held), c.total_frames) for c in clips],
+        "pairs": len(pairs),
+        "labelled": sum(len(x) for x in soft) if soft is not None else None,
+    }
     if better:
         _write(cfg, model, meta.arch, result, teacher_desc, tc)
         result.written = True
@@ -226,7 +230,10 @@ def _write(
 def model_card(cfg: AdaptConfig, r: AdaptResult, teacher: dict[str, Any] | None) -> str:
     rows = "\n".join(f"| {k} | {r.base[k]:.2f} | {r.adapted[k]:.2f} | {r.gains[k]:+.2f} |" for k in r.base)
     clips = ", ".join(f"`{n}` ({t} train / {h} held back of {total} frames)" for n, t, h, total in r.info["clips"])
-    how = f"distilled from `{teacher['source']}` (alpha {cfg.alpha}, teacher on the clean LR)" if teacher else "L1"
+    how = "L1 to the frames"
+    if teacher:
+        how = f"distilled from `{teacher['source']}`, alpha {cfg.alpha}, teacher on the clean LR of the"
+        how += f" {r.info['labelled']} training frames it had time to label (only those are trained on)"
     return f"""# vsr model `{cfg.out.name}` — `{cfg.base}` adapted to one site's footage
 
 - Made by `vsr adapt --clips {cfg.clips} --out {cfg.out} --base {cfg.base} --minutes {cfg.minutes}`:

@@ -121,3 +121,18 @@ def test_a_luma_base_adapts_to_a_luma_artifact(site: tuple[Path, Path], tmp_path
         r = adapt(cfg, Reporter(log))
     assert r.written and all(r.gains[k] > 0.1 for k in r.gains), r.gains
     assert load_artifact(out)[1].input_space == "y"
+
+
+def test_the_teacher_labels_the_training_frames(site: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.support.training import tiny_teacher
+
+    clips, base = site
+    teacher = tiny_teacher(tmp_path / "teacher")
+    cfg = AdaptConfig(clips, tmp_path / "t-site", base=str(base), minutes=10, steps=5, teacher=str(teacher),
+                      frames=12, batch=4, patch=16)  # fmt: skip
+    with (tmp_path / "log").open("w") as log:
+        r = adapt(cfg, Reporter(log))
+    assert r.info["labelled"] == 9  # every training frame (12 read, 3 held back) within the time share
+    assert r.info["pairs"] == 9 * 5  # each: clean + 4 CRFs, all carrying the frame's label
+    events = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    assert {"event": "labelled", "frames": 9, "of": 9} in events
