@@ -82,6 +82,12 @@ class Engine(SharedEngine):
         model = self.models[name].model
         return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
+    def new_runner(self, lm: LoadedModel) -> FrameRunner:
+        """A runner for ``lm`` on this engine's device, dtype and tiling (not yet published: see :meth:`add_model`)."""
+        return FrameRunner(
+            lm.model, scale=lm.meta.scale, device=self.device, dtype=self.dtype, overlap=self.tiles.overlap
+        )
+
     def add_model(self, lm: LoadedModel, runner: FrameRunner) -> None:
         """Publish a loaded (and warmed) model, replacing one of the same name. The dicts are replaced, not
         mutated: the worker and the routes read them without a lock, and a reader never sees one half-updated."""

@@ -214,7 +214,7 @@ class ModelRepository:
             raise BrokenArtifact(f"model {name!r}: its {META_NAME} names it {meta.name!r} (they must agree)")
         eng = self.engine
         lm = LoadedModel(name, prepare(model, eng.device, eng.dtype), meta, source)
-        runner = FrameRunner(lm.model, scale=meta.scale, device=eng.device, dtype=eng.dtype, overlap=eng.tiles.overlap)
+        runner = eng.new_runner(lm)
         frame = np.zeros((1, *WARM_FRAME, 3), np.uint8)
         try:
             out = runner(frame)
