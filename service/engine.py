@@ -98,7 +98,7 @@ class Engine(SharedEngine):
             self._publish_info(self.metrics, [lm])
 
     def remove_model(self, name: str) -> None:
-        """Forget model ``name`` (the caller made sure no work for it is left: ``Batcher.retire``)."""
+        """Forget model ``name`` (the caller made sure no work for it is left: ``ModelGate.retire``)."""
         lm = self.models[name]
         self.models = {k: v for k, v in self.models.items() if k != name}
         self.runners = {k: v for k, v in self.runners.items() if k != name}

@@ -68,6 +68,22 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
         self.batch_errors = Counter("vsr_batch_errors_total", "batches that raised", ["model"], registry=r)
+        # The worker's share (service/workload.py): rate(vsr_worker_seconds_total{source=s}) / rate(busy) is s's share
+        self.worker_busy = Counter(
+            "vsr_worker_busy_seconds_total", "time the inference worker spent running batches", registry=r
+        )
+        self.worker_seconds = Counter(
+            "vsr_worker_seconds_total",
+            "inference worker time by source (a batch's time split among its frames by pixels)",
+            ["source"],
+            registry=r,
+        )
+        self.overloaded = Gauge(
+            "vsr_overloaded",
+            "1 while demand exceeds the worker (busy >= 90 % of the last 10 s and most batches left work waiting): "
+            "streams drop frames to stay live, uploads may get 503",
+            registry=r,
+        )
 
         # Engine (service/engine.py)
         self.model_info = Gauge(

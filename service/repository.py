@@ -10,7 +10,7 @@ load at start (a repository name there means that folder); the rest load on requ
   so a broken artifact fails its own request and harms nothing. Loading a loaded model reloads it (new weights from
   the folder, swapped in at once; queued frames run on the new ones).
 - **unload** refuses a model that a stream, a video job or a default use still needs, then stops new work for it
-  and waits for its frames in flight (``Batcher.retire``) before it is dropped.
+  and waits for its frames in flight (``service.modelgate``) before it is dropped.
 - **memory**: each loaded model holds its weights; loaded models may take at most ``MODEL_SHARE`` of the memory
   budget, and the batcher's budget for frames is what they leave.
 - **names, never paths**: a name is one folder inside the repository; ``..``, absolute paths, separators and links
@@ -193,12 +193,12 @@ class ModelRepository:
                 raise ModelInUse(f"model {name!r} is in use by {', '.join(users)}; switch them first")
             self._busy[name] = "UNLOADING"
             try:
-                if not self.batcher.retire(name, self.unload_timeout_s):
+                if not self.batcher.gate.retire(name, self.unload_timeout_s):
                     raise UnloadTimeout(f"frames of {name!r} still running after {self.unload_timeout_s:.0f} s")
                 self.engine.remove_model(name)
                 self._changed()
             finally:
-                self.batcher.reinstate(name)
+                self.batcher.gate.reinstate(name)
                 del self._busy[name]
         log.info("model %s unloaded", name)
 

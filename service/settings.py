@@ -187,6 +187,13 @@ class Settings(BaseSettings):
         "restarts. Default: a private temporary folder, removed at shutdown",
     )
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
+    video_segment_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a video job's output is written in durable segments of this many seconds; after a crash the "
+        "job resumes after its last finished segment (with VSR_VIDEO_JOBS_DIR)",
+    )
 
     # Camera sharding across replicas (service/sharding.py, docs/scale.md)
     shard_count: int = Field(default=1, ge=1, le=1000, description="replicas sharing the configured cameras")

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import StreamsDep
+from service.deps import BatcherDep, StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
 from service.streams.info import StreamInfo
@@ -29,10 +29,19 @@ class ShardInfo(BaseModel):
     count: int = Field(description="replicas sharing the cameras (VSR_SHARD_COUNT)")
 
 
+class WorkerInfo(BaseModel):
+    """The inference worker over the last 10 s (``service.workload``)."""
+
+    busy: float = Field(description="fraction of the time it ran batches")
+    overloaded: bool = Field(description="demand above capacity: streams drop frames, uploads may get 503")
+    shares: dict[str, float] = Field(description="fraction of its time by source (upload, oip, video, stream:NAME)")
+
+
 class StreamList(BaseModel):
     streams: list[StreamInfo] = Field(description="this replica's streams only (its shard of the cameras)")
     max_streams: int
     shard: ShardInfo
+    worker: WorkerInfo
 
 
 router = APIRouter(prefix="/stream", tags=["streams"])
@@ -69,17 +78,26 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
 
 
 @router.get("")
-async def list_streams(manager: StreamsDep) -> StreamList:
-    """Every stream with its state and counters."""
-    streams = [s.info() for s in manager.all()]
+async def list_streams(manager: StreamsDep, batcher: BatcherDep) -> StreamList:
+    """Every stream with its state and counters, and how the inference worker is shared."""
+    load = batcher.load()
+    streams = [_info(s, load.shares) for s in manager.all()]
     shard = ShardInfo(index=manager.shard.index, count=manager.shard.count)
-    return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard)
+    worker = WorkerInfo(busy=load.busy, overloaded=load.overloaded, shares=load.shares)
+    return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard, worker=worker)
+
+
+def _info(stream: Stream, shares: dict[str, float]) -> StreamInfo:
+    info = stream.info()
+    info.worker_share = shares.get(stream.source, 0.0)
+    return info
 
 
 @router.get("/{stream_id}", responses=responses(404))
-async def get_stream(stream_id: str, manager: StreamsDep) -> StreamInfo:
-    """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
-    return _stream(manager, stream_id).info()
+async def get_stream(stream_id: str, manager: StreamsDep, batcher: BatcherDep) -> StreamInfo:
+    """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles,
+    share of the inference worker."""
+    return _info(_stream(manager, stream_id), batcher.load().shares)
 
 
 class StreamPatch(BaseModel):

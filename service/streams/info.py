@@ -59,6 +59,9 @@ class StreamInfo(BaseModel):
     reconnects: int
     last_error: str | None
     latency_seconds: Latency
+    worker_share: float | None = Field(
+        default=None, description="this stream's fraction of the inference worker's time over the last 10 s"
+    )
     publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
     mjpeg_url: str
     frame_url: str

@@ -346,6 +346,7 @@ class Stream:
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
             (self.metrics.frames, [(self.source,)]),
+            (self.metrics.worker_seconds, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
