@@ -13,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from service.metrics import Metrics
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
+from vsr.engine import DTYPE_NAMES, LoadedModel, load_for
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
 from vsr.memory import frame_bytes, widest_layer
-from vsr.runner import FrameRunner
+from vsr.runner import FrameRunner, RuntimeOptions
 
 __all__ = ["DTYPE_NAMES", "Engine", "FaultHook", "LoadedModel"]
 
@@ -38,13 +39,14 @@ class Engine(SharedEngine):
         models: dict[str, LoadedModel],
         *,
         device: torch.device,
-        dtype: torch.dtype,
+        dtype: torch.dtype | str = "auto",
         tiles: TileSpec | None = None,
         metrics: Metrics | None = None,
         compile: bool = False,
-        dtype_ms: dict[str, float | None] | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
-        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, dtype_ms=dtype_ms)
+        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, runtime=runtime)
+        self._asked = dtype, runtime or RuntimeOptions()  # what a model loaded later is built with (new_runner)
         self.metrics = metrics
         self._ready = threading.Event()
         self.fault_hook: FaultHook | None = None
@@ -54,15 +56,14 @@ class Engine(SharedEngine):
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
         device = settings.torch_device()
-        models, dtype, times = load_resolved(settings.models, device, settings.dtype)
         engine = cls(
-            models,
+            load_for(settings.models, device, settings.dtype),
             device=device,
-            dtype=dtype,
+            dtype=settings.dtype,
             tiles=settings.tiles(),
             metrics=metrics,
-            dtype_ms=times,
             compile=settings.compile,
+            runtime=settings.runtime_options(),
         )
         if metrics is not None:
             engine._publish_info(metrics)
@@ -83,9 +84,16 @@ class Engine(SharedEngine):
         return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
     def new_runner(self, lm: LoadedModel) -> FrameRunner:
-        """A runner for ``lm`` on this engine's device, dtype and tiling (not yet published: see :meth:`add_model`)."""
+        """A runner for ``lm`` built as the engine built its own (device, dtype or its measurement, runtime, tiling);
+        not yet published: see :meth:`add_model`. Measuring runs here, on the caller's thread."""
+        dtype, runtime = self._asked
         return FrameRunner(
-            lm.model, scale=lm.meta.scale, device=self.device, dtype=self.dtype, overlap=self.tiles.overlap
+            lm.model,
+            scale=lm.meta.scale,
+            device=self.device,
+            dtype=dtype,
+            overlap=self.tiles.overlap,
+            options=replace(runtime, int8=lm.int8),
         )
 
     def add_model(self, lm: LoadedModel, runner: FrameRunner) -> None:
@@ -99,13 +107,13 @@ class Engine(SharedEngine):
 
     def remove_model(self, name: str) -> None:
         """Forget model ``name`` (the caller made sure no work for it is left: ``ModelGate.retire``)."""
-        lm = self.models[name]
+        labels = self._info_labels(self.models[name])
         self.models = {k: v for k, v in self.models.items() if k != name}
         self.runners = {k: v for k, v in self.runners.items() if k != name}
         self._widths.pop(name, None)
         if self.metrics is not None:
             with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(*self._info_labels(lm))
+                self.metrics.model_info.remove(*labels)
 
     @property
     def ready(self) -> bool:
@@ -131,7 +139,10 @@ class Engine(SharedEngine):
         super()._on_oom()
 
     def _info_labels(self, lm: LoadedModel) -> tuple[str, ...]:
-        return lm.name, lm.meta.arch, str(lm.meta.scale), str(lm.meta.parameters), self.dtype_name, str(self.device)
+        """``vsr_model_info``'s labels of a loaded model: model, arch, scale, parameters, dtype, runtime, device."""
+        info = self.runners[lm.name].info
+        m = lm.meta
+        return lm.name, m.arch, str(m.scale), str(m.parameters), info.dtype, info.runtime, str(self.device)
 
     def _publish_info(self, metrics: Metrics, models: list[LoadedModel] | None = None) -> None:
         for lm in self.models.values() if models is None else models:

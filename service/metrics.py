@@ -89,7 +89,7 @@ class Metrics:
         self.model_info = Gauge(
             "vsr_model_info",
             "loaded models (value 1)",
-            ["model", "arch", "scale", "parameters", "dtype", "device"],
+            ["model", "arch", "scale", "parameters", "dtype", "runtime", "device"],
             registry=r,
         )
         self.oom_retries = Counter(
@@ -136,6 +136,17 @@ class Metrics:
             "decode -> upscaled frame emitted",
             ["stream"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_model = Gauge(
+            "vsr_stream_model",
+            "1 for the model a stream runs now (auto streams switch)",
+            ["stream", "model"],
+            registry=r,
+        )
+        self.stream_budget = Gauge(
+            "vsr_stream_budget_ratio",
+            "worker time the live streams need with the auto model choice, as a share of the budget (>1: none fits)",
             registry=r,
         )
 

@@ -35,7 +35,7 @@ import torch
 
 from service.batcher import Batcher
 from service.engine import Engine, LoadedModel
-from vsr.artifact import META_NAME, ArtifactError, bundled_names, load_artifact, resolve
+from vsr.artifact import META_NAME, ArtifactError, bundled_names, int8_ir, load_artifact, resolve
 from vsr.engine import prepare
 from vsr.runner import FrameRunner
 
@@ -207,13 +207,15 @@ class ModelRepository:
     def _open(self, name: str, folder: Path | None) -> tuple[LoadedModel, FrameRunner]:
         source = str(folder) if folder is not None else name
         try:
-            model, meta = load_artifact(resolve(source), device="cpu")
+            folder_path = resolve(source)
+            model, meta = load_artifact(folder_path, device="cpu")
+            int8 = int8_ir(folder_path, meta)  # its int8 IR, when it carries one that passed its check at export
         except Exception as e:  # noqa: BLE001 - ArtifactError, or whatever a corrupt file makes safetensors/torch raise
             raise BrokenArtifact(f"model {name!r}: {e}") from None
         if meta.name != name:
             raise BrokenArtifact(f"model {name!r}: its {META_NAME} names it {meta.name!r} (they must agree)")
         eng = self.engine
-        lm = LoadedModel(name, prepare(model, eng.device, eng.dtype), meta, source)
+        lm = LoadedModel(name, prepare(model, eng.device, eng.dtype), meta, source, int8)
         runner = eng.new_runner(lm)
         frame = np.zeros((1, *WARM_FRAME, 3), np.uint8)
         try:
@@ -280,6 +282,8 @@ def in_use_by(settings: Settings, streams: StreamManager, jobs: JobManager) -> I
                 found.append(f"VSR_{use.upper()}_MODEL")
         if name == streams.default_model and settings.stream_model is None:
             found.append("new streams (the default stream model)")
+        if streams.auto is not None and name in streams.auto.candidates:
+            found.append("the stream model auto (one of its candidates)")
         return found
 
     return users

@@ -35,7 +35,6 @@ import numpy as np
 from service.batcher import QueueFull, SubmitFn
 from service.jobstore import JobStore
 from service.metrics import VIDEO_JOB_STATES, Metrics
-from service.settings import Settings
 from vsr.frames import FrameCaps
 from vsr.segments import Segment, SegmentPlan, encode_segments, join_segments
 from vsr.video import SAFE_INPUT_OPTIONS, EncodeOptions, VideoError, VideoInfo
@@ -49,7 +48,7 @@ CHANGED = "the uploaded video changed on disk since the job started (corrupt or 
 
 
 class TooManyJobs(Exception):
-    """The job cap is reached (429)."""
+    """The job cap is reached."""
 
 
 @dataclass(frozen=True)
@@ -159,18 +158,6 @@ def batcher_upscale(submit: SubmitFn, model: str, stop: threading.Event) -> Call
 
 
 class JobManager:
-    @classmethod
-    def from_settings(cls, settings: Settings, submit: SubmitFn, metrics: Metrics | None = None) -> JobManager:
-        opts = JobOptions(
-            max_jobs=settings.video_max_jobs,
-            workers=settings.video_workers,
-            ttl_s=settings.video_job_ttl_s,
-            caps=settings.video_caps(),
-            jobs_dir=settings.video_jobs_dir,
-            segment_s=settings.video_segment_s,
-        )
-        return cls(submit, opts, metrics)
-
     def __init__(self, submit: SubmitFn, opts: JobOptions = JobOptions(), metrics: Metrics | None = None) -> None:
         self.submit, self.opts, self.metrics = submit, opts, metrics
         if metrics is not None:  # read at scrape time: no gauge to keep in step with every state change

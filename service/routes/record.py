@@ -10,9 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import ClipsDep, StreamsDep
 from service.errors import ApiError, responses
-from service.streams.manager import UnknownStream
-from service.streams.pipeline import Stream
-from service.streams.record import ClipsFull, Recorder
+from service.streams.record import Recorder, RecordingBusy, RecordingOff
 
 router = APIRouter(prefix="/stream", tags=["streams"])
 
@@ -35,32 +33,22 @@ class Recording(BaseModel):
     error: str | None
 
 
-def _stream(manager: StreamsDep, stream_id: str) -> Stream:
-    try:
-        return manager.get(stream_id)
-    except UnknownStream:
-        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
-
-
 @router.post("/{stream_id}/record", status_code=202, responses=responses(400, 404, 409, 422, 507))
 async def record(stream_id: str, req: RecordRequest, manager: StreamsDep, clips: ClipsDep) -> Recording:
     """Start recording the source frames (H.264 CRF 18 at the source's frame rate); one recording per stream."""
     if clips is None:
-        raise ApiError(409, "recording_off", "recording is off: set VSR_CLIPS_DIR")
-    stream = _stream(manager, stream_id)
+        raise RecordingOff("recording is off: set VSR_CLIPS_DIR")
+    stream = manager.get(stream_id)
     if stream.recorder is not None and stream.recorder.active:
-        raise ApiError(409, "recording", f"stream {stream.name!r} is already recording")
-    try:
-        stream.recorder = Recorder(stream.name, clips, seconds=req.seconds, fps=stream.stats.source_fps)
-    except ClipsFull as e:
-        raise ApiError(507, "clips_full", str(e)) from None
+        raise RecordingBusy(f"stream {stream.name!r} is already recording")
+    stream.recorder = Recorder(stream.name, clips, seconds=req.seconds, fps=stream.stats.source_fps)
     return Recording(**asdict(stream.recorder.info()))
 
 
 @router.get("/{stream_id}/record", responses=responses(404))
 async def recording(stream_id: str, manager: StreamsDep) -> Recording:
     """The stream's current or last recording."""
-    rec = _stream(manager, stream_id).recorder
+    rec = manager.get(stream_id).recorder
     if rec is None:
         raise ApiError(404, "not_found", "this stream has not recorded")
     return Recording(**asdict(rec.info()))

@@ -1,6 +1,7 @@
 """Triton's model repository API: ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load`` and
 ``.../unload``, as ``tritonclient.http`` calls them (``get_model_repository_index``, ``load_model``,
-``unload_model``). The work is in ``service.repository``; this maps its errors to statuses."""
+``unload_model``). The work, and the domain errors that ``service.errors`` maps to statuses, are in
+``service.repository``."""
 
 from __future__ import annotations
 
@@ -12,26 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import RepositoryDep
 from service.errors import ApiError, v2_responses
-from service.repository import (
-    BadModelName,
-    BrokenArtifact,
-    ModelInUse,
-    ModelNotFound,
-    ModelOverBudget,
-    RepositoryError,
-    UnloadTimeout,
-)
 
 router = APIRouter(prefix="/v2/repository", tags=["repository"])
-
-STATUS: dict[type[RepositoryError], tuple[int, str]] = {
-    BadModelName: (400, "invalid_model_name"),
-    BrokenArtifact: (400, "invalid_artifact"),
-    ModelNotFound: (404, "model_not_found"),
-    ModelOverBudget: (409, "over_memory_budget"),
-    ModelInUse: (409, "model_in_use"),
-    UnloadTimeout: (503, "unload_timeout"),
-}
 
 
 class IndexRequest(BaseModel):
@@ -58,12 +41,6 @@ class IndexItem(BaseModel):
 class LoadResult(BaseModel):
     name: str
     state: str
-
-
-def _api_error(e: RepositoryError) -> ApiError:
-    status, code = STATUS.get(type(e), (400, "repository_error"))
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return ApiError(status, code, str(e), headers=headers)
 
 
 B = TypeVar("B", bound=BaseModel)
@@ -109,10 +86,7 @@ async def load(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
     params = (await _body(request, LoadRequest)).parameters
     if params:  # Triton's config override and file upload: a model here is exactly its artifact folder
         raise ApiError(400, "unsupported_parameters", f"load takes no parameters (got {sorted(params)})")
-    try:
-        await run_in_threadpool(repo.load, name)  # validation and warm-up: off the event loop and the worker
-    except RepositoryError as e:
-        raise _api_error(e) from None
+    await run_in_threadpool(repo.load, name)  # validation and warm-up: off the event loop and the worker
     return LoadResult(name=name, state="READY")
 
 
@@ -124,8 +98,5 @@ async def load(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
 )
 async def unload(name: str, request: Request, repo: RepositoryDep) -> LoadResult:
     await _body(request, UnloadRequest)  # {"parameters": {"unload_dependents": false}}: no model has dependents
-    try:
-        await run_in_threadpool(repo.unload, name)
-    except RepositoryError as e:
-        raise _api_error(e) from None
+    await run_in_threadpool(repo.unload, name)
     return LoadResult(name=name, state="UNAVAILABLE")

@@ -42,11 +42,19 @@ class PublishInfo(BaseModel):
     last_error: str | None
 
 
+class ModelChoice(BaseModel):
+    """Why the stream runs its model: named by the stream, or chosen by ``auto`` for the frame budget."""
+
+    mode: Literal["auto", "named"]
+    reason: str
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
     url: str = Field(description="the source URL without its password")
     model: str
+    model_choice: ModelChoice
     scale: int
     transport: str
     state: StreamState

@@ -28,11 +28,13 @@ import numpy as np
 
 from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
 from service.metrics import Metrics
+from service.streams.auto import Load
 from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.info import (
     DROP_REASONS,
     Latency,
+    ModelChoice,
     OutputInfo,
     PublishInfo,
     SourceInfo,
@@ -115,6 +117,7 @@ class Stream:
         ``publish``: the (checked) media server the upscaled frames are pushed to, in their own thread."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.auto, self.model_reason = False, "named by the stream"  # service.streams.auto switches auto streams
         self.source = f"stream:{name}"  # its frames' label in the batcher and vsr_frames_total
         self.opts, self._submit, self.metrics = opts, submit, metrics
         self.state = "connecting"
@@ -181,12 +184,21 @@ class Stream:
             joined = self.publisher.join(max(0.0, deadline - time.monotonic())) and joined
         return joined
 
-    def switch_model(self, model: str, scale: int) -> None:
-        """Send the frames from now on to ``model``; those already submitted finish on the old one. The reader, its
-        connection, the counters and the viewers stay (no reconnect)."""
-        with self._cond:  # the pump reads both when it submits
-            self.model, self.scale = model, scale
-        log.info("stream %s switched to model %s", self.name, model)
+    def switch_model(self, model: str, reason: str, *, scale: int | None = None) -> None:
+        """The next frame sent goes to ``model`` (frames in flight finish on the old one); no reconnect: the reader,
+        its connection, the counters and the viewers stay. ``scale``: the new model's, when it differs."""
+        with self._cond:  # one switch at a time (PATCH and the auto chooser); the pump reads self.model once per frame
+            old, self.model, self.model_reason = self.model, model, reason
+            self.scale = self.scale if scale is None else scale
+        if old != model:
+            with contextlib.suppress(KeyError):
+                self.metrics.stream_model.remove(self.name, old)
+        if (m := self._live_metrics()) is not None:
+            m.stream_model.labels(stream=self.name, model=model).set(1)
+
+    def load(self) -> Load:
+        s = self.stats
+        return Load(None if self.auto else self.model, s.source_height, s.source_width, s.source_fps)
 
     # -- CaptureSink (called on the reader thread) --
 
@@ -261,9 +273,7 @@ class Stream:
             rgb = to_rgb(item.frame)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
             self.last_source = rgb  # for GET /stream/{id}/source.jpg (a reference: no copy, no encode)
-            with self._cond:
-                model = self.model
-            fut = self._submit(rgb, model=model, source=self.source, deadline=deadline)
+            fut = self._submit(rgb, model=self.model, source=self.source, deadline=deadline)
         except QueueFull:
             self._release()
             self.dropped("overloaded")
@@ -345,6 +355,7 @@ class Stream:
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
+            (self.metrics.stream_model, [(self.name, self.model)]),
             (self.metrics.frames, [(self.source,)]),
             (self.metrics.worker_seconds, [(self.source,)]),
         ):
@@ -365,6 +376,7 @@ class Stream:
             name=self.name,
             url=redact(self.spec.url),
             model=self.model,
+            model_choice=ModelChoice(mode="auto" if self.auto else "named", reason=self.model_reason),
             scale=self.scale,
             transport=self.spec.transport,
             state=cast(StreamState, self.state),  # one of capture.STATES, set by the reader

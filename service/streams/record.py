@@ -33,11 +33,15 @@ RecordState = Literal["recording", "done", "capped", "stopped", "failed"]
 
 
 class ClipsFull(Exception):
-    """The clips folder is at its disk cap (HTTP 507)."""
+    """The clips folder is at its disk cap."""
 
 
 class RecordingBusy(Exception):
-    """The stream is already recording (HTTP 409)."""
+    """The stream is already recording."""
+
+
+class RecordingOff(Exception):
+    """No clips folder is configured (``VSR_CLIPS_DIR``)."""
 
 
 @dataclass
