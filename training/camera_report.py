@@ -133,11 +133,18 @@ def card_header(meta: dict[str, Any], recipe: str) -> str:
     cfg, cam = tr["config"], tr["config"]["camera"]
     deg = cam["degradation"]
     teachers = ", ".join(t["source"] for t in tr.get("teachers", [])) or "none"
+    luma = meta["config"].get("colors") == 1
+    role = (
+        ", a luma (Y) student: it sees and predicts BT.601 Y, chroma is upscaled bilinearly (vsr/luma.py). One of the models the"
+        " stream model `auto` chooses from, by measured cost against the frame budget of all live streams."
+        if luma
+        else ", the same network as `x2` (same speed). Default model of video jobs (`VSR_VIDEO_MODEL`)."
+    )
+    start = f"Started from the bundled `{cfg['init']}`" if cfg.get("init") else "Trained from scratch (random init)"
     return f"""# vsr model `{meta["name"]}` — x2 student for compressed, noisy camera video
 
-- Architecture: `{meta["arch"]}` {json.dumps(meta["config"])} — {meta["parameters"]:,} parameters, the same network
-  as `x2` (same speed). Default model of streams and video jobs (`VSR_STREAM_MODEL` / `VSR_VIDEO_MODEL`).
-- Started from the bundled `{cfg["init"]}`; distilled from `{teachers}` with
+- Architecture: `{meta["arch"]}` {json.dumps(meta["config"])} — {meta["parameters"]:,} parameters{role}
+- {start}; distilled from `{teachers}` with
   `L = α·L1(student(degraded LR), HR) + (1−α)·L1(student(degraded LR), teacher(clean LR))`, α = {cfg["alpha"]}:
   the teacher labels the **clean** LR, the student sees the degraded one (or, with probability
   {cam["clean_share"]}, the clean one).
