@@ -85,3 +85,7 @@ def test_patch_switches_the_model_without_reconnecting(live_server: Callable[...
     assert_error(srv.client.post("/v2/repository/models/site-b/unload", json={}), 409, "model_in_use")
     assert_error(srv.client.patch(f"/stream/{sid}", json={"model": "site-a"}), 422, "invalid_model")  # unloaded
     assert srv.client.patch("/stream/nope", json={"model": "site-b"}).status_code == 404
+    # back to the automatic choice (its one candidate here: the default stream model, site-b)
+    r = srv.client.patch(f"/stream/{sid}", json={"model": "auto"})
+    assert r.status_code == 200 and r.json()["model_choice"]["mode"] == "auto", r.text
+    assert srv.client.get(f"/stream/{sid}").json()["model_choice"]["mode"] == "auto"
