@@ -76,15 +76,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             metrics=metrics,
             on_start=engine.warmup if settings.warmup else engine.mark_ready,  # runs on the worker thread
             memory_budget_bytes=settings.memory_budget_bytes(),
-        ).start()
-        app.state.engine = engine
-        app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
-        app.state.batcher = batcher
-        app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
+        )
+        # The jobs folder first: a failure after the worker started left it running the model into interpreter
+        # shutdown (SIGABRT). Anything that fails after it is started stops it again.
         app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
         app.state.clips = (
             ClipStore(Path(settings.clips_dir), settings.clips_max_mb << 20) if settings.clips_dir else None
         )
+        batcher.start()
+        app.state.engine = engine
+        app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
+        app.state.batcher = batcher
+        try:
+            app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
+        except BaseException:
+            await run_in_threadpool(app.state.video_jobs.close)
+            await run_in_threadpool(lambda: batcher.close(drain=False, timeout=settings.request_timeout_s))
+            raise
         app.state.repository = ModelRepository(
             root,
             engine=engine,

@@ -167,7 +167,7 @@ class Batcher:
             if self._closing:
                 self._count_rejected("shutting_down")
                 raise BatcherClosed("the inference worker is shutting down")
-            if self._refuse(source, frame.nbytes):
+            if self.refuses(source, frame.nbytes):
                 self._count_rejected("queue_full")
                 raise QueueFull(self._retry_after())
             if source not in self._sources:
@@ -180,7 +180,7 @@ class Batcher:
         self.gate.track(model, item.future)
         return item.future
 
-    def _refuse(self, source: str, nbytes: int) -> bool:
+    def refuses(self, source: str, nbytes: int = 0) -> bool:
         """Full for this source? One with nothing queued always gets a frame in (past the limit if need be)."""
         if source not in self._sources:
             return self._queue_bytes_full(nbytes)

@@ -72,7 +72,8 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             self._rejected()
-            response = error_response(413, "payload_too_large", f"request body is over the limit of {limit} bytes")
+            message = f"request body is over the limit of {limit} bytes"
+            response = error_response(413, "payload_too_large", message, path=scope["path"])  # /v2: its own shape
             response.headers["connection"] = "close"
             await response(scope, receive, send)
             return

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service import repository
+from service import oip_tensors, repository
 from service.batcher import BatcherClosed, DeadlineExceeded, OverBudget, QueueFull
 from service.imaging import DecodeDeadline
 from service.modelrefs import ModelNotFound, ModelNotLoaded, VersionNotFound
@@ -131,6 +131,11 @@ DOMAIN_ERRORS: dict[type[Exception], Answer] = {
     UnsupportedUrl: Answer(400, "unsupported_url"),
     UnresolvableHost: Answer(400, "unresolvable_host"),
     DeniedUrl: Answer(403, "url_denied"),
+    # OIP tensors (service.oip_tensors; its TooManyPixels is an image's: 413 too_many_pixels)
+    oip_tensors.BadTensor: Answer(400, "invalid_inference_request"),
+    oip_tensors.TensorTooLarge: Answer(413, "too_large"),
+    oip_tensors.BatchTooLarge: Answer(413, "batch_too_large"),
+    oip_tensors.OutputTooLarge: Answer(413, "output_too_large"),
     # video jobs (service.videojobs, vsr.video)
     TooManyJobs: Answer(429, "too_many_jobs", headers=lambda _: {"Retry-After": "10"}),
     VideoError: Answer(415, "unsupported_video", lambda e: f"not a supported video (mp4, mkv, mov, ts, webm): {e}"),

@@ -6,12 +6,15 @@ reason (``service.videojobs``). Without it the database lives in memory, like th
 
 One connection shared by the request handlers and the ``video:{n}`` workers, serialised by a lock: a job changes
 state a handful of times in its life, so contention is nil. WAL journaling keeps a crash from corrupting the file.
+:func:`open_jobs_dir` proves the folder usable (``vsr serve`` calls it before any thread starts).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,3 +47,23 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class JobsDirUnusable(Exception):
+    """``VSR_VIDEO_JOBS_DIR`` cannot be created or written (a settings error: the service does not start)."""
+
+
+def open_jobs_dir(path: str) -> Path:
+    """The jobs folder, created (0700) if missing and proven writable. Raises :class:`JobsDirUnusable`.
+
+    ``vsr serve`` calls it before any thread starts: failing later, in the lifespan, left the inference worker
+    running into interpreter shutdown (``terminate called without an active exception``, SIGABRT)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise JobsDirUnusable(f"VSR_VIDEO_JOBS_DIR: cannot use {path!r} as the jobs folder: {e.strerror}") from None
+    return folder

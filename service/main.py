@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from service.jobstore import JobsDirUnusable, open_jobs_dir
 from service.settings import Settings
 from vsr.artifact import ArtifactError, resolve
 from vsr.engine import DeviceError
@@ -67,6 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             resolve(entry)
         except ArtifactError as e:
             raise UsageError(f"cannot serve model {entry!r}: {e}") from None
+    if settings.video_jobs_dir:  # before any thread starts (a lifespan failure left the worker running: SIGABRT)
+        try:
+            open_jobs_dir(settings.video_jobs_dir)
+        except JobsDirUnusable as e:
+            raise UsageError(str(e)) from None
     app = create_app(settings)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler installed before it ran: make that
     # a clean exit, so a graceful stop ends with status 0 (orchestrators read death-by-signal as a crash).

@@ -45,7 +45,8 @@ ModelUse = Literal["image", "stream", "video"]
 class Settings(BaseSettings):
     """Every knob of ``vsr serve``. Env: ``VSR_<FIELD>`` (case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix="VSR_", extra="ignore", validate_default=True)
+    # allow_inf_nan=False: no float knob means anything at inf or nan (a timeout of inf overflowed thread.join)
+    model_config = SettingsConfigDict(env_prefix="VSR_", extra="ignore", validate_default=True, allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -216,7 +217,16 @@ class Settings(BaseSettings):
         default=None, ge=0, description="this replica's shard (0..count-1); unset: the host name's -<ordinal>"
     )
 
-    _split = field_validator("models", "api_keys", "stream_allow_cidrs", mode="before")(_split_commas)
+    _split = field_validator("models", "stream_allow_cidrs", mode="before")(_split_commas)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _some_keys(cls, v: object) -> object:
+        """``VSR_API_KEYS=' , '`` would run with auth off: refused (unset or empty means no keys)."""
+        keys = _split_commas(v)
+        if isinstance(v, str) and v and not keys:
+            raise ValueError("has no key, only commas or spaces (unset it to run without API keys)")
+        return keys
 
     @field_validator("stream_allow_cidrs")
     @classmethod
@@ -254,6 +264,8 @@ class Settings(BaseSettings):
             except OSError as e:  # the message names the file, never its contents
                 raise ValueError(f"cannot read the API key file: {e.strerror}") from None
             keys = [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
+            if not keys:  # a mount that came up empty must not start the service with auth off
+                raise ValueError(f"the API key file {self.api_keys_file!r} holds no key (one per line)")
             self.api_keys = [*self.api_keys, *(k for k in keys if k not in self.api_keys)]
         return self
 

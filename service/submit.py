@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service.batcher import Batcher, BatcherClosed, DeadlineExceeded
+from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
 from vsr.images import ImageOverLimit
 
@@ -40,6 +40,15 @@ async def count_too_large(metrics: Metrics, decoding: Awaitable[T]) -> T:
     except ImageOverLimit:
         metrics.rejected.labels(reason="too_large").inc()
         raise
+
+
+def admit(batcher: Batcher, source: str, metrics: Metrics) -> None:
+    """Raise ``QueueFull`` (503 + Retry-After) before an upload is read if the batcher would refuse its frame now:
+    an overloaded request used to read up to the upload cap (25 MB) first. Advisory (read unlocked, as a request
+    may still be refused at submit); the Retry-After is the shortest, 1 s."""
+    if batcher.refuses(source):
+        metrics.rejected.labels(reason="queue_full").inc()
+        raise QueueFull(1)
 
 
 async def infer(

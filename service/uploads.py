@@ -117,7 +117,7 @@ def _refuse(limit: int, on_too_large: OnTooLarge | None) -> Callable[[], NoRetur
 
 def _check_declared(request: Request, body_limit: int, too_large: Callable[[], NoReturn]) -> None:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > body_limit:  # '²'.isdigit(), int('²') fails
         too_large()
 
 

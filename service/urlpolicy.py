@@ -23,12 +23,15 @@ matters, back the policy with an egress firewall for the service (only the camer
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from vsr.redact import redact_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -196,8 +199,8 @@ class UrlPolicy:
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as e:
-            raise UrlRejected(f"malformed url: {e}") from None
+        except ValueError as e:  # not echoed: "Port could not be cast ... as 'SECRET'" (a password with a '/')
+            raise UrlRejected(f"malformed url: {_QUOTED.sub('...', str(e))}") from None
         scheme = parts.scheme.lower()
         ports = PUBLISH_PORTS if publish else DEFAULT_PORTS
         if scheme == "file" and not publish:
@@ -243,7 +246,7 @@ class UrlPolicy:
             host="",
             address=None,
             options=self._options("file", None),
-            redacted=parts.geturl(),
+            redacted=redact_url(parts.geturl()),
         )
 
     @staticmethod
@@ -267,17 +270,12 @@ def _with_host(parts: SplitResult, ip: str) -> str:
     return urlunsplit((parts.scheme, new_netloc, parts.path, parts.query, parts.fragment))
 
 
+_QUOTED = re.compile(r"'[^']*'")
+
+
 def redact(url: str) -> str:
-    """The URL without its password (for listings, logs, errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL without its credentials (user info, secret-named parameters): :func:`vsr.redact.redact_url`."""
+    return redact_url(url)
 
 
 def policy_from(allow_cidrs: str | Sequence[str] | None, allow_file: bool = False) -> UrlPolicy:

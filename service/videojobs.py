@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from service.batcher import QueueFull, SubmitFn
-from service.jobstore import JobStore
+from service.jobstore import JobStore, open_jobs_dir
 from service.metrics import VIDEO_JOB_STATES, Metrics
 from vsr.frames import FrameCaps
 from vsr.segments import Segment, SegmentPlan, encode_segments, join_segments
@@ -164,13 +164,13 @@ class JobManager:
             for state in VIDEO_JOB_STATES:
                 metrics.video_jobs.labels(state=state).set_function(functools.partial(self._count, state))
         if opts.jobs_dir:
-            self.dir = Path(opts.jobs_dir)
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dir = open_jobs_dir(opts.jobs_dir)
             self.store = JobStore(self.dir / "jobs.sqlite3")
         else:
             self.dir = Path(tempfile.mkdtemp(prefix="vsr-video-", dir=opts.tmp_dir))  # 0700
             self.store = JobStore()  # in memory: the folder goes at shutdown too
         self._jobs: dict[str, Job] = {}
+        self._uploads = 0  # uploads holding a slot (upload_slot)
         self._lock = threading.Lock()
         self._closing = False
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -186,6 +186,22 @@ class JobManager:
         fd, name = tempfile.mkstemp(suffix=suffix, dir=self.dir)
         os.close(fd)
         return Path(name)
+
+    @contextlib.contextmanager
+    def upload_slot(self) -> Iterator[None]:
+        """A place in the job table held while an upload arrives. Raises :class:`TooManyJobs` at once, before a
+        byte is stored, when the jobs and the uploads in flight fill it (a full table used to take the whole
+        upload to disk first: +63 MB for one 100 MB upload refused, +324 MB for four)."""
+        self._expire()
+        with self._lock:
+            if len(self._jobs) + self._uploads >= self.opts.max_jobs:
+                raise TooManyJobs(f"at most {self.opts.max_jobs} video jobs at once; delete finished ones")
+            self._uploads += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploads -= 1
 
     def create(self, in_path: Path, info: VideoInfo, *, model: str, scale: int) -> Job:
         """Queue a job for the (already validated) upload at ``in_path``; the job owns the file from here."""

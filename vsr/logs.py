@@ -8,6 +8,7 @@
   A traceback is the ``exc_info`` field of its record (one line, newlines escaped); uvicorn's access lines also
   carry ``client``, ``method``, ``path`` and ``status`` as fields.
 - Logs go to stderr, so that a command whose product is on stdout (``vsr evaluate --json``) stays parseable.
+- Credentials in URLs (user info, ``password=``/``token=``-like parameters) are redacted from every line.
 - ``VSR_LOG_FORMAT`` (or ``--log-format``): ``json``, ``text`` or ``auto`` (json unless stderr is a terminal).
 """
 
@@ -18,6 +19,8 @@ import sys
 from typing import IO, Literal
 
 from pythonjsonlogger.json import JsonFormatter
+
+from vsr.redact import redact_text
 
 LogFormat = Literal["auto", "json", "text"]
 FORMATS: tuple[str, ...] = ("auto", "json", "text")
@@ -39,7 +42,13 @@ class AccessFields(logging.Filter):
 
 
 class _VsrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Ours, so that configuring again replaces it (and leaves e.g. pytest's capture handlers alone)."""
+    """Ours, so that configuring again replaces it (and leaves e.g. pytest's capture handlers alone).
+
+    Every line it writes has its URLs redacted (``vsr.redact``): a message, an access path or a traceback that
+    quotes a camera's URL never puts its password in the log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def resolve_format(fmt: str | None, stream: IO[str]) -> Literal["json", "text"]:

@@ -76,8 +76,9 @@ def configure(*, threads: int | None = None) -> dict[str, str]:
         if key not in os.environ:
             os.environ[key] = value
             applied[key] = value
-    if threads is None and os.environ.get("VSR_THREADS", "").strip().isdigit():
-        threads = int(os.environ["VSR_THREADS"])
+    env_threads = os.environ.get("VSR_THREADS", "").strip()
+    if threads is None and env_threads.isascii() and env_threads.isdigit():  # '²'.isdigit(), but int('²') fails
+        threads = int(env_threads)
     if threads and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         applied["OMP_NUM_THREADS"] = str(threads)

@@ -7,13 +7,15 @@ grayscale images come back grayscale (the model runs on the grey replicated to R
 with bicubic. The output format follows OUT's extension (a folder keeps each file's own).
 Videos are handed to :func:`vsr_cli.video.upscale_video_file` (``--tile`` applies to their frames too). A folder
 may mix images and videos; files that cannot be read are skipped, listed at the end, and the exit status is 1.
-OUT never overwrites its input.
+OUT never overwrites its input (not through a symlink or a hard link either); IN and OUT are regular files or folders
+(a FIFO would block forever).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ def plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     """(source, destination) pairs for IN -> OUT (images and videos); raises :class:`UsageError` on a bad request."""
     if not inp.exists():
         raise UsageError(f"input not found: {inp}")
+    if not inp.is_dir() and not inp.is_file():  # a FIFO would block the read forever; a device never ends
+        raise UsageError(f"input is not a regular file or a folder: {inp}")
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise UsageError(f"input is a folder, so OUT must be a folder: {out}")
@@ -76,9 +80,17 @@ def plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
             f"unsupported input {inp.name!r}; images: {', '.join(IMAGE_EXTS)}; videos: {', '.join(VIDEO_EXTS)}"
         )
     for src, dst in jobs:
-        if dst.resolve() == src.resolve():
-            raise UsageError(f"refusing to overwrite the input {src}; choose another OUT")
+        _check_destination(src, dst)
     return jobs
+
+
+def _check_destination(src: Path, dst: Path) -> None:
+    """OUT is never the input under another name (the same path, a symlink or a hard link: same device and inode)
+    and never a FIFO or device (writing one blocks, or goes somewhere else)."""
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise UsageError(f"refusing to overwrite the input {src}; choose another OUT")
+    if dst.exists() and not dst.is_file():
+        raise UsageError(f"OUT exists and is not a regular file: {dst}")
 
 
 def _engine(args: argparse.Namespace) -> Engine:

@@ -5,11 +5,13 @@ One input ``image``, UINT8, shape ``[H, W, 3]`` (or a batch ``[N, H, W, 3]``); o
 the binary tensor extension: the body is the JSON header (its length in ``Inference-Header-Content-Length``)
 followed by the raw tensors, in the order of ``inputs``, each sized by ``parameters.binary_data_size``. Outputs
 come back binary when the requested output says ``"binary_data": true`` (or the request parameters say
-``"binary_data_output": true``, as ``tritonclient`` does when no output is named).
+``"binary_data_output": true``, as ``tritonclient`` does when no output is named); when the request does not say,
+outputs over ``JSON_OUTPUT_MAX_VALUES`` come back binary too, and an explicit JSON request for one is a 413.
 
 The frames go through the same batcher and engine as ``/upscale``, with the same caps (body bytes, pixels per
-request) and the same overload/deadline answers (503 + Retry-After, 504). Errors are ``{"error": "<message>"}``
-(see ``service.errors``).
+request) and the same overload/deadline answers (503 + Retry-After, 504). A batch larger than the inference queue
+can ever hold is a 413 naming the limit (a 503 would be retried forever). Shapes, sizes and framing are checked by
+``service.oip_tensors`` before anything is allocated. Errors are ``{"error": "<message>"}`` (see ``service.errors``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -25,28 +28,28 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service import oip_tensors
 from service.batcher import Batcher
 from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
 from service.modelrefs import VERSION, check_model
+from service.oip_tensors import DATATYPE, BadTensor, TensorLimits
 from service.settings import Settings
-from service.submit import decode_counted, infer_all
+from service.submit import admit, decode_counted, infer_all
 from service.uploads import read_body
-from vsr.images import TooManyPixels
 
 router = APIRouter(tags=["models"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TENSOR = "image"  # the one input and the one output
-DATATYPE = "UINT8"
 SOURCE = "oip"  # vsr_frames_total{source}
 
 
 class InputTensor(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[Any]  # checked by service.oip_tensors.check_shape: plain ints only (pydantic would take "2", true)
     datatype: str
     parameters: dict[str, Any] = Field(default_factory=dict)
     data: Any = None  # validated by numpy (a Python-level check of millions of ints costs seconds)
@@ -176,9 +179,11 @@ async def _infer(
     check_model(engine, name, version)
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         raise ApiError(400, "unsupported_encoding", "compressed request bodies are not supported")
+    admit(batcher, SOURCE, metrics)  # a full queue: 503 before the upload is read
     body = await read_body(request, settings.max_upload_bytes, metrics)
     header_length = request.headers.get(HEADER_LENGTH)
-    parsed = await decode_counted(metrics, parse_request, body, header_length, settings.max_input_pixels)
+    limits = TensorLimits.for_batcher(settings.max_input_pixels, batcher)
+    parsed = await decode_counted(metrics, parse_request, body, header_length, limits, engine.scale(name))
     del body
     outs = await infer_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics, source=SOURCE)
     result = np.stack(outs) if parsed.batched else outs[0]
@@ -188,75 +193,55 @@ async def _infer(
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_len)})
 
 
-def bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_inference_request", message)
-
-
-def parse_request(body: bytes, header_length: str | None, max_pixels: int) -> Parsed:
-    """Body -> frames. Raises ApiError 400 (malformed), :class:`TooManyPixels` (over the request's pixel cap)."""
-    if header_length is None:
-        header, binary = body, b""
-    else:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
-            raise bad(f"{HEADER_LENGTH} must be a byte count within the body ({len(body)} bytes)")
-        n = int(header_length)
-        header, binary = body[:n], body[n:]
+def parse_request(body: bytes, header_length: str | None, limits: TensorLimits, scale: int) -> Parsed:
+    """Body -> frames. Raises :class:`~service.oip_tensors.BadTensor` (400), or one of its ``TensorTooLarge``
+    kinds (413: pixels, batch, JSON output)."""
+    n = oip_tensors.header_length(header_length, len(body))
+    header, binary = (body, b"") if n is None else (body[:n], body[n:])
+    oip_tensors.check_depth(header)
     try:
         req = InferRequest.model_validate(json.loads(header))
-    except (ValueError, ValidationError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise bad(f"the inference request header is not valid: {_first_line(e)}") from None
+    except (ValueError, ValidationError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise BadTensor(f"the inference request header is not valid: {_first_line(e)}") from None
     if len(req.inputs) != 1 or req.inputs[0].name != TENSOR:
-        raise bad(f"expected one input named {TENSOR!r}, got {[t.name for t in req.inputs]}")
+        raise BadTensor(f"expected one input named {TENSOR!r}, got {[t.name for t in req.inputs]}")
     tensor = req.inputs[0]
-    shape = _check_shape(tensor, max_pixels)
-    frames = _tensor_data(tensor, shape, binary).reshape(shape if len(shape) == 4 else (1, *shape))
-    return Parsed(req, frames, batched=len(shape) == 4, binary_output=_binary_output(req))
-
-
-def _check_shape(tensor: InputTensor, max_pixels: int) -> tuple[int, ...]:
     if tensor.datatype != DATATYPE:
-        raise bad(f"input {TENSOR!r} must be {DATATYPE}, got {tensor.datatype!r}")
-    shape = tuple(tensor.shape)
-    if len(shape) not in (3, 4) or shape[-1] != 3 or min(shape) < 1:
-        raise bad(f"input {TENSOR!r} must have shape [H, W, 3] or [N, H, W, 3] (RGB), got {list(shape)}")
-    pixels = int(np.prod(shape[:-1], dtype=np.int64))  # N*H*W: one request's pixels, capped like one image
-    if pixels > max_pixels:
-        raise TooManyPixels(f"{list(shape)} is {pixels} pixels, over the limit of {max_pixels}")
-    return shape
+        raise BadTensor(f"input {TENSOR!r} must be {DATATYPE}, got {tensor.datatype!r}")
+    shape = oip_tensors.check_shape(tensor.shape, limits)
+    out_values = prod(shape[:-3]) * shape[-3] * scale * shape[-2] * scale * 3
+    binary_out = oip_tensors.binary_output(_binary_requested(req), out_values, limits)
+    frames = _tensor_data(tensor, shape, binary).reshape(shape if len(shape) == 4 else (1, *shape))
+    return Parsed(req, frames, batched=len(shape) == 4, binary_output=binary_out)
 
 
 def _tensor_data(tensor: InputTensor, shape: tuple[int, ...], binary: bytes) -> np.ndarray:
     """The input's values as a flat uint8 array (a private copy the engine may write to)."""
-    count = int(np.prod(shape))
+    count = prod(shape)
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
         if tensor.data is not None:
-            raise bad(f"input {TENSOR!r} has both 'data' and 'binary_data_size'")
-        if not isinstance(size, int) or isinstance(size, bool) or size != len(binary) or size != count:
-            raise bad(f"binary_data_size must equal the {len(binary)} bytes sent and {count} values of {list(shape)}")
+            raise BadTensor(f"input {TENSOR!r} has both 'data' and 'binary_data_size'")
+        if type(size) is not int or size != len(binary) or size != count:
+            raise BadTensor(
+                f"binary_data_size must equal the {len(binary)} bytes sent and {count} values of {list(shape)}"
+            )
         return np.frombuffer(binary, dtype=np.uint8).copy()
     if binary:
-        raise bad(f"{len(binary)} bytes of binary data but no input declares binary_data_size")
+        raise BadTensor(f"{len(binary)} bytes of binary data but no input declares binary_data_size")
     if tensor.data is None:
-        raise bad(f"input {TENSOR!r} has no 'data' (or binary_data_size)")
-    try:
-        values = np.asarray(tensor.data)
-    except (ValueError, TypeError, OverflowError):
-        raise bad(f"input {TENSOR!r} data is not a regular array of integers") from None
-    if values.dtype.kind not in "iu" or values.size != count:
-        raise bad(f"input {TENSOR!r} data must be {count} integers for shape {list(shape)}")
-    if values.min() < 0 or values.max() > 255:
-        raise bad(f"input {TENSOR!r} data must be within 0..255 ({DATATYPE})")
-    return values.astype(np.uint8).ravel()
+        raise BadTensor(f"input {TENSOR!r} has no 'data' (or binary_data_size)")
+    return oip_tensors.json_values(tensor.data, shape)
 
 
-def _binary_output(req: InferRequest) -> bool:
-    default = req.parameters.get("binary_data_output", False)
-    if req.outputs is None:
-        return default is True
-    if len(req.outputs) != 1 or req.outputs[0].name != TENSOR:
-        raise bad(f"the only output is {TENSOR!r}, requested {[o.name for o in req.outputs]}")
-    return req.outputs[0].parameters.get("binary_data", default) is True
+def _binary_requested(req: InferRequest) -> bool | None:
+    """True/False as the request asks for its output; None when it does not say."""
+    default = req.parameters.get("binary_data_output")
+    if req.outputs is not None:
+        if len(req.outputs) != 1 or req.outputs[0].name != TENSOR:
+            raise BadTensor(f"the only output is {TENSOR!r}, requested {[o.name for o in req.outputs]}")
+        default = req.outputs[0].parameters.get("binary_data", default)
+    return None if default is None else default is True
 
 
 def encode_response(parsed: Parsed, result: np.ndarray, model: str) -> tuple[bytes, int | None]:
@@ -276,4 +261,7 @@ def encode_response(parsed: Parsed, result: np.ndarray, model: str) -> tuple[byt
 
 
 def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0][:200]
+    if isinstance(e, ValidationError):  # where, not pydantic's "1 validation error for InferRequest"
+        err = e.errors(include_input=False, include_url=False)[0]
+        return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"[:200]
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]

@@ -14,7 +14,7 @@ from service.engine import Engine
 from service.errors import responses
 from service.imaging import OUTPUT_MEDIA_TYPES, decode_async
 from service.modelrefs import pick_model
-from service.submit import count_too_large, infer
+from service.submit import admit, count_too_large, infer
 from service.uploads import read_image_bytes
 from vsr.images import DecodedImage, default_output_format, encode, output_notes
 
@@ -89,6 +89,7 @@ async def upscale(
     """
     deadline = time.monotonic() + settings.request_timeout_s
     name = pick_model(settings, engine, model, "image")
+    admit(batcher, SOURCE, metrics)  # a full queue: 503 before the upload is read
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
     decoded = await count_too_large(
         metrics, decode_async(data, limits=settings.image_limits(), deadline=deadline, limiter=limiter)

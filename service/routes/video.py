@@ -16,6 +16,7 @@ from service.errors import ApiError, responses
 from service.modelrefs import pick_model
 from service.settings import Settings
 from service.uploads import open_upload
+from service.videojobs import Job, JobManager
 from vsr.video import SAFE_INPUT_OPTIONS, VideoInfo, probe
 
 VIDEO_TYPES = {
@@ -91,17 +92,23 @@ async def upscale_video(
     frame count, frame rate and timestamps; audio copied). E.g.
     `curl -F file=@clip.mp4 http://127.0.0.1:8000/upscale/video`."""
     name = pick_model(settings, engine, model, "video")
+    with jobs.upload_slot():  # TooManyJobs (429) before a byte of the upload is stored, not after
+        job = await _accept(request, jobs, settings, name, engine.scale(name))
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobInfo.model_validate(job.describe())
+
+
+async def _accept(request: Request, jobs: JobManager, settings: Settings, model: str, scale: int) -> Job:
+    """The upload stored, probed, checked and queued as a job; its file removed if it becomes none."""
     path = jobs.new_file(".upload")
     try:
         await _receive(request, path, settings.video_max_bytes)
         info = await run_in_threadpool(probe, path, SAFE_INPUT_OPTIONS)  # VideoError: not a video we read
         check_header(info, settings)
-        job = jobs.create(path, info, model=name, scale=engine.scale(name))  # TooManyJobs
+        return jobs.create(path, info, model=model, scale=scale)  # TooManyJobs
     except BaseException:
         _discard(path)
         raise
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return JobInfo.model_validate(job.describe())
 
 
 def check_header(info: VideoInfo, settings: Settings) -> None:

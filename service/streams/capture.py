@@ -22,6 +22,7 @@ import av
 from service.streams.config import StreamOptions
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlRejected
 from vsr.frames import CapExceeded, Frame, FrameCaps, FrameCounter, demux_frames
+from vsr.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Capture:
         if self.src is not None:
             for secret in {self.src.connect_url, self.src.url}:
                 text = text.replace(secret, self.src.redacted)
-        return text
+        return redact_text(text)  # any other URL FFmpeg quotes (a redirect target, the address it connected to)
 
     def _session(self) -> bool:
         """Connect and read until the source ends or fails. Returns whether any frame was decoded."""

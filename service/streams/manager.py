@@ -263,7 +263,7 @@ class StreamManager:
             try:
                 self.add(spec, wait_for_dns=True)
             except (UrlRejected, StreamConflict, TooManyStreams) as e:
-                log.error("configured stream %s not started: %s", spec.name or spec.url, e)
+                log.error("configured stream %s not started: %s", camera_key(spec), e)
 
     def disconnect_viewers(self) -> None:
         """End every MJPEG response now (server shutdown: they would otherwise hold it until its grace timeout)."""

@@ -46,6 +46,7 @@ from service.streams.publish import Publisher
 from service.streams.record import Recorder
 from service.urlpolicy import CheckedUrl, redact
 from vsr.frames import Frame
+from vsr.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class Stream:
             return
         self.state = state
         if error is not None:
-            self.stats.last_error = error
+            self.stats.last_error = redact_text(error)  # shown by GET /stream: no URL credentials
         self._set_state_metric(state)
 
     def set_source(self, width: int, height: int, fps: float | None) -> None:

@@ -28,6 +28,7 @@ import av
 from service.streams.config import EncoderOptions
 from service.streams.output import EncodedFrame, FrameBroadcast
 from service.urlpolicy import CheckedUrl
+from vsr.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,21 @@ class Publisher:
                 last_index = self._session(frame, last_index)
                 delay = BACKOFF_S[0]
             except (av.FFmpegError, OSError, ValueError) as e:
-                self.stats.state, self.stats.last_error = "backoff", f"{type(e).__name__}: {e}"
-                log.warning("stream %s: publishing to %s failed: %s", self.name, self.target.redacted, e)
+                error = self._describe(e)
+                self.stats.state, self.stats.last_error = "backoff", error
+                log.warning("stream %s: publishing to %s failed: %s", self.name, self.target.redacted, error)
                 if self._stop.wait(delay):
                     break
                 delay = min(delay * 2, BACKOFF_S[1])
                 self.stats.reconnects += 1
         self.stats.state = "stopped"
+
+    def _describe(self, e: Exception) -> str:
+        """The error for the API and logs, without the target's credentials (FFmpeg's messages quote the URL)."""
+        text = f"{type(e).__name__}: {e}"
+        for secret in {self.target.connect_url, self.target.url}:
+            text = text.replace(secret, self.target.redacted)
+        return redact_text(text)
 
     def _session(self, first: EncodedFrame, last_index: int | None) -> int | None:
         """One connection: open at the first frame's size, push frames until stop, the source closes or the size

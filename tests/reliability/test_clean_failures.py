@@ -27,12 +27,17 @@ def serve_cmd(port: int) -> list[str]:
 
 
 def test_bad_settings_exit_2_with_one_line(tmp_path: Path, tiny_artifact: dict[str, Path]) -> None:
-    """Two real processes: a settings error, and a start-up that fails in the lifespan (each imports torch: ~10 s)."""
+    """Real processes: settings errors, and a start-up that fails in the lifespan (each imports torch: ~10 s)."""
     empty_model = tmp_path / "no-model"
     empty_model.mkdir()
+    (tmp_path / "a-file").write_text("")
+    # an unusable jobs folder with the default models warming up: it aborted (SIGABRT, 134) after its error line
+    warm = {"VSR_MODELS": "x2,x4,x2-camera", "VSR_WARMUP": "true"}
     cases = {
         "missing streams file": {"VSR_STREAMS_FILE": str(tmp_path / "missing.yml")},
         "model folder without a model": {"VSR_MODELS": str(empty_model)},
+        "jobs folder under /proc": {"VSR_VIDEO_JOBS_DIR": "/proc/nope", **warm},
+        "jobs folder is a file": {"VSR_VIDEO_JOBS_DIR": str(tmp_path / "a-file"), **warm},
     }
     procs = {}
     for name, env in cases.items():
@@ -46,7 +51,7 @@ def test_bad_settings_exit_2_with_one_line(tmp_path: Path, tiny_artifact: dict[s
         assert "Traceback" not in out + err and "terminate called" not in err, (name, err[-2000:])
         errors = [line for line in err.splitlines() if '"ERROR"' in line or line.startswith("error")]
         assert errors and len(errors[0]) < 400, (name, err)
-        assert "STREAMS_FILE" in errors[0] or "cannot start" in errors[0], errors
+        assert any(k in errors[0] for k in ("STREAMS_FILE", "cannot start", "VIDEO_JOBS_DIR")), errors
 
 
 @pytest.mark.parametrize(
@@ -57,12 +62,26 @@ def test_bad_settings_exit_2_with_one_line(tmp_path: Path, tiny_artifact: dict[s
         ({"VSR_STREAMS_FILE": "{not_a_list}"}, "is not a list of streams"),
         ({"VSR_MAX_BATCH_SIZE": "0", "VSR_QUEUE_LIMIT": "many"}, "VSR_QUEUE_LIMIT"),
         ({"VSR_DEVICE": "gpu:3"}, "VSR_DEVICE"),  # unparseable; cuda on a CPU host: tests/vsr_cli
+        # auth must not go silently off: keys that are only separators, a key file with no key in it
+        ({"VSR_API_KEYS": " , "}, "VSR_API_KEYS: has no key"),
+        ({"VSR_API_KEYS": "   "}, "VSR_API_KEYS: has no key"),
+        ({"VSR_API_KEYS_FILE": "{empty}"}, "holds no key"),
+        ({"VSR_API_KEYS_FILE": "{comments}"}, "holds no key"),
+        # inf is refused like nan in every float knob (an infinite timeout overflowed thread.join at SIGTERM)
+        ({"VSR_REQUEST_TIMEOUT_S": "inf"}, "VSR_REQUEST_TIMEOUT_S: Input should be a finite number"),
+        ({"VSR_REQUEST_TIMEOUT_S": "nan"}, "VSR_REQUEST_TIMEOUT_S"),
+        ({"VSR_VIDEO_JOB_TTL_S": "Infinity"}, "VSR_VIDEO_JOB_TTL_S"),
+        ({"VSR_STREAM_READ_TIMEOUT_S": "inf"}, "VSR_STREAM_READ_TIMEOUT_S"),
+        ({"VSR_HTTP_BODY_TIMEOUT_S": "1e999"}, "VSR_HTTP_BODY_TIMEOUT_S"),
     ],
 )
 def test_each_bad_setting_is_one_line(
     env: dict[str, str], named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = {"missing": tmp_path / "missing.yml", "bad_yaml": tmp_path / "b.yml", "not_a_list": tmp_path / "n.yml"}
+    files |= {"empty": tmp_path / "empty.keys", "comments": tmp_path / "comments.keys"}
+    files["empty"].write_text("\n  \n")
+    files["comments"].write_text("# keys go here\n")
     files["bad_yaml"].write_text("- {url: [unclosed\n")
     files["not_a_list"].write_text("just a string\n")
     for k, v in env.items():

@@ -16,12 +16,14 @@ The figures (throughput held, p50/p99 of admitted requests, status counts, recov
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,7 +31,7 @@ import numpy as np
 
 from tests.support.checks import error_body_ok, report
 from tests.support.env import REPO
-from tests.support.live import Server
+from tests.support.live import Server, hold_worker, wait_until
 from tests.support.media import png
 
 BATCH_S = 0.02  # simulated model time per batch
@@ -168,3 +170,35 @@ def wait_ok(srv: Server, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_a_full_queue_refuses_uploads_before_reading_them(live_server: Callable[..., Server]) -> None:
+    """With the queue full for its source, a 10 MB upload to ``/upscale`` or OIP is answered 503 + Retry-After after
+    its first 64 KiB: it used to be read whole (up to the 25 MB cap) first, by every overloaded request at once."""
+    srv = live_server(queue_limit=1, max_batch_size=1, max_batch_delay_ms=0)
+    small = {
+        "/upscale": (png(24, 32), "image/png"),
+        "/v2/models/x2/infer": (json.dumps(_oip_tensor()).encode(), "application/json"),
+    }
+    host, port = srv.base.removeprefix("http://").split(":")
+    for path, (body, ctype) in small.items():
+        release = threading.Event()
+        blocked = hold_worker(srv, until=release)
+        with ThreadPoolExecutor(2) as pool:  # one request runs (held), one waits: the source's queue is full
+            running = pool.submit(srv.client.post, path, content=body, headers={"content-type": ctype})
+            assert blocked.wait(30)
+            queued = pool.submit(srv.client.post, path, content=body, headers={"content-type": ctype})
+            assert wait_until(lambda: srv.app.state.batcher.qsize() == 1, 30)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {10 << 20}\r\n\r\n"
+                sock.sendall(head.encode() + b"\0" * (64 << 10))  # and no more
+                answer = sock.recv(4096).decode(errors="replace")
+            release.set()
+            assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
+        assert answer.startswith("HTTP/1.1 503"), (path, answer)
+        assert "retry-after: 1" in answer.lower() and "overloaded" in answer, answer
+    assert srv.sample("vsr_rejected_total", {"reason": "queue_full"}) == 2
+
+
+def _oip_tensor() -> dict[str, object]:
+    return {"inputs": [{"name": "image", "shape": [2, 2, 3], "datatype": "UINT8", "data": list(range(12))}]}

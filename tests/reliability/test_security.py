@@ -102,6 +102,8 @@ def test_keys_from_env_are_not_in_settings_errors(monkeypatch: pytest.MonkeyPatc
     assert KEY not in describe_errors(e.value)  # type: ignore[arg-type]
     monkeypatch.setenv("VSR_PORT", "8000")
     assert Settings().api_keys == [KEY] and KEY not in repr(Settings())
+    monkeypatch.setenv("VSR_API_KEYS", "")  # empty (compose's ${VSR_API_KEYS:-}) is unset; ' , ' is refused
+    assert Settings().api_keys == []
 
 
 def test_keys_from_a_file(live_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from service.batcher import QUEUE_SHARE, Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
+from service.oip_tensors import TensorLimits
 
 TIMEOUT = 5.0
 
@@ -264,3 +265,35 @@ def test_retire_stops_new_work_and_waits_for_work_in_flight(make: Callable[..., 
     assert other.result(TIMEOUT)[0, 0, 0] == 8
     b.gate.reinstate("m")
     assert b.submit(frame(5), model="m", source="a").result(TIMEOUT)[0, 0, 0] == 10
+
+
+class PricedEngine(FakeEngine):
+    """A FakeEngine with a price per frame, so the batcher keeps a memory budget (and a byte share for its queue)."""
+
+    def frame_bytes(self, model: str, shape: tuple[int, ...]) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(("queue_limit", "budget_frames"), [(16, 5), (3, 50), (16, 0)])
+def test_capacity_is_what_the_queue_really_takes(metrics: Metrics, queue_limit: int, budget_frames: int) -> None:
+    """The OIP batch capacity (a batch over it is a 413) equals the frames that submit() actually queues for one
+    source behind a busy worker before QueueFull, by count or by the queue's share of the memory budget."""
+    engine = PricedEngine()
+    engine.gate = threading.Event()
+    f = frame(1, h=8, w=8)
+    budget = QUEUE_SHARE * budget_frames * f.nbytes + QUEUE_SHARE - 1 if budget_frames else None
+    b = Batcher(engine, max_batch_size=1, max_batch_delay_s=0.0, queue_limit=queue_limit, memory_budget_bytes=budget)
+    b.start()
+    try:
+        b.submit(frame(0), model="m", source="s")
+        assert engine.entered.wait(TIMEOUT)  # the worker holds it: the queue is empty
+        queued = 0
+        with pytest.raises(QueueFull):
+            for _ in range(queue_limit + 1):
+                b.submit(f, model="m", source="s")
+                queued += 1
+        capacity = TensorLimits.for_batcher(10**9, b).batch_capacity(f.nbytes)
+        assert capacity == queued == (min(queue_limit, budget_frames) if budget_frames else queue_limit)
+    finally:
+        engine.gate.set()
+        b.close(drain=False, timeout=TIMEOUT)

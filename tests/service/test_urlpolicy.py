@@ -77,6 +77,13 @@ def test_malformed(url: str) -> None:
     assert status(e.value) == 400
 
 
+def test_a_malformed_url_error_does_not_quote_the_password() -> None:
+    """A password with a '/' ends the host part early: urlsplit took it for the port and quoted it in its error."""
+    with pytest.raises(UrlRejected) as e:
+        UrlPolicy(resolver=fake_resolver({})).check("rtsp://user:SECRET/x@cam/live")
+    assert "SECRET" not in e.value.message and "malformed url" in e.value.message
+
+
 def test_public_host_resolved_once_and_pinned() -> None:
     resolver = fake_resolver({"cam.example": ["93.184.216.34"]})
     c = UrlPolicy(resolver=resolver).check("rtsp://user:secret@cam.example:8554/live?x=1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -9,7 +11,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from service.app import create_app
+from service.jobstore import JobsDirUnusable
 from service.videojobs import CHANGED, MISSING, JobManager, JobOptions
 from tests.support.live import Server, base_settings, serve, wait_job, wait_until
 from tests.support.media import count_frames, make_clip
@@ -69,6 +75,33 @@ def test_video_rejections(live_server: Callable[..., Server], tmp_path: Path) ->
     assert r.status_code == 422
     assert list(svc.app.state.video_jobs.dir.iterdir()) == []  # nothing left behind
     assert client.get("/jobs/nope").status_code == 404
+
+
+def test_a_full_job_table_refuses_an_upload_before_storing_it(
+    live_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """With the table full, a 20 MB upload is answered 429 after its first 64 KiB, nothing written to the jobs
+    folder (it used to be stored whole, then refused: the client had to send all of it to get the answer)."""
+    svc = live_server(video_max_jobs=1)
+    clip = make_clip(tmp_path / "in.mp4")
+    r = svc.client.post("/upscale/video", content=clip.read_bytes(), headers={"content-type": "video/mp4"})
+    assert r.status_code == 202, r.text
+    assert wait_job(svc, r.json()["id"])["state"] == "done"  # its files settled (segments come and go while it runs)
+    jobs_dir = svc.app.state.video_jobs.dir
+    before = sorted(jobs_dir.iterdir())
+    host, port = svc.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST /upscale/video HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nContent-Length: {20 << 20}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"\0" * (64 << 10))  # and no more: the answer must come without the rest
+        answer = sock.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 429"), answer
+    assert '"too_many_jobs"' in answer and "retry-after: 10" in answer.lower()
+    assert sorted(jobs_dir.iterdir()) == before  # no upload file was created
+    assert svc.client.delete(f"/jobs/{r.json()['id']}").status_code == 204  # a free slot takes uploads again
+    again = svc.client.post("/upscale/video", content=clip.read_bytes(), headers={"content-type": "video/mp4"})
+    assert again.status_code == 202, again.text
 
 
 # ---- jobs on disk (VSR_VIDEO_JOBS_DIR): a restart keeps finished results, fails unfinished jobs with the reason ----
@@ -177,6 +210,20 @@ def test_a_job_whose_upload_changed_or_went_fails_with_the_reason(tmp_path: Path
     expiring = JobManager(answering([]), JobOptions(jobs_dir=str(tmp_path / "gone" / "jobs"), ttl_s=1e-6))
     assert expiring.get(job_id) is None and expiring.store.load() == []  # TTL cleanup as before
     expiring.close()
+
+
+def test_an_unusable_jobs_folder_fails_before_the_worker_starts(tiny_artifact: dict[str, Path], tmp_path: Path) -> None:
+    """In the lifespan too (not only ``vsr serve``'s check): no inference worker is left running the model into
+    interpreter shutdown, which aborted the process (SIGABRT) after the error line."""
+    (tmp_path / "a-file").write_text("")
+    settings = base_settings(tiny_artifact["x2"], video_jobs_dir=str(tmp_path / "a-file"), warmup=True)
+    workers_before = {t for t in threading.enumerate() if t.name == "vsr-worker"}
+    with (
+        pytest.raises(JobsDirUnusable, match="VSR_VIDEO_JOBS_DIR"),
+        TestClient(create_app(settings, registry=CollectorRegistry())),
+    ):
+        pass
+    assert {t for t in threading.enumerate() if t.name == "vsr-worker" and t.is_alive()} <= workers_before
 
 
 def files(jobs: JobManager) -> list[str]:

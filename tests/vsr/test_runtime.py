@@ -55,6 +55,9 @@ def test_user_settings_win() -> None:
         applied = runtime.configure()
         assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "OMP_WAIT_POLICY" not in applied
         assert os.environ["OMP_NUM_THREADS"] == "1" and applied["OMP_NUM_THREADS"] == "1"
+        os.environ.pop("OMP_NUM_THREADS")
+        os.environ["VSR_THREADS"] = "²"  # a digit to str.isdigit, not to int(): ignored, not a traceback
+        assert "OMP_NUM_THREADS" not in runtime.configure() and "OMP_NUM_THREADS" not in os.environ
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -5,8 +5,10 @@ the video path; ``--version``; every flag has help text."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,7 +178,40 @@ def test_refuses_to_overwrite_the_input(
     video = make_video(tmp_path / "v.mp4")
     assert main(["upscale", str(video), str(tmp_path / "." / "v.mp4"), *model]) == 2
     assert "overwrite the input" in one_error_line(capsys)
+    (tmp_path / "hard.png").hardlink_to(img)  # same inode under another name: was overwritten, rc 0
+    assert main(["upscale", str(img), str(tmp_path / "hard.png"), *model]) == 2
+    assert "overwrite the input" in one_error_line(capsys)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / img.name).hardlink_to(img)  # a folder whose OUT holds a hard link to one input
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), *model]) == 2
+    assert "overwrite the input" in one_error_line(capsys)
+    (tmp_path / "hard.mp4").hardlink_to(video)
+    assert main(["upscale", str(video), str(tmp_path / "hard.mp4"), *model]) == 2
+    assert "overwrite the input" in one_error_line(capsys)
     assert img.read_bytes() == before
+
+
+def test_fifos_are_refused_not_waited_on(
+    tmp_path: Path, tiny_artifact: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO as IN blocked the read forever (a folder already skipped them); as OUT it would block the write."""
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    (img,) = write_images(tmp_path / "in", 1)
+    model = ["--model", str(tiny_artifact["x2"])]
+    for argv, message in (
+        (["upscale", str(fifo), str(tmp_path / "o.png"), *model], "not a regular file or a folder"),
+        (["upscale", str(img), str(fifo), *model], "not a regular file"),
+    ):
+        codes: list[int] = []
+        t = threading.Thread(target=lambda a, c: c.append(main(a)), args=(argv, codes), daemon=True)
+        t.start()
+        t.join(30)
+        if t.is_alive():  # blocked on the FIFO: open its other end so the thread can finish, then fail
+            fd = os.open(fifo, os.O_RDWR)
+            os.close(fd)
+            pytest.fail(f"vsr {' '.join(argv[:3])} blocked on a FIFO")
+        assert codes == [2] and message in one_error_line(capsys)
 
 
 def test_tile_is_honoured_for_video(
