@@ -22,6 +22,7 @@ SERVICE_RANKS = {
     "service.jobstore": 0,
     "service.imaging": 0,
     "service.workload": 0,
+    "service.modelgate": 0,
     # the domain: inference queue, live streams, video jobs (given typed options and objects by the app factory)
     "service.batcher": 1,
     "service.streams": 1,

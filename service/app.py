@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
@@ -26,11 +27,13 @@ from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
-from service.routes import health, oip, stream, upscale, video, web
+from service.repository import ModelRepository, in_use_by, repository_entry
+from service.routes import health, oip, record, repository, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
 from service.streams.auto import AUTO, AutoModel
 from service.streams.config import load_stream_specs
 from service.streams.manager import StreamManager
+from service.streams.record import ClipStore
 from service.urlpolicy import policy_from
 from service.videojobs import JobManager
 
@@ -41,6 +44,8 @@ DESCRIPTION = """Real-time super-resolution of images (and video streams) with k
 * `POST /upscale` — an image in, the upscaled image out (PNG, JPEG, WebP, BMP).
 * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}` and `POST /v2/models/{name}/infer` —
   the Open Inference Protocol (KServe v2; JSON and binary tensors), e.g. for Triton's `tritonclient.http`.
+* `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load` and `.../unload` — Triton's model
+  repository API over `VSR_MODEL_REPOSITORY` (a folder of artifact folders) and the bundled models.
 * `GET /metrics` — Prometheus.
 
 When API keys are configured (`VSR_API_KEYS`), send one as `X-API-Key: <key>` or `Authorization: Bearer <key>`.
@@ -58,7 +63,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = await run_in_threadpool(Engine.load, settings, metrics)
+        root = Path(settings.model_repository) if settings.model_repository else None
+        entries = [repository_entry(root, e) for e in settings.models]  # a repository name means its folder
+        engine = await run_in_threadpool(Engine.load, settings.model_copy(update={"models": entries}), metrics)
         for use in PREFERRED_MODEL:  # a VSR_<USE>_MODEL that names no loaded model fails the start, not a request
             settings.model_for(use, engine.names)  # type: ignore[arg-type]
         batcher = Batcher(
@@ -73,6 +80,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         # The jobs folder first: a failure after the worker started left it running the model into interpreter
         # shutdown (SIGABRT). Anything that fails after it is started stops it again.
         app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
+        app.state.clips = (
+            ClipStore(Path(settings.clips_dir), settings.clips_max_mb << 20) if settings.clips_dir else None
+        )
         batcher.start()
         app.state.engine = engine
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
@@ -83,6 +93,15 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             await run_in_threadpool(app.state.video_jobs.close)
             await run_in_threadpool(lambda: batcher.close(drain=False, timeout=settings.request_timeout_s))
             raise
+        app.state.repository = ModelRepository(
+            root,
+            engine=engine,
+            batcher=batcher,
+            budget_bytes=settings.memory_budget_bytes(),
+            in_use=in_use_by(settings, app.state.streams, app.state.video_jobs),
+            on_change=app.state.streams.set_models,
+            unload_timeout_s=settings.request_timeout_s,
+        )
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield
@@ -112,12 +131,14 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(health.router)
     app.include_router(health.models_router, dependencies=[ApiKey], responses=v2_responses(401))
     app.include_router(oip.router, dependencies=[ApiKey], responses=v2_responses(401))
+    app.include_router(repository.router, dependencies=[ApiKey], responses=v2_responses(401))
     if settings.metrics_public:
         app.include_router(health.metrics_router)
     else:
         app.include_router(health.metrics_router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(upscale.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(stream.router, dependencies=[ApiKey], responses=unauthorized)
+    app.include_router(record.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app

@@ -1,7 +1,7 @@
 """Dynamic batching on one worker thread that owns the engine (and so the model and its device).
 
-Callers (HTTP handlers, stream readers) ``submit`` uint8 RGB HWC frames and get a ``concurrent.futures.Future``;
-async code awaits it with ``asyncio.wrap_future``. The worker loop:
+Callers (HTTP handlers, stream readers) ``submit`` uint8 RGB HWC frames of a loaded model (``service.modelgate``)
+and get a ``concurrent.futures.Future``; async code awaits it with ``asyncio.wrap_future``. The worker loop:
 
 1. waits for the first queued frame — the wait clock of a batch starts at that frame's arrival;
 2. gathers frames of the same model *and* shape across ``source`` values, least-served source first and one frame
@@ -19,8 +19,8 @@ activations, output): a batch holds as many same-shape frames as fit the budget 
 the next batch; a frame that alone needs more than the budget is refused at ``submit`` (``OverBudget``, HTTP 413);
 frames waiting in the queue hold at most a quarter of the budget (else ``QueueFull``). After a batch of more than
 ``RELEASE_ABOVE_BYTES`` the freed memory is handed back to the OS (``vsr.memory.release_memory``), so a spike does
-not stay resident. ``close(drain=True)``
-finishes the queued work before the thread exits; ``close(drain=False)`` fails it with ``BatcherClosed``.
+not stay resident. ``close(drain=True)`` finishes the queued work before the thread exits; ``close(drain=False)``
+fails it with ``BatcherClosed``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from service.metrics import Metrics
+from service.modelgate import ModelGate
 from service.workload import WorkerLoad, WorkerShare
 from vsr.memory import release_memory
 
@@ -120,13 +121,12 @@ class Batcher:
     ) -> None:
         """``on_start`` runs first on the worker thread (the engine's warm-up); ``memory_budget_bytes`` None: no budget."""
         self.engine = engine
-        self.max_batch_size = max_batch_size
-        self.max_batch_delay_s = max_batch_delay_s
-        self.queue_limit = queue_limit
+        self.max_batch_size, self.max_batch_delay_s, self.queue_limit = max_batch_size, max_batch_delay_s, queue_limit
         self.metrics = metrics
         if metrics is not None:
             metrics.queue_limit.set(queue_limit)
         self._on_start = on_start
+        self.gate = ModelGate(engine)  # the loaded models, read at every submit (the repository changes them)
         self.budget = memory_budget_bytes
         self._queued_bytes = 0
         self._spiked = self._release_now = False
@@ -154,8 +154,7 @@ class Batcher:
         """Queue one uint8 RGB HWC frame; ``deadline`` is absolute ``time.monotonic()``. Raises ``QueueFull``."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
-        if model not in self.engine.names:
-            raise KeyError(f"unknown model {model!r}; loaded: {sorted(self.engine.names)}")
+        self.gate.check(model)
         cost = self.engine.frame_bytes(model, frame.shape) if self.budget else 0
         if self.budget and cost > self.budget:
             self._count_rejected("too_large")
@@ -178,6 +177,7 @@ class Batcher:
             self._queued_bytes += frame.nbytes
             self._set_depth()
             self._cond.notify()
+        self.gate.track(model, item.future)
         return item.future
 
     def refuses(self, source: str, nbytes: int = 0) -> bool:

@@ -14,8 +14,10 @@ from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import ApiError
 from service.metrics import Metrics
+from service.repository import ModelRepository
 from service.settings import Settings
 from service.streams.manager import StreamManager
+from service.streams.record import ClipStore
 from service.videojobs import JobManager
 
 # app.state is untyped (Starlette's State); these are the one place that reads it, each with the type the lifespan
@@ -50,6 +52,15 @@ def get_jobs(request: Request) -> JobManager:
     return cast(JobManager, request.app.state.video_jobs)
 
 
+def get_repository(request: Request) -> ModelRepository:
+    return cast(ModelRepository, request.app.state.repository)
+
+
+def get_clips(request: Request) -> ClipStore | None:
+    """The clips folder of stream recordings; None when ``VSR_CLIPS_DIR`` is unset."""
+    return cast(ClipStore | None, request.app.state.clips)
+
+
 def get_decode_limiter(request: Request) -> anyio.CapacityLimiter:
     """Bounds the image decodes running at once (one per core)."""
     return cast(anyio.CapacityLimiter, request.app.state.decode_limiter)
@@ -62,6 +73,8 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
 StreamsDep = Annotated[StreamManager, Depends(get_streams)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+ClipsDep = Annotated[ClipStore | None, Depends(get_clips)]
 DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_decode_limiter)]
 
 

@@ -13,6 +13,7 @@ Only the batcher's worker thread calls :meth:`Engine.run` and :meth:`Engine.warm
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -123,6 +124,34 @@ class Engine:
         work = self.core.runner(name).pixel_budget
         return frame_bytes(shape[0], shape[1], scale=lm.meta.scale, channels=self._widths[name], work_pixels=work)
 
+    def model_bytes(self, name: str) -> int:
+        """What model ``name`` holds while loaded: its weights and buffers (what the memory budget charges it)."""
+        model = self.core.models[name].model
+        return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+    def new_runner(self, lm: LoadedModel) -> FrameRunner:
+        """A runner for ``lm`` as the engine builds its own; not yet published: see :meth:`add_model`."""
+        return self.core.new_runner(lm)
+
+    def add_model(self, lm: LoadedModel, runner: FrameRunner) -> None:
+        """Publish a loaded (and warmed) model, replacing one of the same name. The dicts are replaced, not
+        mutated: the worker and the routes read them without a lock, and a reader never sees one half-updated."""
+        self.core.runners = {**self.core.runners, lm.name: runner}
+        self.core.models = {**self.core.models, lm.name: lm}
+        self._widths.pop(lm.name, None)
+        if self.metrics is not None:
+            self._publish_info(self.metrics, [lm])
+
+    def remove_model(self, name: str) -> None:
+        """Forget model ``name`` (the caller made sure no work for it is left: ``ModelGate.retire``)."""
+        labels = self._info_labels(self.core.models[name])
+        self.core.models = {k: v for k, v in self.core.models.items() if k != name}
+        self.core.runners = {k: v for k, v in self.core.runners.items() if k != name}
+        self._widths.pop(name, None)
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(*labels)
+
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -143,17 +172,15 @@ class Engine:
         if self.metrics is not None:
             self.metrics.ready.set(1)
 
-    def _publish_info(self, metrics: Metrics) -> None:
-        for lm in self.core.models.values():
-            metrics.model_info.labels(
-                model=lm.name,
-                arch=lm.meta.arch,
-                scale=str(lm.meta.scale),
-                parameters=str(lm.meta.parameters),
-                dtype=self.core.runner(lm.name).info.dtype,
-                runtime=self.core.runner(lm.name).info.runtime,
-                device=str(self.device),
-            ).set(1)
-        if self.device.type == "cuda":
+    def _info_labels(self, lm: LoadedModel) -> tuple[str, ...]:
+        """``vsr_model_info``'s labels of a loaded model: model, arch, scale, parameters, dtype, runtime, device."""
+        info = self.core.runner(lm.name).info
+        m = lm.meta
+        return lm.name, m.arch, str(m.scale), str(m.parameters), info.dtype, info.runtime, str(self.device)
+
+    def _publish_info(self, metrics: Metrics, models: list[LoadedModel] | None = None) -> None:
+        for lm in self.core.models.values() if models is None else models:
+            metrics.model_info.labels(*self._info_labels(lm)).set(1)
+        if models is None and self.device.type == "cuda":
             dev = self.device
             metrics.enable_gpu_memory(lambda: torch.cuda.memory_allocated(dev), lambda: torch.cuda.memory_reserved(dev))

@@ -23,11 +23,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service import oip_tensors
+from service import oip_tensors, repository
 from service.batcher import BatcherClosed, DeadlineExceeded, OverBudget, QueueFull
 from service.imaging import DecodeDeadline
 from service.modelrefs import ModelNotFound, ModelNotLoaded, VersionNotFound
 from service.streams.manager import NotOwner, StreamConflict, TooManyStreams, UnknownModel, UnknownStream
+from service.streams.record import ClipsFull, RecordingBusy, RecordingOff
 from service.submit import InferenceFailed
 from service.urlpolicy import DeniedUrl, UnresolvableHost, UnsupportedUrl, UrlRejected
 from service.videojobs import TooManyJobs
@@ -138,6 +139,16 @@ DOMAIN_ERRORS: dict[type[Exception], Answer] = {
     # video jobs (service.videojobs, vsr.video)
     TooManyJobs: Answer(429, "too_many_jobs", headers=lambda _: {"Retry-After": "10"}),
     VideoError: Answer(415, "unsupported_video", lambda e: f"not a supported video (mp4, mkv, mov, ts, webm): {e}"),
+    # the model repository (service.repository) and stream recordings (service.streams.record)
+    repository.BadModelName: Answer(400, "invalid_model_name"),
+    repository.BrokenArtifact: Answer(400, "invalid_artifact"),
+    repository.ModelNotFound: Answer(404, "model_not_found"),
+    repository.ModelOverBudget: Answer(409, "over_memory_budget"),
+    repository.ModelInUse: Answer(409, "model_in_use"),
+    repository.UnloadTimeout: Answer(503, "unload_timeout", headers=lambda _: {"Retry-After": "1"}),
+    RecordingOff: Answer(409, "recording_off"),
+    RecordingBusy: Answer(409, "recording"),
+    ClipsFull: Answer(507, "clips_full"),
 }
 
 

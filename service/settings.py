@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_MODELS), description="artifact names (x2, x4, x2-camera) or paths"
     )
+    model_repository: str | None = Field(
+        default=None,
+        description="a folder of artifact folders (folder name = model name) that POST /v2/repository/models/{name}/"
+        "load and /unload serve; names in models load at start",
+    )
     image_model: str | None = Field(
         default=None, description="default model of /upscale (stills): x2 when loaded, else the first of models"
     )
@@ -178,6 +183,10 @@ class Settings(BaseSettings):
         default=_STREAM.publish.bitrate_kbps, ge=0, description="target bitrate; 0 = CRF"
     )
     stream_publish_gop: int = Field(default=_STREAM.publish.gop, ge=1, le=600, description="frames between keyframes")
+    clips_dir: str | None = Field(
+        default=None, description="folder POST /stream/{id}/record writes clips to (for `vsr adapt`); unset: off"
+    )
+    clips_max_mb: int = Field(default=2048, ge=1, description="disk cap of clips_dir (MiB); a recording stops at it")
     video_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="upload cap of POST /upscale/video")
     video_max_seconds: float = Field(
         default=600.0, gt=0, description="duration cap of an uploaded video, counted from its frames' timestamps"

@@ -215,6 +215,10 @@ class JobManager:
         self._queue.put(job)
         return job
 
+    def using(self, model: str) -> list[str]:
+        """Ids of the queued or running jobs of ``model`` (an unload must wait for them)."""
+        return [j.id for j in list(self._jobs.values()) if j.model == model and j.state in ("queued", "running")]
+
     def get(self, job_id: str) -> Job | None:
         self._expire()
         return self._jobs.get(job_id)

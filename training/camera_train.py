@@ -60,7 +60,7 @@ def init_from_artifact(model: nn.Module, name: str) -> None:
     A fused model takes them as they are; a re-parameterisable one gets each fused 3x3 kernel in its 3x3 branch
     (identity subtracted, other branches' last layers zeroed), so training starts from the artifact's output.
     """
-    src, _ = load_artifact(name)
+    src, _ = load_artifact(name, rgb=False)  # a luma artifact: its bare Y model (the one being trained)
     state = src.state_dict()
     blocks = {n: m for n, m in model.named_modules() if isinstance(m, RepConv)}
     if not blocks:

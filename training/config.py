@@ -11,6 +11,7 @@ from training.camera_config import CameraConfig
 from training.degrade import DegradeConfig
 
 DEFAULT_DATA_ROOT = "../shared/datasets"
+DEFAULT_TEACHER = "../shared/teachers/RLFN_x2.pth"  # vsr adapt's teacher
 TEST_SET_NAMES = {"set5", "set14"}
 STUDENT_DEFAULTS: dict[int, dict[str, int]] = {
     # <= 30k inference parameters (RGB: x2 29,316; x3 27,363; x4 27,680 — its tail alone is 24->48 channels);

@@ -161,18 +161,8 @@ class Engine:
         self.device = device
         self.tiles, self.compile, self.hooks = options.tiles, options.compile, options.hooks
         self.default_model = next(iter(models))
-        opts = options.runtime
-        self.runners = {
-            name: FrameRunner(
-                lm.model,
-                scale=lm.meta.scale,
-                device=device,
-                dtype=dtype,
-                overlap=self.tiles.overlap,
-                options=replace(opts, int8=lm.int8),
-            )
-            for name, lm in models.items()
-        }
+        self._asked = dtype, options.runtime  # what a model loaded later is built with (new_runner)
+        self.runners = {name: self.new_runner(lm) for name, lm in models.items()}
         self.dtype: torch.dtype = next(iter(self.runners.values())).dtype  # the first model's (logs, metrics)
 
     @classmethod
@@ -191,6 +181,19 @@ class Engine:
         models = load_for(entries, dev, dtype)
         options = EngineOptions(tiles=tiles or TileSpec(), compile=compile, runtime=runtime or RuntimeOptions())
         return cls(models, device=dev, dtype=dtype, options=options)
+
+    def new_runner(self, lm: LoadedModel) -> FrameRunner:
+        """A runner for ``lm`` built as the engine built its own (device, dtype or its measurement, runtime,
+        tiling). Measuring runs here, on the caller's thread."""
+        dtype, runtime = self._asked
+        return FrameRunner(
+            lm.model,
+            scale=lm.meta.scale,
+            device=self.device,
+            dtype=dtype,
+            overlap=self.tiles.overlap,
+            options=replace(runtime, int8=lm.int8),
+        )
 
     # ---- properties ------------------------------------------------------------------------------------------
 

@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     add_train_args(sub.add_parser("train-teacher", help="train an EDSR teacher from scratch"), teacher=True)
     add_train_args(sub.add_parser("distill", help="distill a real-time student from teacher(s)"), teacher=False)
 
+    from training.adapt_cli import add_adapt_args  # light too
+
+    add_adapt_args(
+        sub.add_parser(
+            "adapt",
+            help="fine-tune a camera student on a site's footage; written only if it beats the base there (exit 1: not)",
+        )
+    )
+
     ev = sub.add_parser("evaluate", help="PSNR-Y/SSIM-Y of a model and bicubic on test sets")
     ev.add_argument("--model", required=True, help="x2, x4, an artifact folder, or teacher .pth weights")
     ev.add_argument("--data", action="append", help="test set folder (repeatable); default Set5 and Set14")
@@ -146,6 +155,10 @@ def _run(args: argparse.Namespace) -> int:
         from training.cli import cmd_train
 
         return cmd_train(args, teacher=args.cmd == "train-teacher")
+    if args.cmd == "adapt":
+        from training.adapt_cli import cmd_adapt
+
+        return cmd_adapt(args)
     if args.cmd == "evaluate":
         from training.cli import cmd_evaluate
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import BatcherDep, StreamsDep
@@ -78,6 +78,20 @@ async def get_stream(stream_id: str, manager: StreamsDep, batcher: BatcherDep) -
     """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles,
     share of the inference worker."""
     return _info(manager.get(stream_id), batcher.load().shares)
+
+
+class StreamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a loaded model (GET /v2/models), or auto", examples=["x2-camera"])
+
+
+@router.patch("/{stream_id}", responses=responses(400, 404, 409, 422))
+async def patch_stream(stream_id: str, patch: StreamPatch, manager: StreamsDep, batcher: BatcherDep) -> StreamInfo:
+    """Switch the stream's model while it runs (``auto``: back to the automatic choice): no reconnect, counters and
+    viewers kept; frames already in flight finish on the old model. An unknown or unloaded model is 422 and changes
+    nothing; a published stream keeps its scale (409)."""
+    return _info(manager.switch_model(stream_id, patch.model), batcher.load().shares)
 
 
 @router.delete("/{stream_id}", status_code=204, responses=responses(404))

@@ -36,14 +36,25 @@ async function checkHealth() {
   $("health").dataset.checked = new Date().toISOString();  // when the page last heard back (tests read it)
 }
 
+let modelNames = [];  // the loaded models (the repository API loads and unloads them while the page is open)
+
+function fillModels(sel, names, first = null) {
+  const keep = sel.value;
+  sel.replaceChildren(...(first ? [first] : []), ...names.map((n) => new Option(n, n)));
+  if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+}
+
 async function loadModels() {
   try {
     const models = await (await api("/v2/models")).json();
     const names = (models.models || []).map((m) => (typeof m === "string" ? m : m.name));
-    $("image-model").replaceChildren(...names.map((n) => new Option(n, n)));
+    if (names.join() === modelNames.join()) return;
+    modelNames = names;
+    fillModels($("image-model"), names);
     for (const id of ["stream-model", "video-model"]) {  // "" = the service's default for streams / videos
-      $(id).replaceChildren(new Option("default model", ""), ...names.map((n) => new Option(n, n)));
+      fillModels($(id), names, new Option("default model", ""));
     }
+    for (const v of viewers.values()) fillModels(v.card.querySelector(".pick"), names);
   } catch (_) { document.querySelectorAll("select.model").forEach((sel) => { sel.hidden = true; }); }
 }
 
@@ -197,13 +208,28 @@ function card(s) {
   el.className = "card";
   el.dataset.id = s.id;
   el.innerHTML = `<div class="head"><strong class="name"></strong><span class="model muted"></span>
-    <span class="state"></span>
+    <select class="pick" title="switch this stream's model (no reconnect)"></select><span class="state"></span>
     <label title="the source frame beside the upscaled one"><input type="checkbox" class="cmp"> source</label>
     <button class="del" title="stop and remove">Remove</button></div>
     <div class="pair"><figure hidden class="src"><img class="source" alt="source"><figcaption>source</figcaption></figure>
     <figure><img class="live" alt=""><figcaption>upscaled</figcaption></figure></div><div class="stats"></div>`;
   el.querySelector(".name").textContent = s.name;
-  el.querySelector(".model").textContent = `${s.model} ×${s.scale}`;
+  const pick = el.querySelector(".pick");
+  fillModels(pick, modelNames);
+  pick.value = s.model;
+  pick.addEventListener("change", async () => {  // PATCH /stream/{id}: frames in flight finish on the old model
+    try {
+      await api(`/stream/${s.id}`, {
+        method: "PATCH", body: JSON.stringify({ model: pick.value }), headers: { "Content-Type": "application/json" },
+      });
+      $("stream-status").className = "muted";
+      $("stream-status").textContent = `${s.name}: model ${pick.value}`;
+    } catch (e) {
+      $("stream-status").className = "error";
+      $("stream-status").textContent = `${s.name}: ${e.message}`;
+    }
+    refreshStreams();
+  });
   el.querySelector(".cmp").addEventListener("change", (ev) => {
     el.classList.toggle("compare-on", ev.target.checked);
     el.querySelector("figure.src").hidden = !ev.target.checked;
@@ -218,6 +244,9 @@ function card(s) {
 function fmt(x, digits = 1) { return x == null ? "–" : Number(x).toFixed(digits); }
 
 function render(s, el) {
+  el.querySelector(".model").textContent = `${s.model} ×${s.scale}`;
+  const pick = el.querySelector(".pick");
+  if (document.activeElement !== pick) pick.value = s.model;
   const st = el.querySelector(".state");
   st.textContent = s.state;
   st.className = `state ${s.state}`;
@@ -294,3 +323,4 @@ loadModels();
 refreshStreams();
 setInterval(refreshStreams, 1000);
 setInterval(checkHealth, 3000);
+setInterval(loadModels, 5000);

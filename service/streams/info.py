@@ -80,9 +80,9 @@ class StreamInfo(BaseModel):
     frame_url: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class StreamHead:
-    """What a stream is, as the API names it (fixed for the stream's life)."""
+    """What a stream is, as the API names it (its scale changes only with a model of another scale)."""
 
     id: str
     name: str

@@ -94,6 +94,10 @@ class StreamManager:
         """The model of a stream that names none (``VSR_STREAM_MODEL``, x2-camera by default), else the first."""
         return self._default_model or next(iter(self.models))
 
+    def set_models(self, models: Mapping[str, int]) -> None:
+        """The loaded models (name -> scale) changed (the model repository loaded or unloaded one)."""
+        self.models = dict(models)
+
     def add(self, spec: StreamSpec, *, wait_for_dns: bool = False) -> Stream:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
@@ -145,6 +149,26 @@ class StreamManager:
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
         if target is not None:
             log.info("stream %s published to %s", stream.name, target.redacted)
+        return stream
+
+    def switch_model(self, stream_id: str, model: str) -> Stream:
+        """Move a running stream to another loaded model (or ``auto``) without reconnecting. Raises :class:`UnknownStream`,
+        :class:`UnknownModel`, or :class:`StreamConflict` when a published stream would change its output size."""
+        stream = self.get(stream_id)
+        if model == AUTO and self.auto is not None:  # back to the automatic choice
+            stream.auto = True
+            self.decide()
+            return stream
+        models = self.models
+        if model not in models:
+            raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(models)}")
+        if stream.publisher is not None and models[model] != stream.scale:
+            raise StreamConflict(
+                f"stream {stream.name!r} is published at x{stream.scale}; {model!r} is x{models[model]} (a published "
+                "stream keeps its output size: remove and add it again)"
+            )
+        stream.auto = False  # named now: service.streams.auto no longer switches it
+        stream.switch_model(model, "set by PATCH /stream/{id}", scale=models[model])
         return stream
 
     def decide(self) -> None:

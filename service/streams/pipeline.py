@@ -15,6 +15,7 @@ Neither the reader nor the model's worker thread ever waits on this stream (see 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from service.streams.info import ModelChoice, StreamHead, StreamInfo, build_info
 from service.streams.output import FrameBroadcast
 from service.streams.publish import Publisher
 from service.streams.pump import Pump
+from service.streams.record import Recorder
 from service.streams.stats import StreamObserver, StreamStats
 from service.urlpolicy import CheckedUrl, redact
 from vsr.frames import Frame
@@ -72,6 +74,7 @@ class ReaderSink:
 
     def __init__(self, observer: StreamObserver, pump: Pump) -> None:
         self.observer, self.pump = observer, pump
+        self.recorder: Recorder | None = None  # POST /stream/{id}/record: gets every source frame while active
 
     def set_state(self, state: str, error: str | None = None) -> None:
         self.observer.set_state(state, error)
@@ -81,6 +84,8 @@ class ReaderSink:
 
     def offer(self, frame: Frame, t_decoded: float) -> None:
         self.observer.frame_in(t_decoded)
+        if (rec := self.recorder) is not None:
+            rec.offer(frame)  # never blocks
         self.pump.offer(frame, t_decoded)
 
     def dropped(self, reason: str, n: int = 1) -> None:
@@ -97,6 +102,7 @@ class Stream:
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.name, self.model, self.scale = setup.spec, setup.name, setup.model, setup.scale
         self.auto, self.model_reason = False, "named by the stream"  # service.streams.auto switches auto streams
+        self._switching = threading.Lock()
         self.opts, self._submit = deps.opts, deps.submit
         self.source = f"stream:{setup.name}"  # its frames' label in the batcher and vsr_frames_total
         self.created = time.time()
@@ -125,10 +131,22 @@ class Stream:
 
     # -- the model (service.streams.auto.AutoStream) --
 
-    def switch_model(self, model: str, reason: str) -> None:
-        """The next frame sent goes to ``model`` (frames in flight finish on the old one); no reconnect."""
-        self.model, self.model_reason = model, reason
-        self.observer.switched_model(model)
+    def switch_model(self, model: str, reason: str, *, scale: int | None = None) -> None:
+        """The next frame sent goes to ``model`` (frames in flight finish on the old one); no reconnect: the reader,
+        its connection, the counters and the viewers stay. ``scale``: the new model's, when it differs."""
+        with self._switching:  # one switch at a time (PATCH and the auto chooser); the pump reads self.model per frame
+            self.model, self.model_reason = model, reason
+            if scale is not None:
+                self.scale = self.head.scale = scale
+            self.observer.switched_model(model)
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self.sink.recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Recorder | None) -> None:
+        self.sink.recorder = recorder
 
     def load(self) -> Load:
         s = self.stats
@@ -167,6 +185,8 @@ class Stream:
         self.capture.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
         self.observer.stop()
         self.pump.stop()
         self.output.close()

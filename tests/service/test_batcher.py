@@ -248,6 +248,28 @@ def test_submit_validates_frames_and_models(make: Callable[..., Batcher]) -> Non
         b.submit(frame(1), model="nope", source="s")
 
 
+def test_retire_stops_new_work_and_waits_for_work_in_flight(make: Callable[..., Batcher], engine: FakeEngine) -> None:
+    """The model repository's unload: no new frames for the model, its frames in flight finish, others go on."""
+    engine.gate = threading.Event()
+    b = make(max_batch_size=1, max_batch_delay_s=0.0)
+    running = b.submit(frame(1), model="m", source="a")
+    assert engine.entered.wait(TIMEOUT)
+    queued = b.submit(frame(2), model="m", source="a")
+    assert not b.gate.retire("m", timeout=0.05)  # two frames of m are still in flight
+    with pytest.raises(KeyError, match="unknown model 'm'"):
+        b.submit(frame(3), model="m", source="a")
+    other = b.submit(frame(4), model="other", source="b")  # other models are not held up
+    done = threading.Event()
+    threading.Thread(target=lambda: b.gate.retire("m", timeout=TIMEOUT) and done.set()).start()
+    assert not done.wait(0.05)
+    engine.gate.set()
+    assert done.wait(TIMEOUT)  # returned once both frames of m were done, with their results
+    assert running.result(TIMEOUT)[0, 0, 0] == 2 and queued.result(TIMEOUT)[0, 0, 0] == 4
+    assert other.result(TIMEOUT)[0, 0, 0] == 8
+    b.gate.reinstate("m")
+    assert b.submit(frame(5), model="m", source="a").result(TIMEOUT)[0, 0, 0] == 10
+
+
 class PricedEngine(FakeEngine):
     """A FakeEngine with a price per frame, so the batcher keeps a memory budget (and a byte share for its queue)."""
 

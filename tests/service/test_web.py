@@ -44,6 +44,8 @@ def test_page_shows_live_stream_and_compares_images(
         width = browser.wait_for("document.querySelector('img.live')?.naturalWidth", timeout=15)
         assert width == 320
         assert browser.wait_for("document.querySelector('.card .state')?.textContent === 'live'")
+        # the per-stream model picker (PATCH /stream/{id}) lists the loaded models, this stream's one chosen
+        assert browser.wait_for("document.querySelector('.card select.pick')?.value") == "x2"
         assert "fps in" in browser.eval("document.querySelector('.card .stats').textContent")
         shot = Image.open(browser.screenshot(tmp_path / "page.png")).convert("RGB")
         x, y, w, h = (int(v) for v in browser.eval(IMG_BOX))
