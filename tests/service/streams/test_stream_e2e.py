@@ -13,7 +13,8 @@ import httpx
 from PIL import Image
 
 from tests.support.live import Server, read_mjpeg
-from tests.support.rtsp import RtspServer
+from tests.support.reference import assert_model_output, decode_rgb
+from tests.support.rtsp import STATIC_PATTERN, RtspServer, grab_frames
 
 
 def add(svc: Server, url: str, **kw: object) -> dict:
@@ -22,7 +23,11 @@ def add(svc: Server, url: str, **kw: object) -> dict:
     return r.json()
 
 
-def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+def test_register_watch_delete(
+    live_server: Callable[..., Server], rtsp_server_factory: Callable[..., RtspServer], tiny_artifact: dict
+) -> None:
+    rtsp_server = rtsp_server_factory(pattern=STATIC_PATTERN)
+    (camera,) = grab_frames(rtsp_server.url)  # what the camera sends, decoded outside the service
     svc = live_server()
     s = add(svc, rtsp_server.url, name="cam-1")
     assert s["mjpeg_url"] == f"/stream/{s['id']}/mjpeg" and s["state"] in ("connecting", "live")
@@ -31,6 +36,8 @@ def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: 
     frames = read_mjpeg(svc.base, s["id"], 10)
     sizes = {Image.open(io.BytesIO(f)).size for f in frames}
     assert sizes == {(320, 180)}  # scale 2 x the 160x90 source
+    for f in frames[-3:]:  # the model's output of the camera's frame, within JPEG's (and H.264's) error
+        assert_model_output(decode_rgb(f), camera, tiny_artifact["x2"], tol=12.0)
 
     info = svc.client.get(f"/stream/{s['id']}").json()
     assert info["state"] == "live"
@@ -41,6 +48,7 @@ def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: 
 
     jpg = svc.client.get(f"/stream/{s['id']}/frame.jpg")
     assert jpg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpg.content)).size == (320, 180)
+    assert_model_output(decode_rgb(jpg.content), camera, tiny_artifact["x2"], tol=12.0)
 
     labels = {"stream": "cam-1"}
     assert svc.sample("vsr_stream_frames_total", {**labels, "direction": "out"}) >= 10
