@@ -32,6 +32,7 @@ from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.media import make_video, png
 from tests.support.procs import open_fds
 from tests.support.rtsp import RtspServer, rtsp_server_available
+from tests.support.threads import Checked
 
 FIGURES: dict[str, Any] = {}
 TS_PKT = 188
@@ -175,7 +176,7 @@ class Bystanders:
         self.srv, self.sid = srv, healthy_id
         self.stop = threading.Event()
         self.upscale: list[int] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = Checked(self._run, name="test-bystander")  # an exception in it reaches the test via join
 
     def __enter__(self) -> Bystanders:
         self.frames0 = info(self.srv, self.sid)["frames_out"]
@@ -192,7 +193,7 @@ class Bystanders:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
-        self.thread.join(10)
+        self.thread.join(15)
 
     def check(self) -> dict[str, Any]:
         i = info(self.srv, self.sid)

@@ -33,7 +33,9 @@ def reference(artifact: str | Path, frames: np.ndarray) -> np.ndarray:
     """uint8 RGB HWC (or NHWC) -> the plain forward pass of the artifact's architecture, uint8, same layout."""
     model, _ = _model(str(artifact))
     batch = frames[None] if frames.ndim == 3 else frames
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
+    x = (
+        torch.from_numpy(np.array(batch, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
+    )  # a copy: PIL arrays are read-only
     with torch.inference_mode():
         y = model(x)
     out = (y.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
