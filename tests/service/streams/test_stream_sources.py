@@ -13,6 +13,7 @@ from PIL import Image
 from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.media import decode, make_clip
 from tests.support.reference import assert_model_output, best_match, decode_rgb
+from tests.support.timing import contention
 
 
 def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Path, tiny_artifact: dict) -> None:
@@ -26,7 +27,8 @@ def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Pat
     assert lobby["name"] == "lobby" and lobby["url"] == f"file://{clip}"
     info = svc.wait_stream(lobby["id"], lambda i: i["frames_in"] > 15, 5)  # looped past the 10 frames
     assert info["state"] == "live" and info["reconnects"] == 0
-    assert 8 < info["input_fps"] < 25  # paced at its own 15 fps, not decoded as fast as possible
+    # paced at its own 15 fps, not decoded as fast as possible (a loaded machine may decode slower, never faster)
+    assert 8 / min(contention(), 4.0) < info["input_fps"] < 25
     for f in [*read_mjpeg(svc.base, lobby["id"], 3), svc.client.get(lobby["frame_url"]).content]:
         out = decode_rgb(f)  # the model's output of one of the clip's frames (which one is not known), within JPEG's
         i, _ = best_match(out, source, tiny_artifact["x2"])
