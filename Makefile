@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install serve test mutants lint bench audit clean
+.PHONY: install serve test mutants lint bench audit clean train
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: install
 	$(BIN)/mypy vsr vsr_cli service training
 	# the layer picture of docs/architecture.md: no import arrow up or sideways, no circle, no source file over 400 lines
 	$(BIN)/python scripts/layers.py
+
+# continue every unfinished run under training/runs/ in the background, one thread each (scripts/train.sh)
+train: install
+	scripts/train.sh
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]" "$(TORCH_PIN)"

@@ -35,6 +35,11 @@ def add_train_args(p: argparse.ArgumentParser, *, teacher: bool) -> None:
     p.add_argument("--out-dir", help="where runs (checkpoints, logs, artifacts) go (default runs/)")
     p.add_argument("--arch-config", type=json.loads, help='JSON, e.g. \'{"channels": 24, "depth": 5}\'')
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in folder RUN exactly where its checkpoint left it (its config.json; flags override)",
+    )
     if not teacher:
         p.add_argument("--teacher", action="append", dest="teachers", help=".pth weights or an artifact (repeatable)")
         p.add_argument(
@@ -47,6 +52,10 @@ def add_train_args(p: argparse.ArgumentParser, *, teacher: bool) -> None:
 
 def config_from_args(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
     base = json.loads(Path(args.config).read_text()) if args.config else {}
+    run = getattr(args, "resume", None)
+    if run:  # the run's own config, where it is now (a run folder may move between machines)
+        base = json.loads((Path(run) / "config.json").read_text()) | {"out_dir": str(Path(run).parent)}
+        base["name"] = Path(run).name
     if teacher:
         base |= {"arch": "edsr", "alpha": 1.0, "name": base.get("name", f"edsr-x{args.scale or base.get('scale', 2)}")}
     keys = [
@@ -83,6 +92,13 @@ def checked_config(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
     """The run's config, with the mistakes a user makes (no teacher, missing files) as :class:`UsageError`."""
     if args.config and not Path(args.config).is_file():
         raise UsageError(f"config file not found: {args.config}")
+    run = getattr(args, "resume", None)
+    if run and args.config:
+        raise UsageError("--resume RUN takes the run's own config.json: drop --config")
+    if run and getattr(args, "no_resume", False):
+        raise UsageError("--resume and --no-resume contradict each other")
+    if run and not (Path(run) / "checkpoint.pt").is_file():
+        raise UsageError(f"no checkpoint to resume in {run} (expected {Path(run) / 'checkpoint.pt'})")
     try:
         cfg = config_from_args(args, teacher=teacher)
     except ValueError as e:  # also JSONDecodeError and TrainConfig's own checks

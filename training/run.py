@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,19 @@ from training.plot import plot_curves
 from vsr.engine import pick_device
 
 log = logging.getLogger(__name__)
+
+
+def _save(path: Path, ck: dict[str, Any]) -> None:
+    torch.save(ck, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the old one
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM (only from the main thread; elsewhere, e.g. in tests, an event never set)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def train(
@@ -65,6 +81,11 @@ def train(
     ckpt_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
     elapsed = 0.0
+    state.model.train()
+    # before the restore: the probe batch advances the crop pool, which the restore then seeks to the checkpoint's
+    # position (after it, a resumed run would draw one batch more than the unbroken run and diverge)
+    choose_amp(state, cfg, next_batch(source, cfg, np.random.default_rng(0), device), device)
+    state.amp = agree(state.amp)
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         restore(state, ck, source)
@@ -75,16 +96,19 @@ def train(
     if ranks.world > 1:  # each rank its own batch stream (offset by rank; by step too on a resume, whatever N was)
         state.rng = np.random.default_rng([cfg.seed, ranks.rank, state.step])
     log.info("data ready: %d images in %.1fs; device %s", len(source.pairs), time.time() - t0, device)
-    state.model.train()
-    choose_amp(state, cfg, next_batch(source, cfg, np.random.default_rng(0), device), device)
-    state.amp = agree(state.amp)
     state.ddp = wrap(state.model, ranks)
     t_start = time.time() - elapsed
     bar = tqdm(
         total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master), dynamic_ncols=True
     )
     last: dict[str, Any] = {}
+    stop = _stop_on_sigterm() if ranks.world == 1 else threading.Event()
     while state.step < cfg.steps:
+        if stop.is_set():  # SIGTERM: checkpoint now and leave; `vsr distill --resume RUN` continues exactly here
+            _save(ckpt_path, checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start})
+            bar.close()
+            log.info("stopped at step %d on SIGTERM; checkpoint written", state.step)
+            return {"stopped": True, "steps": state.step, "run": str(run_dir)}
         parts = train_step(state, cfg, source, device, online_teacher)
         bar.update(1)
         if not master:
@@ -107,9 +131,7 @@ def train(
             log_row(metrics_path, {"step": state.step, "time_s": round(time.time() - t_start, 2), "eval": last})
             bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{psnr:.2f}")
         if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps:
-            ck = checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start}
-            torch.save(ck, ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # atomic: a kill mid-save keeps the old one
+            _save(ckpt_path, checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start})
     bar.close()
     if not master:
         return {}

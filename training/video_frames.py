@@ -35,7 +35,7 @@ def cache_root() -> Path:
     return Path(base) / "frames"
 
 
-def _shrink(img: np.ndarray) -> np.ndarray:
+def shrink(img: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     h, w = img.shape[:2]
@@ -46,7 +46,7 @@ def _shrink(img: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
 
 
-def _decode_all(path: Path) -> Iterator[np.ndarray]:
+def decode_all(path: Path) -> Iterator[np.ndarray]:
     import av
 
     with av.open(str(path)) as box:
@@ -81,7 +81,7 @@ def clip_frames(src: Path) -> list[Path]:
         return sorted(out.glob("*.png"))
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file():
-        frames = list(_decode_all(src))  # ≤ ~1,700 small frames; 1080p clips are short
+        frames = list(decode_all(src))  # ≤ ~1,700 small frames; 1080p clips are short
     else:
         frames = [
             np.asarray(Image.open(p).convert("RGB"))
@@ -90,7 +90,7 @@ def clip_frames(src: Path) -> list[Path]:
         ]
     for i in _pick(len(frames)):
         tmp = out / f".{name}@{i:05d}.png.tmp"
-        Image.fromarray(_shrink(frames[i])).save(tmp, format="PNG", compress_level=1)
+        Image.fromarray(shrink(frames[i])).save(tmp, format="PNG", compress_level=1)
         tmp.replace(out / f"{name}@{i:05d}.png")
     done.write_text("ok\n")
     return sorted(out.glob("*.png"))
