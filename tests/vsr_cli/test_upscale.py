@@ -41,7 +41,7 @@ def test_folder_tiled_and_untiled_are_the_model(tmp_path: Path, tiny_artifact) -
         assert a.shape == (160, 144, 3)
         assert np.abs(a - b).max() <= 1
         lr = np.asarray(Image.open(tmp_path / "in" / n).convert("RGB"))
-        assert_model_output(a.astype(np.uint8), lr, x4)  # PNG: exact up to rounding
+        assert_model_output(a.astype(np.uint8), lr, x4, tol=1.5)  # PNG; auto dtype may round a bf16 residual
 
 
 @pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGBA", "png"), ("LA", "png"), ("RGBA", "webp"), ("P", "bmp")])
