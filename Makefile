@@ -34,7 +34,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy vsr vsr_cli service training
-	# the layer picture of docs/architecture.md: no import arrow up or sideways, no circle, no source file over 400 lines
+	# the layer picture of docs/architecture.md: no import arrow up or sideways (between packages, and inside service/),
+	# no web framework below the web layer, no route importing a route, no circle, no source file over 400 lines
 	$(BIN)/python scripts/layers.py
 
 # continue every unfinished run under training/runs/ in the background, one thread each (scripts/train.sh)

@@ -13,6 +13,7 @@ from typing import Any
 from bench.engine import engine_table
 from bench.gpu import gpu_table
 from bench.realtime import realtime_table
+from bench.runtimes import runtimes_notes, runtimes_table
 from bench.service import service_table
 from bench.streams import streams_table
 from bench.targets import targets
@@ -25,8 +26,9 @@ RUNTIME_NOTES = [
     "buffers (`mallopt` M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB, M_TOP_PAD 64 MiB; also exported as `MALLOC_*`",
     "for child processes) and OpenMP workers sleep when idle (`OMP_WAIT_POLICY=PASSIVE`). The service row",
     "`glibc + OpenMP defaults` runs the same service without them. Tiles: by pixel count (`vsr/tiling.py`): none",
-    "up to ~1 MP on CPU / 1080p on CUDA. dtype: measured at start-up (fp32 vs bf16 on a 160x96 probe); the runner",
-    "line in the notes records the probe times.",
+    "up to ~1 MP on CPU / 1080p on CUDA. Runtime and precision: measured per model at start-up (torch fp32/bf16,",
+    "OpenVINO f32/bf16/int8 on a 160x96 probe; `vsr/runner.py`); `GET /v2/models/{name}` and the runner line in the",
+    "notes record the probe times.",
 ]
 
 
@@ -37,7 +39,7 @@ def load(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
 def render(results: dict[str, dict[str, Any]]) -> str:
     kinds = {
         k: {n: r for n, r in results.items() if n.startswith(k + "-") and not r.get("dry_run")}
-        for k in ("realtime", "engine", "service", "streams", "gpu")
+        for k in ("realtime", "runtimes", "engine", "service", "streams", "gpu")
     }
     rows, notes = targets(results)
     out = [
@@ -61,6 +63,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     ]
     for name, res in kinds["realtime"].items():
         out += _section(f"Frame path, one run on the same frames ({name})", res, realtime_table(res), [])
+    for name, res in kinds["runtimes"].items():
+        title = f"Runtime and precision, one run on the same frames ({name})"
+        out += _section(title, res, runtimes_table(res), runtimes_notes(res))
     for name, res in kinds["engine"].items():
         out += _section(f"Engine across sizes ({name})", res, engine_table(res), _engine_notes(res))
     for name, res in kinds["service"].items():

@@ -65,6 +65,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         res = run_realtime(device=device, quick=args.quick, parts=realtime_parts)
         print(realtime_table(res))
         print(_write("realtime", meta | res, device))
+    if "runtimes" in args.what:  # torch fp32/bf16 vs OpenVINO f32/bf16/int8 vs OpenCV ESPCN, same frames
+        meta["loadavg_start"] = _loadavg()
+        from bench.runtimes import run_runtimes, runtimes_table
+
+        res = run_runtimes(quick=args.quick)
+        print(runtimes_table(res))
+        print(_write("runtimes", meta | res, device))
     if "sizes" in args.what:  # the engine across sizes and batch sizes, x2 and x4, beside bicubic and OpenCV
         meta["loadavg_start"] = _loadavg()
         from bench.engine import engine_table, run_engine

@@ -6,7 +6,7 @@ engine measured in the same run.
 - The bare engine is the service's own :class:`service.engine.Engine`, built from the same settings (same dtype,
   tiling and thread count), run in this process at the batch sizes the service formed, while the service idles.
 - Where the time goes: the decode of each request image and the encode of each response are timed on their own
-  (``service.imaging``, the service's code), and the CPU seconds of the service process, the load generator and the
+  (``vsr.images``, the service's code), and the CPU seconds of the service process, the load generator and the
   whole machine are read from ``/proc`` over every window. Throughput is counted from responses that *ended* in the
   measured window (after a warm-up at the same concurrency), latency is the client's, request start to body read.
 """
@@ -29,9 +29,9 @@ from bench.engine import timeit
 from bench.realtime import bench_frames, cv_rgb, opencv_anchors
 from bench.serve import CpuMeter, ServiceProcess, delta, percentile, scrape
 from service.engine import Engine
-from service.imaging import decode, encode
 from service.settings import Settings
 from vsr.engine import DTYPE_NAMES
+from vsr.images import DecodeLimits, decode, encode
 
 CLIENTS = [1, 4, 16]
 # Service processes started with other environments, to see where the gap to the bare engine comes from:
@@ -218,10 +218,10 @@ def edge_costs(engine: Engine, rgb: np.ndarray, repeat: int) -> dict[str, dict[s
     out: dict[str, dict[str, float]] = {}
     for fmt in MEDIA:
         body = encoded(rgb, fmt)
-        dec = decode(body, max_pixels=1 << 30)
-        t_dec = timeit(lambda body=body: decode(body, max_pixels=1 << 30), repeat=repeat, warmup=1)
-        t_enc = timeit(lambda dec=dec, fmt=fmt: encode(sr, dec, fmt=fmt), repeat=repeat, warmup=1)
-        resp = encode(sr, dec, fmt=fmt)
+        dec = decode(body, DecodeLimits(max_pixels=1 << 30))
+        t_dec = timeit(lambda body=body: decode(body, DecodeLimits(max_pixels=1 << 30)), repeat=repeat, warmup=1)
+        t_enc = timeit(lambda dec=dec, fmt=fmt: encode(sr, dec, fmt), repeat=repeat, warmup=1)
+        resp = encode(sr, dec, fmt)
         out[fmt] = {
             "request_kb": round(len(body) / 1024, 1),
             "response_kb": round(len(resp) / 1024, 1),

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 from fastapi import FastAPI
@@ -27,7 +28,10 @@ from service.errors import install_handlers, responses, v2_responses
 from service.metrics import Metrics, new_registry
 from service.routes import health, oip, stream, upscale, video, web
 from service.settings import PREFERRED_MODEL, Settings
-from service.streams.manager import start_streams
+from service.streams.auto import AUTO, AutoModel
+from service.streams.config import load_stream_specs
+from service.streams.manager import StreamManager
+from service.urlpolicy import policy_from
 from service.videojobs import JobManager
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.state.decode_limiter = anyio.CapacityLimiter(max(os.cpu_count() or 1, 1))  # decodes at once
         app.state.batcher = batcher
         app.state.streams = await run_in_threadpool(start_streams, settings, engine, batcher, metrics)
-        app.state.video_jobs = JobManager.from_settings(settings, batcher.submit, metrics)
+        app.state.video_jobs = JobManager(batcher.submit, settings.job_options(), metrics)
         log.info("serving %s on %s (%s)", engine.names, engine.device, engine.dtype)
         try:
             yield
@@ -109,6 +113,46 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(video.router, dependencies=[ApiKey], responses=unauthorized)
     app.include_router(web.router)  # the page and its static files; its API calls carry the key
     return app
+
+
+def camera_models(engine: Engine, default: str) -> list[str]:
+    """``auto``'s candidates, best first: the loaded models trained on camera degradations at ``default``'s scale,
+    the larger first (of one family, the larger student scores higher on camera footage); ``[default]`` if none."""
+    metas = {n: engine.models[n].meta for n in engine.names}
+    scale = metas[default].scale
+    cams = [
+        n
+        for n, m in metas.items()
+        if m.scale == scale and (m.training.get("config", {}).get("camera", {}).get("enabled") or "camera" in n)
+    ]
+    return sorted(cams, key=lambda n: -metas[n].parameters) or [default]
+
+
+def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
+    """The stream manager, wired here so that ``service.streams`` knows neither the settings nor the engine (they
+    import the stream config): ``auto`` model choice over the camera models, the cameras of ``VSR_STREAMS`` /
+    ``VSR_STREAMS_FILE`` started."""
+    default = settings.model_for("stream", engine.names)
+    auto = None
+    if settings.stream_model in (None, AUTO):
+        auto = AutoModel(
+            camera_models(engine, default),
+            lambda m, h, w: engine.runner(m).cost.frame_ms(h, w),
+            on_choice=lambda c: metrics.stream_budget.set(c.load),
+        )
+    manager = StreamManager(
+        submit=batcher.submit,
+        models={name: engine.scale(name) for name in engine.names},
+        metrics=metrics,
+        policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
+        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
+        max_streams=settings.max_streams,
+        default_model=default,
+        shard=settings.shard(),
+        auto=auto,
+    )
+    manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
+    return manager
 
 
 def body_limits(settings: Settings) -> BodyLimits:

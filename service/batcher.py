@@ -4,12 +4,15 @@ Callers (HTTP handlers, stream readers) ``submit`` uint8 RGB HWC frames and get 
 async code awaits it with ``asyncio.wrap_future``. The worker loop:
 
 1. waits for the first queued frame — the wait clock of a batch starts at that frame's arrival;
-2. gathers frames of the same model *and* shape, round-robin across ``source`` values (one each per round, so one
-   busy source cannot starve the others), until ``max_batch_size`` or the clock reaches ``max_batch_delay``;
+2. gathers frames of the same model *and* shape across ``source`` values, least-served source first and one frame
+   each per round (``service.workload``: every source gets an equal share of the worker's time, so one busy source
+   cannot starve the others), until ``max_batch_size`` or the clock reaches ``max_batch_delay``;
 3. fails frames whose deadline passed (``DeadlineExceeded``) and drops cancelled ones — neither is run;
 4. runs the batch; an exception fails only that batch's futures, and the loop goes on.
 
-The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After).
+The queue is bounded: ``submit`` raises ``QueueFull`` at once (HTTP: 503 + Retry-After). A source with nothing queued
+always gets one frame in (the limit may be passed by one frame per source): a flood from one source (a large OIP
+batch, a video job) cannot fill the queue and keep a camera out, and the fair order then serves that frame soon.
 
 **Memory budget** (``memory_budget_bytes``; the engine's ``frame_bytes(model, shape)`` prices a frame: input,
 activations, output): a batch holds as many same-shape frames as fit the budget (at least one), the rest wait for
@@ -35,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from service.metrics import Metrics
+from service.workload import WorkerLoad, WorkerShare
 from vsr.memory import release_memory
 
 log = logging.getLogger(__name__)
@@ -127,7 +131,11 @@ class Batcher:
         self._queued_bytes = 0
         self._spiked = self._release_now = False
         self._cond = threading.Condition()
-        self._sources: OrderedDict[str, deque[_Item]] = OrderedDict()  # round-robin order: first = next turn
+        self._sources: OrderedDict[str, deque[_Item]] = OrderedDict()  # in arrival order (ties of the fair share)
+        self.share = WorkerShare()
+        self._backlog = False  # work was left waiting when the last batch was taken
+        if metrics is not None:
+            metrics.overloaded.set_function(lambda: float(self.share.load().overloaded))
         self._size = 0
         self._closing = False
         self._drain = True
@@ -160,15 +168,26 @@ class Batcher:
             if self._closing:
                 self._count_rejected("shutting_down")
                 raise BatcherClosed("the inference worker is shutting down")
-            if self._size >= self.queue_limit or self._queue_bytes_full(frame.nbytes):
+            if self._refuse(source, frame.nbytes):
                 self._count_rejected("queue_full")
                 raise QueueFull(self._retry_after())
+            if source not in self._sources:
+                self.share.arrive(source)
             self._sources.setdefault(source, deque()).append(item)
             self._size += 1
             self._queued_bytes += frame.nbytes
             self._set_depth()
             self._cond.notify()
         return item.future
+
+    def _refuse(self, source: str, nbytes: int) -> bool:
+        """Full for this source? One with nothing queued always gets a frame in (past the limit if need be)."""
+        if source not in self._sources:
+            return self._queue_bytes_full(nbytes)
+        return self._queue_bytes_full(nbytes) or self._size >= self.queue_limit
+
+    def load(self) -> WorkerLoad:  # busy fraction, overload state and each source's share, last few seconds
+        return self.share.load()
 
     def qsize(self) -> int:
         with self._cond:
@@ -234,7 +253,7 @@ class Batcher:
                 continue
             if self._closing and not self._drain:
                 return None, []
-            head = next(iter(self._sources.values()))[0]
+            head = self._sources[self.share.order(self._sources)[0]][0]
             limit = self._batch_limit(head)
             close_at = head.enqueued + self.max_batch_delay_s  # the clock started at the first item
             while not self._closing and self._count(head.key) < limit:
@@ -260,15 +279,18 @@ class Batcher:
         return sum(1 for q in self._sources.values() for it in q if it.key == key)
 
     def _take(self, key: tuple[str, tuple[int, ...]], limit: int) -> tuple[list[_Item], list[_Item]]:
-        """Up to ``limit`` items of ``key``, one per source per round; returns (batch, expired). Locked."""
+        """Up to ``limit`` items of ``key``, least-served source first, one per source per round; returns (batch,
+        expired). Locked."""
         now = time.monotonic()
         batch: list[_Item] = []
         expired: list[_Item] = []
-        first = next(iter(self._sources))
+        order = self.share.order(self._sources)
+        self.share.settle(order)  # before the head leaves: vtime is the account of the source served now
+        turns = [self._sources[s] for s in order]
         progress = True
         while progress and len(batch) < limit:
             progress = False
-            for q in self._sources.values():
+            for q in turns:
                 it = next((x for x in q if x.key == key), None)
                 if it is None:
                     continue
@@ -279,8 +301,8 @@ class Batcher:
                 (expired if it.expired(now) else batch).append(it)
                 if len(batch) >= limit:
                     break
-        self._sources.move_to_end(first)  # the next batch starts from the next source
         self._prune()
+        self._backlog = self._size > 0
         return batch, expired
 
     def _take_expired(self, now: float) -> list[_Item]:
@@ -315,6 +337,7 @@ class Batcher:
             if len(out) != len(batch):
                 raise RuntimeError(f"engine returned {len(out)} outputs for {len(batch)} inputs")
         except Exception as e:  # one bad batch fails only its own futures; the worker keeps serving
+            self._charge(batch, time.monotonic() - start)
             log.exception("batch of %d frames on %s failed", len(batch), model)
             if self.metrics is not None:
                 self.metrics.batch_errors.labels(model=model).inc()
@@ -322,6 +345,7 @@ class Batcher:
                 it.future.set_exception(e)
             return
         took = time.monotonic() - start
+        self._charge(batch, took)
         self._batch_s = took if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * took
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
@@ -338,6 +362,17 @@ class Batcher:
             self._spiked = True
 
     # ---- helpers -----------------------------------------------------------------------------------------------
+
+    def _charge(self, batch: list[_Item], took: float) -> None:
+        """The batch's worker time goes to its sources' fair-share accounts (by pixels) and to the metrics."""
+        pixels: dict[str, int] = {}
+        for it in batch:
+            pixels[it.source] = pixels.get(it.source, 0) + it.frame.shape[0] * it.frame.shape[1]
+        seconds = self.share.record(pixels, took, self._backlog)
+        if self.metrics is not None:
+            self.metrics.worker_busy.inc(took)
+            for source, t in seconds.items():
+                self.metrics.worker_seconds.labels(source=source).inc(t)
 
     def _fail(self, items: list[_Item], exc: Exception, reason: str) -> None:
         """Fail running-state futures outside the lock (their callbacks may call ``submit``)."""

@@ -18,10 +18,11 @@ import torch
 
 from service.metrics import Metrics
 from service.settings import Settings
-from vsr.engine import DTYPE_NAMES, LoadedModel, load_resolved
+from vsr.engine import DTYPE_NAMES, LoadedModel, load_for
 from vsr.engine import Engine as SharedEngine
 from vsr.inference import TileSpec
 from vsr.memory import frame_bytes, widest_layer
+from vsr.runner import RuntimeOptions
 
 __all__ = ["DTYPE_NAMES", "Engine", "FaultHook", "LoadedModel"]
 
@@ -36,13 +37,13 @@ class Engine(SharedEngine):
         models: dict[str, LoadedModel],
         *,
         device: torch.device,
-        dtype: torch.dtype,
+        dtype: torch.dtype | str = "auto",
         tiles: TileSpec | None = None,
         metrics: Metrics | None = None,
         compile: bool = False,
-        dtype_ms: dict[str, float | None] | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
-        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, dtype_ms=dtype_ms)
+        super().__init__(models, device=device, dtype=dtype, tiles=tiles, compile=compile, runtime=runtime)
         self.metrics = metrics
         self._ready = threading.Event()
         self.fault_hook: FaultHook | None = None
@@ -52,15 +53,14 @@ class Engine(SharedEngine):
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> Engine:
         """Load every artifact named in ``settings.models`` onto the configured device and dtype."""
         device = settings.torch_device()
-        models, dtype, times = load_resolved(settings.models, device, settings.dtype)
         engine = cls(
-            models,
+            load_for(settings.models, device, settings.dtype),
             device=device,
-            dtype=dtype,
+            dtype=settings.dtype,
             tiles=settings.tiles(),
             metrics=metrics,
-            dtype_ms=times,
             compile=settings.compile,
+            runtime=settings.runtime_options(),
         )
         if metrics is not None:
             engine._publish_info(metrics)
@@ -105,7 +105,8 @@ class Engine(SharedEngine):
                 arch=lm.meta.arch,
                 scale=str(lm.meta.scale),
                 parameters=str(lm.meta.parameters),
-                dtype=self.dtype_name,
+                dtype=self.runners[lm.name].info.dtype,
+                runtime=self.runners[lm.name].info.runtime,
                 device=str(self.device),
             ).set(1)
         if self.device.type == "cuda":

@@ -68,12 +68,28 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
         self.batch_errors = Counter("vsr_batch_errors_total", "batches that raised", ["model"], registry=r)
+        # The worker's share (service/workload.py): rate(vsr_worker_seconds_total{source=s}) / rate(busy) is s's share
+        self.worker_busy = Counter(
+            "vsr_worker_busy_seconds_total", "time the inference worker spent running batches", registry=r
+        )
+        self.worker_seconds = Counter(
+            "vsr_worker_seconds_total",
+            "inference worker time by source (a batch's time split among its frames by pixels)",
+            ["source"],
+            registry=r,
+        )
+        self.overloaded = Gauge(
+            "vsr_overloaded",
+            "1 while demand exceeds the worker (busy >= 90 % of the last 10 s and most batches left work waiting): "
+            "streams drop frames to stay live, uploads may get 503",
+            registry=r,
+        )
 
         # Engine (service/engine.py)
         self.model_info = Gauge(
             "vsr_model_info",
             "loaded models (value 1)",
-            ["model", "arch", "scale", "parameters", "dtype", "device"],
+            ["model", "arch", "scale", "parameters", "dtype", "runtime", "device"],
             registry=r,
         )
         self.oom_retries = Counter(
@@ -120,6 +136,17 @@ class Metrics:
             "decode -> upscaled frame emitted",
             ["stream"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_model = Gauge(
+            "vsr_stream_model",
+            "1 for the model a stream runs now (auto streams switch)",
+            ["stream", "model"],
+            registry=r,
+        )
+        self.stream_budget = Gauge(
+            "vsr_stream_budget_ratio",
+            "worker time the live streams need with the auto model choice, as a share of the budget (>1: none fits)",
             registry=r,
         )
 

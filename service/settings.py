@@ -19,10 +19,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.sharding import Shard, resolve_shard
 from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
+from service.videojobs import JobOptions
 from vsr.engine import pick_device, pick_dtype
 from vsr.frames import FrameCaps
+from vsr.images import DecodeLimits
 from vsr.inference import TileSpec
 from vsr.memory import default_budget_bytes
+from vsr.runner import RuntimeOptions
 
 _STREAM = StreamOptions()  # the stream defaults are written once, there; the VSR_STREAM_* fields take them
 
@@ -53,14 +56,26 @@ class Settings(BaseSettings):
         default=None, description="default model of /upscale (stills): x2 when loaded, else the first of models"
     )
     stream_model: str | None = Field(
-        default=None, description="default model of live streams: x2-camera (codec/noise-trained) when loaded"
+        default=None,
+        description="default model of live streams: unset or auto = the best loaded camera model whose measured cost "
+        "fits all live streams (service/streams/auto.py); a model name pins it",
     )
     video_model: str | None = Field(
         default=None, description="default model of video jobs: x2-camera (codec/noise-trained) when loaded"
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
-    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        default="auto", description="auto: fp16 on CUDA; on CPU the faster of fp32/bf16, measured at start-up"
+    dtype: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        default="auto",
+        description="auto: fp16 on CUDA; on CPU the fastest of fp32/bf16/int8 (int8: the artifact's own OpenVINO "
+        "IR, when it has one), measured per model at start-up with the runtime",
+    )
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        default="auto",
+        description="CPU runtime: auto measures torch against OpenVINO at start-up (with dtype auto; a named dtype "
+        "keeps torch unless this says openvino); torch without openvino installed",
+    )
+    ov_cache_dir: str | None = Field(
+        default=None, description="OpenVINO's compiled-model cache; default $XDG_CACHE_HOME/vsr/ov (~/.cache/vsr/ov)"
     )
     max_batch_size: int | None = Field(
         default=None,
@@ -178,6 +193,13 @@ class Settings(BaseSettings):
         "restarts. Default: a private temporary folder, removed at shutdown",
     )
     video_job_ttl_s: float = Field(default=3600.0, gt=0, description="a finished job's result is kept this long")
+    video_segment_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a video job's output is written in durable segments of this many seconds; after a crash the "
+        "job resumes after its last finished segment (with VSR_VIDEO_JOBS_DIR)",
+    )
 
     # Camera sharding across replicas (service/sharding.py, docs/scale.md)
     shard_count: int = Field(default=1, ge=1, le=1000, description="replicas sharing the configured cameras")
@@ -260,13 +282,16 @@ class Settings(BaseSettings):
         return pick_device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
-        return pick_dtype(self.dtype, self.torch_device())
+        return pick_dtype("fp32" if self.dtype == "int8" else self.dtype, self.torch_device())
+
+    def runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions(self.runtime, cache_dir=Path(self.ov_cache_dir) if self.ov_cache_dir else None)
 
     def model_for(self, use: ModelUse, loaded: Sequence[str]) -> str:
         """The model a request of ``use`` gets when it names none: ``VSR_<USE>_MODEL`` (must be loaded), else the
         preferred one when loaded (x2 for stills, x2-camera for streams and video), else the first loaded."""
         chosen = {"image": self.image_model, "stream": self.stream_model, "video": self.video_model}[use]
-        if chosen is not None:
+        if chosen is not None and not (use == "stream" and chosen == "auto"):  # auto: decided per budget, later
             if chosen not in loaded:
                 raise ValueError(f"VSR_{use.upper()}_MODEL={chosen!r} is not loaded; loaded: {', '.join(loaded)}")
             return chosen
@@ -295,6 +320,21 @@ class Settings(BaseSettings):
                 gop=self.stream_publish_gop,
             ),
         )
+
+    def job_options(self) -> JobOptions:
+        """The video jobs' knobs, from the ``VSR_VIDEO_*`` settings."""
+        return JobOptions(
+            max_jobs=self.video_max_jobs,
+            workers=self.video_workers,
+            ttl_s=self.video_job_ttl_s,
+            caps=self.video_caps(),
+            jobs_dir=self.video_jobs_dir,
+            segment_s=self.video_segment_s,
+        )
+
+    def image_limits(self) -> DecodeLimits:
+        """What every uploaded image is checked against before its pixels are decoded."""
+        return DecodeLimits(max_pixels=self.max_input_pixels)
 
     def video_caps(self) -> FrameCaps:
         """What every decoded frame of a video job is checked against."""

@@ -61,10 +61,7 @@ HTTP_FORMATS = "mpjpeg,mjpeg,jpeg_pipe,mpegts,mp4,matroska,webm,flv,h264,hevc,av
 
 
 class UrlRejected(ValueError):
-    """The URL is unusable (400) or points at a denied address (403)."""
-
-    status = 400
-    code = "bad_url"
+    """The URL is unusable, or points at a denied address (:class:`DeniedUrl`)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -72,20 +69,15 @@ class UrlRejected(ValueError):
 
 
 class UnsupportedUrl(UrlRejected):
-    status = 400
-    code = "unsupported_url"
+    """A scheme, transport or demuxer the policy does not allow."""
 
 
 class UnresolvableHost(UrlRejected):
     """DNS gave no answer (may be temporary: a camera's name appears when it comes up)."""
 
-    status = 400
-    code = "unresolvable_host"
-
 
 class DeniedUrl(UrlRejected):
-    status = 403
-    code = "url_denied"
+    """The address is outside the allowed networks."""
 
 
 @dataclass(frozen=True)

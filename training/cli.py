@@ -187,6 +187,21 @@ def _load_model(name: str) -> tuple[Any, dict[str, int]]:
     return model, {"scale": meta.scale}
 
 
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None and importlib.util.find_spec("openvino") is not None
+
+
+def _data_root(artifact: str) -> str:
+    """The data root an artifact was trained on (its model.json), else the default one."""
+    from vsr.artifact import resolve
+
+    meta = json.loads((resolve(artifact) / "model.json").read_text())
+    root = meta.get("data", {}).get("data_root") or meta.get("training", {}).get("config", {}).get("data_root")
+    return str(root or DEFAULT_DATA_ROOT)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -214,6 +229,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = str(art)
     else:
         source = args.model
+    asked = args.int8 is not None  # --int8 [ARTIFACT]; with --checkpoint it is the default when nncf is installed
+    if asked or (args.checkpoint and not args.no_int8 and _has_nncf()):
+        from training.quantize import quantize_artifact
+
+        target = args.int8 or source
+        try:
+            out["int8"] = quantize_artifact(target, args.data_root or _data_root(target))
+        except FileNotFoundError as e:  # the training data is not on this machine
+            if asked:
+                raise UsageError(f"int8: {e}") from None
+            out["int8"] = {"skipped": f"no training data to calibrate on: {e}"}
     if args.onnx:
         model, _ = _load_model(source)
         out["onnx"] = args.onnx

@@ -5,11 +5,13 @@ fault injection on top), ``vsr upscale`` (``vsr_cli.upscale``) and the benchmark
 once, here:
 
 - Device: ``auto`` = CUDA when available, else CPU (:func:`pick_device`).
-- Dtype: ``auto`` = fp16 on CUDA; on CPU **measured** on the first model, fp32 against bf16 (:func:`resolve_dtype`;
-  CPU flags do not tell: bf16 is ~3x fp32 on a Zen 5 with AVX512-BF16 and unusable on an AVX2-only Zen 3).
-- Each model runs through its :class:`vsr.runner.FrameRunner`: the fused uint8 kernel (``vsr.kernel``) for our
-  students, the reference path (``vsr.inference``) for other architectures; on CUDA fp16 channels-last with pinned
-  staging and CUDA graphs (``vsr.gpu``).
+- Runtime and precision: ``auto`` = torch fp16 on CUDA; on CPU **measured** per model at load, torch fp32/bf16
+  against OpenVINO f32/bf16/int8 (int8 only from the artifact's own IR) by :func:`vsr.runner.choose_runtime` (CPU
+  flags do not tell: bf16 is ~3x fp32 on a Zen 5 with AVX512-BF16 and unusable on an AVX2-only Zen 3). The choice
+  and its timings are in :meth:`Engine.describe` (``GET /v2/models/{name}``).
+- Each model runs through its :class:`vsr.runner.FrameRunner`: OpenVINO (``vsr.ov``), or torch's fused uint8
+  kernel (``vsr.kernel``) for our students and the reference path (``vsr.inference``) for other architectures; on
+  CUDA fp16 channels-last with pinned staging and CUDA graphs (``vsr.gpu``).
 - Tiles by pixel count (``vsr.tiling``): whole frames up to ~1 MP on CPU / 1080p on CUDA; ``TileSpec.tile`` > 0
   caps a call at ``tile**2`` input pixels instead.
 - CUDA out of memory: the batch is split in halves, then a single frame is tiled ever smaller, and retried.
@@ -22,16 +24,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vsr.artifact import ArtifactError, ArtifactMeta, load_artifact
+from vsr.artifact import ArtifactError, ArtifactMeta, int8_ir, load_artifact, resolve
 from vsr.inference import TileSpec
-from vsr.runner import FrameRunner, choose_dtype
+from vsr.runner import FrameRunner, RuntimeOptions, choose_dtype
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def resolve_dtype(
         return DTYPES[name], {}
     if device.type == "cuda" or model is None:
         return (torch.float16 if device.type == "cuda" else torch.float32), {}
-    dtype, times = choose_dtype(model, scale=int(getattr(model, "scale", 2)), device=device, channels=_colors(model))
+    dtype, times = choose_dtype(model, scale=int(getattr(model, "scale", 2)), device=device)
     log.info("dtype measured on %s: %s -> %s", device, times, DTYPE_NAMES[dtype])
     return dtype, times
 
@@ -81,17 +84,13 @@ def pick_dtype(name: str, device: torch.device, model: nn.Module | None = None) 
     return resolve_dtype(name, device, model)[0]
 
 
-def _colors(model: nn.Module) -> int:
-    inner = getattr(model, "luma", None)  # vsr.luma.LumaAsRGB wraps a 1-channel model
-    return int(getattr(inner if isinstance(inner, nn.Module) else model, "colors", 3))
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
     model: nn.Module
     meta: ArtifactMeta
     source: str  # what the caller named: "x2" or a path
+    int8: Path | None = None  # the artifact's int8 IR, when it carries one that passed its check at export
 
 
 def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -114,20 +113,16 @@ def load_models(entries: Sequence[str], device: torch.device, dtype: torch.dtype
         model, meta = load_artifact(entry, device="cpu")
         if meta.name in models:
             raise ArtifactError(f"two models are named {meta.name!r} ({models[meta.name].source}, {entry})")
-        models[meta.name] = LoadedModel(meta.name, prepare(model, device, dtype), meta, entry)
+        int8 = int8_ir(resolve(entry), meta)
+        models[meta.name] = LoadedModel(meta.name, prepare(model, device, dtype), meta, entry, int8)
         log.info("loaded %s (%s x%d, %d params) on %s", meta.name, meta.arch, meta.scale, meta.parameters, device)
     return models
 
 
-def load_resolved(
-    entries: Sequence[str], device: torch.device, dtype: str
-) -> tuple[dict[str, LoadedModel], torch.dtype, dict[str, float | None]]:
-    """Load ``entries`` and resolve ``dtype`` (``auto``: measured on the first model); (models, dtype, timings)."""
+def load_for(entries: Sequence[str], device: torch.device, dtype: str) -> dict[str, LoadedModel]:
+    """Load ``entries`` for ``device`` and a dtype name (``auto``: chosen per model when its runner is built)."""
     provisional = DTYPES.get(dtype, torch.float16 if device.type == "cuda" else torch.float32)
-    models = load_models(entries, device, provisional)
-    first = next(iter(models.values()), None)
-    dt, times = resolve_dtype(dtype, device, first.model if first else None)
-    return models, dt, times
+    return load_models(entries, device, provisional)
 
 
 class Engine:
@@ -138,25 +133,33 @@ class Engine:
         models: dict[str, LoadedModel],
         *,
         device: torch.device,
-        dtype: torch.dtype,
+        dtype: torch.dtype | str = "auto",
         tiles: TileSpec | None = None,
         compile: bool = False,
-        dtype_ms: dict[str, float | None] | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
+        """``dtype`` auto (or ``runtime.runtime`` auto with no named dtype): each model's runner measures its
+        candidates (:func:`vsr.runner.choose_runtime`); ``runtime.int8`` is filled in per model from its artifact."""
         if not models:
             raise ValueError("the engine needs at least one model")
         self.models = models
         self.device = device
-        self.dtype = dtype
         self.tiles = tiles or TileSpec()
         self.compile = compile
         self.default_model = next(iter(models))
+        opts = runtime or RuntimeOptions()
         self.runners = {
-            name: FrameRunner(lm.model, scale=lm.meta.scale, device=device, dtype=dtype, overlap=self.tiles.overlap)
+            name: FrameRunner(
+                lm.model,
+                scale=lm.meta.scale,
+                device=device,
+                dtype=dtype,
+                overlap=self.tiles.overlap,
+                options=replace(opts, int8=lm.int8),
+            )
             for name, lm in models.items()
         }
-        for r in self.runners.values():
-            r.info.dtype_ms = dict(dtype_ms or {})
+        self.dtype: torch.dtype = next(iter(self.runners.values())).dtype  # the first model's (logs, metrics)
 
     @classmethod
     def open(
@@ -167,11 +170,12 @@ class Engine:
         dtype: str = "auto",
         tiles: TileSpec | None = None,
         compile: bool = False,
+        runtime: RuntimeOptions | None = None,
     ) -> Engine:
-        """Pick the device and dtype from their names (``auto`` or explicit) and load ``entries`` onto them."""
+        """Pick the device from its name, load ``entries`` onto it; ``dtype``/``runtime`` auto: measured per model."""
         dev = pick_device(device)
-        models, dt, times = load_resolved(entries, dev, dtype)
-        return cls(models, device=dev, dtype=dt, tiles=tiles, compile=compile, dtype_ms=times)
+        models = load_for(entries, dev, dtype)
+        return cls(models, device=dev, dtype=dtype, tiles=tiles, compile=compile, runtime=runtime)
 
     # ---- properties ------------------------------------------------------------------------------------------
 
@@ -190,15 +194,22 @@ class Engine:
         return self.runners[name]
 
     def describe(self, name: str) -> dict[str, Any]:
-        """Metadata of one model (for ``GET /v2/models/{name}``)."""
+        """Metadata of one model (for ``GET /v2/models/{name}``): the artifact's card and the measured runtime."""
         m = self.models[name].meta
+        info = self.runners[name].info
         return {
             "name": name,
             "arch": m.arch,
             "scale": m.scale,
             "parameters": m.parameters,
             "config": m.config,
-            "dtype": self.dtype_name,
+            "dtype": info.dtype,
+            "runtime": info.runtime,
+            "precision": info.precision,
+            "ms_per_frame": info.ms,
+            "probe": list(info.probe),
+            "ms_per_megapixel": self.runners[name].cost.ms_per_megapixel,
+            "candidates_ms": dict(info.dtype_ms),
             "device": str(self.device),
             "scores": m.scores,
             "created": m.created,

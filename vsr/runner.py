@@ -1,10 +1,12 @@
-"""One model's frame path, the same for every caller (CLI, service, streams, video): kernel + dtype + tiling.
+"""One model's frame path, the same for every caller (CLI, service, streams, video): runtime + precision + tiling.
 
-- Kernel: :class:`vsr.kernel.StudentKernel` for anchored plain-conv students (on CUDA wrapped in
-  :class:`vsr.gpu.GraphKernel`: fp16, channels-last, pinned buffers, CUDA graphs), else the reference path.
-- dtype: fp16 on CUDA; on CPU **measured** at build time, fp32 against bf16 on a small frame, the faster kept
-  (never from CPU flags: bf16 is ~3x faster than fp32 on a Zen 5 with AVX512-BF16, and oneDNN refuses it, or runs a
-  ~10x slower reference conv, on an AVX2-only Zen 3).
+- Kernel: on CPU, OpenVINO (:class:`vsr.ov.OvKernel`: f32, bf16, or the artifact's int8 IR) or torch's
+  :class:`vsr.kernel.StudentKernel` for anchored plain-conv students (on CUDA wrapped in :class:`vsr.gpu.GraphKernel`:
+  fp16, channels-last, pinned buffers, CUDA graphs), else torch's reference path.
+- Runtime and precision: fp16 torch on CUDA; on CPU **measured** at build time (:func:`choose_runtime`): torch
+  fp32/bf16 and OpenVINO f32/bf16/int8 on a probe frame, the fastest kept (never from CPU flags: bf16 is ~3x faster
+  than fp32 on a Zen 5 with AVX512-BF16, and oneDNN refuses it, or runs a ~10x slower reference conv, on an AVX2-only
+  Zen 3). Without ``openvino`` installed, torch alone is measured.
 - Tiling by pixels (:mod:`vsr.tiling`): whole frames up to ~1 MP on CPU / 1080p on CUDA; batches larger than the
   budget run in chunks of frames, and only a frame larger than the budget is tiled.
 - Luma models (artifact ``input_space: "y"``, loaded wrapped in ``vsr.luma.LumaAsRGB``): the wrapper is opened
@@ -14,8 +16,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +42,21 @@ class RunnerInfo:
     kernel: str
     dtype: str
     compiled: bool = False
-    dtype_ms: dict[str, float | None] = field(default_factory=dict)  # measured probe time per candidate
+    dtype_ms: dict[str, float | None] = field(default_factory=dict)  # probe ms per candidate ("openvino/int8")
+    runtime: str = "torch"  # torch | openvino
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8
+    probe: tuple[int, int] = PROBE_SIZE  # the LR frame the candidates were timed on
+    ms: float | None = None  # the chosen candidate's probe time
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Which runtimes may run a model. ``runtime``: auto (measured), torch or openvino; ``int8``: the artifact's
+    int8 IR when it carries one that passed its check at export; ``cache_dir``: OpenVINO's compiled-model cache."""
+
+    runtime: str = "auto"
+    int8: Path | None = None
+    cache_dir: Path | None = None
 
 
 def make_kernel(model: nn.Module, *, scale: int, device: torch.device, dtype: torch.dtype) -> Kernel:
@@ -52,24 +70,125 @@ def make_kernel(model: nn.Module, *, scale: int, device: torch.device, dtype: to
     return ReferenceKernel(model, scale=scale, device=device, dtype=dtype)
 
 
-def choose_dtype(
-    model: nn.Module, *, scale: int, device: torch.device, channels: int = 3
-) -> tuple[torch.dtype, dict[str, float | None]]:
-    """fp16 on CUDA; on CPU the faster of fp32 and bf16 on a probe frame (None = that dtype failed to run)."""
-    if device.type == "cuda":
-        return torch.float16, {}
+def candidates(device: torch.device, dtype: str, opts: RuntimeOptions) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs to measure, the fallback first. CUDA: torch only (fp16 unless named).
+
+    ``dtype`` auto: every precision; named: only it. Runtime auto with a named precision keeps torch (what naming a
+    dtype meant before OpenVINO), except int8, which only OpenVINO runs (and only from the artifact's IR)."""
+    if device.type != "cpu":
+        return [("torch", "fp16" if dtype == "auto" else dtype)]
+    ov_ok = _ov_available()
+    if opts.runtime == "openvino" and not ov_ok:
+        log.warning("runtime openvino asked for, but openvino is not installed: using torch")
+    runtimes = {"auto": ["torch", "openvino"], "torch": ["torch"], "openvino": ["openvino"]}[opts.runtime]
+    if dtype != "auto" and opts.runtime == "auto":
+        runtimes = ["openvino"] if dtype == "int8" else ["torch"]
+    precisions = ["fp32", "bf16", "int8"] if dtype == "auto" else [dtype]
+    out = [
+        (rt, p)
+        for rt in runtimes
+        for p in precisions
+        if (rt == "torch" and p != "int8")
+        or (rt == "openvino" and ov_ok and p != "fp16" and (p != "int8" or opts.int8 is not None))
+    ]
+    return out or [("torch", "fp32" if dtype in ("auto", "int8") else dtype)]
+
+
+def _ov_available() -> bool:
+    from vsr import ov
+
+    return ov.available()
+
+
+class _Builder:
+    """Builds the kernel of one candidate; converts the torch model to an OpenVINO graph once for all of them."""
+
+    def __init__(self, model: nn.Module, *, scale: int, device: torch.device, opts: RuntimeOptions) -> None:
+        self.model, self.scale, self.device, self.opts = model, scale, device, opts
+        self._graph: object | None = None
+
+    def __call__(self, runtime: str, precision: str) -> Kernel:
+        if runtime == "torch":
+            return make_kernel(self.model, scale=self.scale, device=self.device, dtype=DTYPES[precision])
+        from vsr import ov
+
+        cache = self.opts.cache_dir or ov.default_cache_dir()
+        if precision == "int8":
+            assert self.opts.int8 is not None
+            graph = ov.read_int8(self.opts.int8)
+        else:
+            if self._graph is None:
+                self._graph = ov.levels_model(self.model, int(getattr(self.model, "colors", 3)))
+            graph = self._graph
+        return ov.OvKernel(graph, scale=self.scale, precision=precision, cache_dir=cache)
+
+
+def choose_runtime(
+    model: nn.Module, *, scale: int, device: torch.device, dtype: str = "auto", opts: RuntimeOptions | None = None
+) -> tuple[Kernel, RunnerInfo]:
+    """The kernel of the fastest candidate (:func:`candidates`) on a probe frame, and what was measured.
+
+    A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2 CPU, a broken IR) is recorded as
+    None and skipped; a single candidate's error is raised."""
+    opts = opts or RuntimeOptions()
+    build = _Builder(model, scale=scale, device=device, opts=opts)
+    cands = candidates(device, dtype, opts)
+    channels = int(getattr(model, "colors", 3))
     probe = np.random.default_rng(0).integers(0, 256, (1, *PROBE_SIZE, channels), dtype=np.uint8)
     times: dict[str, float | None] = {}
-    for name in ("fp32", "bf16"):
+    best: tuple[float, str, str, Kernel] | None = None
+    error: Exception | None = None
+    for rt, p in cands:
         try:
-            kernel = make_kernel(model, scale=scale, device=device, dtype=DTYPES[name])
-            times[name] = round(1000 * time_call(partial(kernel, probe)), 2)
-        except RuntimeError as e:  # e.g. oneDNN: "bf16 path needs the cpu support avx_ne_convert or avx512bw..."
-            log.info("dtype %s unusable here: %s", name, str(e).splitlines()[0])
-            times[name] = None
-    ok = {k: v for k, v in times.items() if v is not None}
-    best = min(ok, key=lambda k: ok[k]) if ok else "fp32"
-    return DTYPES[best], times
+            kernel = build(rt, p)
+            ms = round(1000 * time_call(partial(kernel, probe)), 2)  # one candidate too: its cost is reported
+        except (RuntimeError, ValueError, OSError) as e:  # oneDNN/OpenVINO: unsupported here; an unreadable IR
+            if len(cands) == 1:
+                raise
+            log.info("%s %s unusable here: %s", rt, p, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            times[f"{rt}/{p}"], error = None, e
+            continue
+        times[f"{rt}/{p}"] = ms
+        if best is None or ms < best[0]:
+            best = (ms, rt, p, kernel)
+    if best is None:
+        raise error or RuntimeError("no runtime could run the model")
+    ms, rt, p, kernel = best
+    log.info("runtime measured on %s: %s -> %s %s", device, times, rt, p)
+    return kernel, RunnerInfo("", p, dtype_ms=times, runtime=rt, precision=p, ms=ms)
+
+
+def choose_dtype(model: nn.Module, *, scale: int, device: torch.device) -> tuple[torch.dtype, dict[str, float | None]]:
+    """torch only: fp16 on CUDA; on CPU the faster of fp32 and bf16 on a probe frame (None = failed to run)."""
+    if device.type == "cuda":
+        return torch.float16, {}
+    kernel, info = choose_runtime(model, scale=scale, device=device, opts=RuntimeOptions(runtime="torch"))
+    return kernel.dtype, {k.split("/")[1]: v for k, v in info.dtype_ms.items()}
+
+
+class Cost:
+    """What a megapixel of input costs this runner, in ms: the probe's figure until frames have run, then a moving
+    average of the frames it ran (what the stream model choice budgets with; written by the one inference thread)."""
+
+    WEIGHT = 0.1  # of each new call in the average: ~10 calls to follow a change (another process took a core)
+
+    def __init__(self, probe_ms: float | None, probe_pixels: int) -> None:
+        self.ms_per_megapixel: float | None = None if probe_ms is None else round(probe_ms * 1e6 / probe_pixels, 2)
+        self.calls = 0
+
+    def observe(self, pixels: int, seconds: float) -> None:
+        if pixels <= 0:
+            return
+        ms = seconds * 1e3 * 1e6 / pixels
+        old = self.ms_per_megapixel
+        # an average, never the last call alone: a frame's first call may include compiling its shape
+        self.ms_per_megapixel = round(ms if old is None else old + self.WEIGHT * (ms - old), 2)
+        self.calls += 1
+
+    def frame_ms(self, height: int, width: int) -> float | None:
+        """The cost of one ``height`` x ``width`` frame, or None when nothing was measured."""
+        m = self.ms_per_megapixel
+        return None if m is None else m * height * width / 1e6
 
 
 class FrameRunner:
@@ -84,24 +203,23 @@ class FrameRunner:
         dtype: torch.dtype | str = "auto",
         overlap: int = DEFAULT_OVERLAP,
         pixel_budget: int | None = None,
+        options: RuntimeOptions | None = None,
     ) -> None:
+        """``dtype``: auto (measured with the runtime, :func:`choose_runtime`), a name or a torch dtype."""
         self.scale, self.device, self.overlap = scale, device, overlap
         inner = getattr(model, "luma", None)  # vsr.luma.LumaAsRGB: run its bare Y model on the kernel
         if isinstance(inner, nn.Module):
             model = inner
         self.luma = getattr(model, "colors", 3) == 1
-        channels = 1 if self.luma else 3
-        dtype_ms: dict[str, float | None] = {}
-        if dtype == "auto":
-            dtype, dtype_ms = choose_dtype(model, scale=scale, device=device, channels=channels)
-        elif isinstance(dtype, str):
-            dtype = DTYPES[dtype]
+        name = dtype if isinstance(dtype, str) else DTYPE_NAMES.get(dtype, "fp32")
         if device.type == "cuda":
-            model = model.to(device, dtype).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.dtype = dtype
-        self.kernel = make_kernel(model, scale=scale, device=device, dtype=dtype)
+            cuda_dtype = DTYPES["fp16" if name == "auto" else name]
+            model = model.to(device, cuda_dtype).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.kernel, self.info = choose_runtime(model, scale=scale, device=device, dtype=name, opts=options)
+        self.info.kernel = type(self.kernel).__name__
+        self.dtype = self.kernel.dtype
+        self.cost = Cost(self.info.ms, PROBE_SIZE[0] * PROBE_SIZE[1])
         self.pixel_budget = pixel_budget or max_pixels(device, bytes_per_pixel=self._bytes_per_pixel(model))
-        self.info = RunnerInfo(type(self.kernel).__name__, DTYPE_NAMES.get(dtype, str(dtype)), False, dtype_ms)
 
     @staticmethod
     def _bytes_per_pixel(model: nn.Module) -> int:
@@ -111,7 +229,7 @@ class FrameRunner:
     def compile(self, sample_hw: tuple[int, int]) -> bool:
         """Try torch.compile on this frame size; kept only if faster (see ``StudentKernel.try_compile``)."""
         if not isinstance(self.kernel, StudentKernel):
-            return False
+            return False  # the reference path, or OpenVINO (compiled already)
         c = self.kernel.channels
         sample = np.random.default_rng(0).integers(0, 256, (1, *sample_hw, c), dtype=np.uint8)
         self.info.compiled = self.kernel.try_compile(sample)
@@ -124,7 +242,9 @@ class FrameRunner:
         single = frames.ndim == 3
         if single:
             frames = frames[None]
+        t0 = time.perf_counter()
         out = self._run(frames, pixel_budget or self.pixel_budget, self.overlap if overlap is None else overlap)
+        self.cost.observe(frames.shape[0] * frames.shape[1] * frames.shape[2], time.perf_counter() - t0)
         return out[0] if single else out
 
     def _run(self, frames: np.ndarray, budget: int, overlap: int) -> np.ndarray:

@@ -183,6 +183,7 @@ class _VideoPath:
             self.stream.options = {"crf": str(opts.crf + 13), "b": "0", "deadline": "realtime", "cpu-used": "8"}
         self.pending: list[tuple[np.ndarray, int | None]] = []
         self.frames = 0
+        self.first_pts: int | None = None
         self.last_pts: int | None = None
 
     def add(self, frame: Any) -> None:
@@ -205,6 +206,8 @@ class _VideoPath:
             if pts is None or (self.last_pts is not None and pts <= self.last_pts):
                 pts = (self.last_pts + 1) if self.last_pts is not None else 0  # repair missing/non-monotonic pts
             vf.pts, self.last_pts = pts, pts
+            if self.first_pts is None:
+                self.first_pts = pts
             vf.time_base = self.stream.codec_context.time_base
             # reformat also covers a mid-stream resolution change (the encoder's size is fixed)
             self.out.mux(self.stream.encode(vf.reformat(width=self.width, height=self.height, format="yuv420p")))

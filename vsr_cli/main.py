@@ -71,12 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", help="the artifact's model name (default: the run's name)")
     ex.add_argument("--model", default="x2", help="artifact to export to ONNX when no --checkpoint")
     ex.add_argument("--onnx", help="also write an ONNX file here (dynamic batch/H/W) and check parity")
+    ex.add_argument(
+        "--int8",
+        nargs="?",
+        const="",
+        metavar="ARTIFACT",
+        help="add an int8 variant (NNCF post-training quantisation, checked on held-out training data) to ARTIFACT, "
+        "or to the one --checkpoint writes (which does so by default when nncf is installed)",
+    )
+    ex.add_argument("--no-int8", action="store_true", help="with --checkpoint: write no int8 variant")
+    ex.add_argument("--data-root", help="the training data (default: the artifact's data_root, ../shared/datasets)")
 
     up = sub.add_parser("upscale", help="upscale image files, a folder of images/videos, or a video, offline")
     up.add_argument("input", help="an image, a video, or a folder of them")
     up.add_argument("output", help="the output file (format from its extension), or a folder")
     up.add_argument("--model", default="x2", help="x2, x4, or an artifact folder (default x2)")
     up.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    up.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="auto: fp16 on CUDA, on CPU the faster of fp32 and bf16 (measured); as the service's VSR_DTYPE",
+    )
     up.add_argument(
         "--tile",
         type=int,
@@ -95,10 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         "what",
         nargs="*",
         default=["kernel", "engine", "cli", "service", "streams"],
-        choices=["kernel", "engine", "cli", "sizes", "service", "streams", "gpu"],
+        choices=["kernel", "engine", "cli", "runtimes", "sizes", "service", "streams", "gpu"],
         help="kernel/engine/cli: one run on the same 640x360 frames (+ OpenCV ESPCN/FSRCNN); sizes: the engine "
         "across sizes and batches; service: vsr serve at 1/4/16 JPEG clients; streams: a live RTSP camera to an "
-        "MJPEG viewer; gpu: 540p->1080p on CUDA (scripts/gpu_check.sh)",
+        "MJPEG viewer; runtimes: torch fp32/bf16 vs OpenVINO f32/bf16/int8 vs OpenCV ESPCN on the same frames; gpu: "
+        "540p->1080p on CUDA (scripts/gpu_check.sh)",
     )
     bn.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     bn.add_argument("--dry-run", action="store_true", help="gpu: run on CPU with a tiny frame (checks the script)")

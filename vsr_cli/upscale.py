@@ -1,9 +1,10 @@
 """``vsr upscale IN OUT``: offline upscaling of an image, a folder of images, or a video file.
 
 Images and videos run on the shared engine (``vsr.engine.Engine``: the service's device, dtype and tiling choices;
-tiled with overlap when larger than ``--tile``). Colour is
-upscaled by the model; grayscale images come back grayscale (the model runs on the grey replicated to RGB) and an
-alpha channel is resized with bicubic. The output format follows OUT's extension (a folder keeps each file's own).
+tiled with overlap when larger than ``--tile``). Images are read and written by the service's code
+(:mod:`vsr.images`): EXIF orientation applied, ICC profile kept, CMYK converted to sRGB, 16 bits reduced to 8;
+grayscale images come back grayscale (the model runs on the grey replicated to RGB) and an alpha channel is resized
+with bicubic. The output format follows OUT's extension (a folder keeps each file's own).
 Videos are handed to :func:`vsr_cli.video.upscale_video_file` (``--tile`` applies to their frames too). A folder
 may mix images and videos; files that cannot be read are skipped, listed at the end, and the exit status is 1.
 OUT never overwrites its input.
@@ -14,62 +15,39 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from vsr.artifact import ArtifactError
 from vsr.engine import DeviceError, Engine
 from vsr.errors import UsageError
-from vsr.imageops import bicubic_resize
+from vsr.images import SUFFIX_FORMATS, DecodedImage, ImageError, encode, format_for_path, output_notes, read_image
 from vsr.inference import TileSpec
 from vsr.video import VideoError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTS = tuple(SUFFIX_FORMATS)
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".ts", ".webm", ".avi")
 TILE_OVERLAP = 16  # LR pixels on each side: covers the student's receptive field (~8 px) with room to spare
-_PIL_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
-_SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
-_NO_ALPHA = {"JPEG", "BMP"}
+QUALITY = 95  # JPEG/WebP: offline, so a little more size for less loss than the service's default (90)
 
 
-UpscaleFn = Callable[[np.ndarray], np.ndarray]  # uint8 RGB HWC -> uint8 RGB HWC, ``scale`` times larger
-
-
-def upscale_image(img: Image.Image, up: UpscaleFn) -> Image.Image:
-    """Upscale a PIL image of any common mode; grayscale stays grayscale, alpha is resized with bicubic."""
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    gray = img.mode in ("L", "LA", "1", "I", "I;16", "F")
-    if img.mode in ("I", "I;16", "F"):  # 16-bit/float grey: PIL's convert clips; this tool works in 8 bits
-        img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) / 256.0, 0, 255).astype(np.uint8))
-    rgba = img.convert("RGBA") if has_alpha else img.convert("RGB")
-    arr = np.asarray(rgba)
-    sr = up(np.ascontiguousarray(arr[..., :3]))
-    out = Image.fromarray(sr)
-    if gray:
-        out = out.convert("L")
-    if has_alpha:
-        h, w = sr.shape[:2]
-        alpha = Image.fromarray(bicubic_resize(np.ascontiguousarray(arr[..., 3]), (w, h)))
-        out = out.convert("LA" if gray else "RGBA")
-        out.putalpha(alpha)
-    return out
-
-
-def save_image(img: Image.Image, path: Path) -> None:
-    fmt = _PIL_FORMAT[path.suffix.lower()]
-    if fmt in _NO_ALPHA and img.mode in ("RGBA", "LA"):
-        log.warning("%s: %s has no alpha channel; alpha dropped", path.name, fmt)
-        img = img.convert("L" if img.mode == "LA" else "RGB")
+def save_image(sr: np.ndarray, decoded: DecodedImage, path: Path) -> None:
+    """Encode the model's output as ``path``'s extension asks, carrying the input's alpha, grey and ICC profile
+    (:mod:`vsr.images`, the service's code too); what the output loses is logged."""
+    fmt = format_for_path(path)
+    if fmt is None:  # plan() lets only our extensions through
+        raise UsageError(f"unsupported output extension {path.suffix!r}; use one of {', '.join(IMAGE_EXTS)}")
+    for note in output_notes(decoded, fmt):
+        log.warning("%s: %s", path.name, note)
+    data = encode(sr, decoded, fmt, quality=QUALITY)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    path.write_bytes(data)
 
 
 def plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -107,7 +85,7 @@ def _engine(args: argparse.Namespace) -> Engine:
     """The shared engine with the one model asked for (``--device auto``: the service's device and dtype choice)."""
     tiles = TileSpec(tile=max(args.tile, 0), overlap=TILE_OVERLAP)
     try:
-        return Engine.open([args.model], device=args.device, tiles=tiles)
+        return Engine.open([args.model], device=args.device, dtype=args.dtype, tiles=tiles)
     except (ArtifactError, DeviceError) as e:
         raise UsageError(str(e)) from None
 
@@ -154,8 +132,9 @@ def run(args: argparse.Namespace) -> Outcome:
                 if cur is None:
                     _upscale_video(engine, src, dst)
                 else:
-                    saves.append((dst, writer.submit(save_image, upscale_image(cur.result(), up), dst)))
-            except (OSError, VideoError) as e:  # unreadable or corrupt input (PIL: OSError; PyAV: VideoError)
+                    decoded = cur.result()
+                    saves.append((dst, writer.submit(save_image, up(decoded.rgb), decoded, dst)))
+            except (OSError, ImageError, VideoError) as e:  # unreadable or corrupt input
                 if not inp.is_dir():
                     raise UsageError(f"cannot read {src}: {e}") from None
                 log.warning("skipped %s: %s", src, e)
@@ -170,17 +149,11 @@ def run(args: argparse.Namespace) -> Outcome:
     return done
 
 
-def _prefetch(reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int) -> Future[Image.Image] | None:
+def _prefetch(reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int) -> Future[DecodedImage] | None:
     """The ``i``-th image, read in the background (None past the end and for videos, which stream themselves)."""
     if i >= len(jobs) or jobs[i][0].suffix.lower() in VIDEO_EXTS:
         return None
-    return reader.submit(_read, jobs[i][0])
-
-
-def _read(src: Path) -> Image.Image:
-    im = Image.open(src)
-    im.load()  # reads the pixels and closes the file (single-frame formats); the image stays usable
-    return im
+    return reader.submit(read_image, jobs[i][0])  # the user's own file: no decode caps (NO_LIMITS)
 
 
 def _saved(dst: Path, f: Future[None]) -> None:

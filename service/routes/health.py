@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import BatcherDep, EngineDep, RegistryDep
 from service.errors import ApiError, v2_responses
-from service.routes.oip import VERSION, check_model
+from service.modelrefs import VERSION, check_model
 
 router = APIRouter(tags=["health"])
 models_router = APIRouter(tags=["models"])
@@ -49,7 +49,13 @@ class ModelMetadata(BaseModel):
                     "scale": 2,
                     "parameters": 29000,
                     "config": {"scale": 2, "channels": 28, "depth": 3, "fused": True},
-                    "dtype": "bf16",
+                    "dtype": "int8",
+                    "runtime": "openvino",
+                    "precision": "int8",
+                    "ms_per_frame": 1.9,
+                    "probe": [96, 160],
+                    "ms_per_megapixel": 118.0,
+                    "candidates_ms": {"torch/fp32": 6.1, "torch/bf16": 2.4, "openvino/fp32": 4.3, "openvino/int8": 1.9},
                     "device": "cpu",
                     "scores": {"Set5": {"psnr_y": 37.3, "bicubic_psnr_y": 33.7}},
                     "created": "2026-11-28T02:00:00+00:00",
@@ -69,6 +75,12 @@ class ModelMetadata(BaseModel):
     parameters: int
     config: dict[str, Any]
     dtype: str
+    runtime: str = Field(description="torch or openvino: measured at load on this machine (vsr/runner.py)")
+    precision: str = Field(description="fp32, bf16, fp16 or int8 (int8: the artifact's own IR, made at export)")
+    ms_per_frame: float | None = Field(description="the chosen runtime's time on the probe frame (probe: h, w)")
+    probe: list[int]
+    ms_per_megapixel: float | None = Field(description="cost per input megapixel: the probe, then served frames")
+    candidates_ms: dict[str, float | None] = Field(description="probe ms of every candidate (None: cannot run here)")
     device: str
     scores: dict[str, Any]
     created: str

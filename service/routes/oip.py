@@ -14,7 +14,6 @@ request) and the same overload/deadline answers (503 + Retry-After, 504). Errors
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -31,16 +30,17 @@ from service.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep
 from service.engine import Engine
 from service.errors import ApiError, v2_responses
 from service.metrics import Metrics
-from service.routes.upscale import decode_counted, infer
+from service.modelrefs import VERSION, check_model
 from service.settings import Settings
+from service.submit import decode_counted, infer_all
 from service.uploads import read_body
+from vsr.images import TooManyPixels
 
 router = APIRouter(tags=["models"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TENSOR = "image"  # the one input and the one output
 DATATYPE = "UINT8"
-VERSION = "1"  # artifacts have no versions; "1" is the only one (as the metadata says)
 SOURCE = "oip"  # vsr_frames_total{source}
 
 
@@ -163,14 +163,6 @@ async def model_version_infer(
     return await _infer(name, version, request, settings, engine, batcher, metrics)
 
 
-def check_model(engine: Engine, name: str, version: str = VERSION) -> None:
-    """404 unless ``name`` is loaded and ``version`` is its one version."""
-    if name not in engine.models:
-        raise ApiError(404, "model_not_found", f"no model {name!r}; loaded: {engine.names}")
-    if version != VERSION:
-        raise ApiError(404, "version_not_found", f"model {name!r} has no version {version!r}; versions: ['1']")
-
-
 async def _infer(
     name: str,
     version: str,
@@ -188,7 +180,7 @@ async def _infer(
     header_length = request.headers.get(HEADER_LENGTH)
     parsed = await decode_counted(metrics, parse_request, body, header_length, settings.max_input_pixels)
     del body
-    outs = await _run_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics)
+    outs = await infer_all(batcher, parsed.frames, model=name, deadline=deadline, metrics=metrics, source=SOURCE)
     result = np.stack(outs) if parsed.batched else outs[0]
     content, header_len = await run_in_threadpool(encode_response, parsed, result, name)
     if header_len is None:
@@ -196,29 +188,12 @@ async def _infer(
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_len)})
 
 
-async def _run_all(
-    batcher: Batcher, frames: np.ndarray, *, model: str, deadline: float, metrics: Metrics
-) -> list[np.ndarray]:
-    """Every frame through the batcher at once (same model and shape: they batch together); on the first failure
-    the rest are cancelled, so the worker drops them instead of running them for nobody."""
-    tasks = [
-        asyncio.ensure_future(infer(batcher, f, model=model, deadline=deadline, metrics=metrics, source=SOURCE))
-        for f in frames
-    ]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        raise
-
-
 def bad(message: str) -> ApiError:
     return ApiError(400, "invalid_inference_request", message)
 
 
 def parse_request(body: bytes, header_length: str | None, max_pixels: int) -> Parsed:
-    """Body -> frames. Raises ApiError 400 (malformed), 413 (too many pixels)."""
+    """Body -> frames. Raises ApiError 400 (malformed), :class:`TooManyPixels` (over the request's pixel cap)."""
     if header_length is None:
         header, binary = body, b""
     else:
@@ -246,7 +221,7 @@ def _check_shape(tensor: InputTensor, max_pixels: int) -> tuple[int, ...]:
         raise bad(f"input {TENSOR!r} must have shape [H, W, 3] or [N, H, W, 3] (RGB), got {list(shape)}")
     pixels = int(np.prod(shape[:-1], dtype=np.int64))  # N*H*W: one request's pixels, capped like one image
     if pixels > max_pixels:
-        raise ApiError(413, "too_many_pixels", f"{list(shape)} is {pixels} pixels, over the limit of {max_pixels}")
+        raise TooManyPixels(f"{list(shape)} is {pixels} pixels, over the limit of {max_pixels}")
     return shape
 
 

@@ -11,14 +11,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import StreamsDep
+from service.deps import BatcherDep, StreamsDep
 from service.errors import ApiError, responses
 from service.streams.config import StreamSpec
 from service.streams.info import StreamInfo
-from service.streams.manager import NotOwner, StreamConflict, StreamManager, TooManyStreams, UnknownModel, UnknownStream
 from service.streams.output import EncodedFrame, encode_jpeg
 from service.streams.pipeline import Stream
-from service.urlpolicy import UrlRejected
 
 BOUNDARY = "vsrframe"
 KEEPALIVE_S = 5.0  # an MJPEG viewer re-checks for a closed stream this often while no frame arrives
@@ -29,20 +27,22 @@ class ShardInfo(BaseModel):
     count: int = Field(description="replicas sharing the cameras (VSR_SHARD_COUNT)")
 
 
+class WorkerInfo(BaseModel):
+    """The inference worker over the last 10 s (``service.workload``)."""
+
+    busy: float = Field(description="fraction of the time it ran batches")
+    overloaded: bool = Field(description="demand above capacity: streams drop frames, uploads may get 503")
+    shares: dict[str, float] = Field(description="fraction of its time by source (upload, oip, video, stream:NAME)")
+
+
 class StreamList(BaseModel):
     streams: list[StreamInfo] = Field(description="this replica's streams only (its shard of the cameras)")
     max_streams: int
     shard: ShardInfo
+    worker: WorkerInfo
 
 
 router = APIRouter(prefix="/stream", tags=["streams"])
-
-
-def _stream(manager: StreamManager, stream_id: str) -> Stream:
-    try:
-        return manager.get(stream_id)
-    except UnknownStream:
-        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422, 429))
@@ -52,43 +52,38 @@ async def add_stream(spec: StreamSpec, manager: StreamsDep, response: Response) 
     With several replicas (``VSR_SHARD_COUNT``) a camera that another replica's shard owns is refused with 409
     ``wrong_shard``, naming the owner's index (also in the ``X-Shard-Owner`` header): no override, so that a camera
     never runs twice."""
-    try:
-        stream = await run_in_threadpool(manager.add, spec)  # DNS resolution blocks: off the event loop
-    except NotOwner as e:
-        raise ApiError(409, "wrong_shard", str(e), headers={"X-Shard-Owner": str(e.owner)}) from None
-    except UrlRejected as e:
-        raise ApiError(e.status, e.code, e.message) from None
-    except UnknownModel as e:
-        raise ApiError(422, "invalid_model", str(e)) from None
-    except StreamConflict as e:
-        raise ApiError(409, "conflict", str(e)) from None
-    except TooManyStreams as e:
-        raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+    stream = await run_in_threadpool(manager.add, spec)  # DNS resolution blocks: off the event loop
     response.headers["Location"] = f"/stream/{stream.id}"
     return stream.info()
 
 
 @router.get("")
-async def list_streams(manager: StreamsDep) -> StreamList:
-    """Every stream with its state and counters."""
-    streams = [s.info() for s in manager.all()]
+async def list_streams(manager: StreamsDep, batcher: BatcherDep) -> StreamList:
+    """Every stream with its state and counters, and how the inference worker is shared."""
+    load = batcher.load()
+    streams = [_info(s, load.shares) for s in manager.all()]
     shard = ShardInfo(index=manager.shard.index, count=manager.shard.count)
-    return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard)
+    worker = WorkerInfo(busy=load.busy, overloaded=load.overloaded, shares=load.shares)
+    return StreamList(streams=streams, max_streams=manager.max_streams, shard=shard, worker=worker)
+
+
+def _info(stream: Stream, shares: dict[str, float]) -> StreamInfo:
+    info = stream.info()
+    info.worker_share = shares.get(stream.source, 0.0)
+    return info
 
 
 @router.get("/{stream_id}", responses=responses(404))
-async def get_stream(stream_id: str, manager: StreamsDep) -> StreamInfo:
-    """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles."""
-    return _stream(manager, stream_id).info()
+async def get_stream(stream_id: str, manager: StreamsDep, batcher: BatcherDep) -> StreamInfo:
+    """State (connecting|live|backoff|failed|stopped), source size/fps, output fps, counters, latency percentiles,
+    share of the inference worker."""
+    return _info(manager.get(stream_id), batcher.load().shares)
 
 
 @router.delete("/{stream_id}", status_code=204, responses=responses(404))
 async def delete_stream(stream_id: str, manager: StreamsDep) -> Response:
     """Stop the reader and free the stream (its threads exit within the read timeout)."""
-    try:
-        manager.remove(stream_id)
-    except UnknownStream:
-        raise ApiError(404, "not_found", f"no stream {stream_id!r}") from None
+    manager.remove(stream_id)
     return Response(status_code=204)
 
 
@@ -99,7 +94,7 @@ async def delete_stream(stream_id: str, manager: StreamsDep) -> Response:
 )
 async def mjpeg(stream_id: str, manager: StreamsDep) -> StreamingResponse:
     """The upscaled video as ``multipart/x-mixed-replace`` JPEGs: always the newest frame; slow viewers skip frames."""
-    stream = _stream(manager, stream_id)
+    stream = manager.get(stream_id)
 
     async def parts() -> AsyncIterator[bytes]:
         seq = 0
@@ -139,7 +134,7 @@ async def frame_jpg(
     for the first one — or, with ``after``, for one newer than that (else the newest again); 503 if none yet.
     The web page polls this for every tile: one short request per frame instead of one MJPEG connection per
     stream, which a browser caps at 6 per host."""
-    stream = _stream(manager, stream_id)
+    stream = manager.get(stream_id)
     timeout = min(max(wait, 0.0), 10.0)
     if after is not None:
         frame = await stream.output.wait_newer(after, timeout) or stream.output.latest
@@ -158,7 +153,7 @@ async def frame_jpg(
 )
 async def source_jpg(stream_id: str, manager: StreamsDep) -> Response:
     """The newest source frame sent to the model (before upscaling), for a side-by-side comparison."""
-    stream = _stream(manager, stream_id)
+    stream = manager.get(stream_id)
     rgb = stream.last_source
     if rgb is None:
         raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})

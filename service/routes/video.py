@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import EngineDep, JobsDep, SettingsDep
 from service.errors import ApiError, responses
+from service.modelrefs import pick_model
 from service.settings import Settings
 from service.uploads import open_upload
-from service.videojobs import TooManyJobs
-from vsr.video import SAFE_INPUT_OPTIONS, VideoError, VideoInfo, probe
+from vsr.video import SAFE_INPUT_OPTIONS, VideoInfo, probe
 
 VIDEO_TYPES = {
     "video/mp4": ".mp4",
@@ -90,21 +90,13 @@ async def upscale_video(
     poll `GET /jobs/{id}` (state, progress) and download `GET /jobs/{id}/result` (H.264 yuv420p MP4 with the same
     frame count, frame rate and timestamps; audio copied). E.g.
     `curl -F file=@clip.mp4 http://127.0.0.1:8000/upscale/video`."""
-    name = model or settings.model_for("video", engine.names)
-    if name not in engine.models:
-        raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    name = pick_model(settings, engine, model, "video")
     path = jobs.new_file(".upload")
     try:
         await _receive(request, path, settings.video_max_bytes)
-        try:
-            info = await run_in_threadpool(probe, path, SAFE_INPUT_OPTIONS)
-        except VideoError as e:
-            raise ApiError(415, "unsupported_video", f"not a supported video (mp4, mkv, mov, ts, webm): {e}") from None
+        info = await run_in_threadpool(probe, path, SAFE_INPUT_OPTIONS)  # VideoError: not a video we read
         check_header(info, settings)
-        job = jobs.create(path, info, model=name, scale=engine.scale(name))
-    except TooManyJobs as e:
-        _discard(path)
-        raise ApiError(429, "too_many_jobs", str(e), headers={"Retry-After": "10"}) from None
+        job = jobs.create(path, info, model=name, scale=engine.scale(name))  # TooManyJobs
     except BaseException:
         _discard(path)
         raise

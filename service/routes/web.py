@@ -13,9 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import ApiKey, DecodeLimiterDep, EngineDep, MetricsDep, SettingsDep
 from service.errors import ApiError, responses
-from service.imaging import OUTPUT_MEDIA_TYPES, decode_async, default_output_format, encode
+from service.imaging import OUTPUT_MEDIA_TYPES, decode_async
+from service.modelrefs import pick_model
 from service.uploads import read_image_bytes
 from vsr.imageops import upscale_bicubic
+from vsr.images import default_output_format, encode
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -58,18 +60,12 @@ async def bicubic(
     model: Annotated[str | None, Query(description="match this model's scale; default: the stills model")] = None,
 ) -> Response:
     """The same image resized with bicubic interpolation at the model's scale (what the model must beat)."""
-    name = model or settings.model_for("image", engine.names)
-    if name not in engine.models:
-        raise ApiError(422, "unknown_model", f"unknown model {name!r}; loaded: {engine.names}")
+    name = pick_model(settings, engine, model, "image")
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
-    decoded = await decode_async(
-        data,
-        max_pixels=settings.max_input_pixels,
-        deadline=time.monotonic() + settings.request_timeout_s,
-        limiter=limiter,
-    )
+    deadline = time.monotonic() + settings.request_timeout_s
+    decoded = await decode_async(data, limits=settings.image_limits(), deadline=deadline, limiter=limiter)
     scale = engine.scale(name)
     out = await run_in_threadpool(upscale_bicubic, decoded.rgb, scale)
     fmt = default_output_format(decoded)
-    body = await run_in_threadpool(encode, out, decoded, fmt=fmt)
+    body = await run_in_threadpool(encode, out, decoded, fmt)
     return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers={"X-VSR-Scale": str(scale)})

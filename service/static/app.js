@@ -225,14 +225,28 @@ function render(s, el) {
   const src = s.source.width ? `${s.source.width}×${s.source.height}` : "?";
   const out = s.output.width ? `${s.output.width}×${s.output.height}` : "?";
   const p50 = s.latency_seconds.p50 == null ? "–" : Math.round(s.latency_seconds.p50 * 1000);
+  const share = s.worker_share == null ? "–" : `${Math.round(s.worker_share * 100)} %`;
   el.querySelector(".stats").textContent =
     `${src} → ${out} · fps in ${fmt(s.input_fps)} / out ${fmt(s.output.fps)} · latency p50 ${p50} ms · ` +
+    `worker share ${share} · ` +
     `drops: ${drops} · reconnects ${s.reconnects}` + (s.state !== "live" && s.last_error ? ` · ${s.last_error}` : "");
+}
+
+// The worker's load: past capacity every stream gets an equal share and drops stale frames (service/workload.py).
+function showWorker(w) {
+  const el = $("worker-load");
+  el.textContent = `inference worker busy ${Math.round(w.busy * 100)} %` +
+    (w.overloaded ? " · OVERLOADED: demand is above capacity, streams share it and drop frames" : "");
+  el.classList.toggle("overloaded", w.overloaded);
 }
 
 async function refreshStreams(restart = false) {
   let list = [];
-  try { list = (await (await api("/stream")).json()).streams; } catch (e) {
+  try {
+    const body = await (await api("/stream")).json();
+    list = body.streams;
+    showWorker(body.worker);
+  } catch (e) {
     $("stream-status").textContent = e.message;
     return;
   }

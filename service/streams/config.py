@@ -50,7 +50,10 @@ class StreamSpec(BaseModel):
     url: str = Field(max_length=2048, examples=["rtsp://192.168.1.20:554/stream1"])
     name: str | None = Field(None, pattern=NAME_RE.pattern, examples=["gate-1"])
     model: str | None = Field(
-        None, description="a loaded model; default: x2-camera (VSR_STREAM_MODEL)", examples=["x2"]
+        None,
+        description="a loaded model, or auto: the best camera model that fits the frame budget of all live streams "
+        "(switched without reconnecting); default: VSR_STREAM_MODEL, else auto",
+        examples=["x2", "auto"],
     )
     transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTSP transport; udp only for cameras in VSR_STREAM_ALLOW_CIDRS (docs/reliability.md)"

@@ -42,11 +42,19 @@ class PublishInfo(BaseModel):
     last_error: str | None
 
 
+class ModelChoice(BaseModel):
+    """Why the stream runs its model: named by the stream, or chosen by ``auto`` for the frame budget."""
+
+    mode: Literal["auto", "named"]
+    reason: str
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
     url: str = Field(description="the source URL without its password")
     model: str
+    model_choice: ModelChoice
     scale: int
     transport: str
     state: StreamState
@@ -59,6 +67,9 @@ class StreamInfo(BaseModel):
     reconnects: int
     last_error: str | None
     latency_seconds: Latency
+    worker_share: float | None = Field(
+        default=None, description="this stream's fraction of the inference worker's time over the last 10 s"
+    )
     publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
     mjpeg_url: str
     frame_url: str

@@ -1,4 +1,5 @@
-"""All streams of the service: created by the app's lifespan, capped, stopped on shutdown."""
+"""All streams of the service: created by the app's lifespan (``service.app``, which wires in the settings, the
+engine's models and the batcher), capped, stopped on shutdown."""
 
 from __future__ import annotations
 
@@ -6,25 +7,20 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from service.batcher import Batcher, SubmitFn
+from service.batcher import SubmitFn
 from service.metrics import Metrics
 from service.sharding import Shard
-from service.streams.config import StreamOptions, StreamSpec, load_stream_specs
+from service.streams.auto import AUTO, INTERVAL_S, AutoModel
+from service.streams.config import StreamOptions, StreamSpec
 from service.streams.pipeline import Stream
-from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, policy_from, redact
-
-if TYPE_CHECKING:  # the engine and the settings import the stream config
-    from service.engine import Engine
-    from service.settings import Settings
+from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, redact
 
 log = logging.getLogger(__name__)
 
 
 class TooManyStreams(Exception):
-    """The concurrent-stream cap is reached (429); ``retry_after_s``: when a stopping stream's slot frees."""
+    """The concurrent-stream cap is reached; ``retry_after_s``: when a stopping stream's slot frees."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
@@ -32,19 +28,19 @@ class TooManyStreams(Exception):
 
 
 class UnknownStream(KeyError):
-    """No stream with that id (404)."""
+    """No stream with that id."""
 
 
 class StreamConflict(ValueError):
-    """A stream with that name exists (409)."""
+    """A stream with that name exists."""
 
 
 class UnknownModel(StreamConflict):
-    """The stream asks for a model that is not loaded (422)."""
+    """The stream asks for a model that is not loaded."""
 
 
 class NotOwner(Exception):
-    """Another replica's shard owns this camera (409): each camera runs on exactly one replica."""
+    """Another replica's shard owns this camera: each camera runs on exactly one replica."""
 
     def __init__(self, camera: str, owner: int, shard: Shard) -> None:
         super().__init__(
@@ -74,8 +70,11 @@ class StreamManager:
         max_streams: int = 8,
         default_model: str | None = None,
         shard: Shard | None = None,
+        auto: AutoModel | None = None,
     ) -> None:
+        """``auto``: the chooser of streams that name no model (or ``auto``); without it they get ``default_model``."""
         self.submit, self.models, self.metrics = submit, dict(models), metrics
+        self.auto = auto
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
         self._default_model = default_model
         self.shard = shard or Shard()
@@ -85,6 +84,9 @@ class StreamManager:
         self._stopping: set[Stream] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()
+        if auto is not None:  # sources report size and rate once connected; costs move with load
+            threading.Thread(target=self._auto_loop, name="streams:auto", daemon=True).start()
 
     @property
     def default_model(self) -> str:
@@ -95,12 +97,18 @@ class StreamManager:
         """Check the URL (resolves DNS: call from a worker thread, not the event loop), then start the stream.
 
         ``wait_for_dns``: a host that does not resolve yet (a camera container still starting) is not an error;
-        the reader checks again before each connect attempt. Raises :class:`UrlRejected` (400/403),
+        the reader checks again before each connect attempt. Raises :class:`UrlRejected`,
         :class:`StreamConflict`, :class:`TooManyStreams`, :class:`NotOwner`.
         """
         if not self.shard.owns(key := camera_key(spec)):
             raise NotOwner(key, self.shard.owner(key), self.shard)
-        model = spec.model or self.default_model
+        model = spec.model or (AUTO if self.auto is not None else self.default_model)
+        auto = model == AUTO and self.auto is not None
+        if auto:
+            assert self.auto is not None
+            model = self.auto.choice.model if self.auto.choice else self.auto.candidates[-1]  # decided below
+        elif model == AUTO:
+            model = self.default_model
         if model not in self.models:
             raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.models)}")
         # the publish target first: it is never waited for (a typo should fail the request, not retry forever)
@@ -137,12 +145,26 @@ class StreamManager:
                 check=lambda: self._check(spec),
                 publish=target,
             )
+            stream.auto = auto
             self._streams[stream.id] = stream
+        self.decide()
         stream.start()
         log.info("stream %s (%s) started: %s -> %s", stream.name, stream.id, redact(spec.url), model)
         if target is not None:
             log.info("stream %s published to %s", stream.name, target.redacted)
         return stream
+
+    def decide(self) -> None:
+        """Re-decide the model of the ``auto`` streams for the live streams' budget (``service.streams.auto``)."""
+        if self.auto is not None:
+            self.auto.decide(self.all())
+
+    def _auto_loop(self) -> None:
+        while not self._stop.wait(INTERVAL_S):
+            try:
+                self.decide()
+            except Exception:  # noqa: BLE001 - a failed decision keeps the current models; never end the loop
+                log.exception("stream model auto: decision failed")
 
     def _check(self, spec: StreamSpec) -> CheckedUrl:
         """The URL policy, then the transport policy (UDP only to allow-listed cameras)."""
@@ -180,6 +202,7 @@ class StreamManager:
         if stream is None:
             raise UnknownStream(stream_id)
         stream.stop()
+        self.decide()
         if join_timeout and stream.join(join_timeout):
             self._reaped(stream, 0.0)
         else:  # the reader may sit in a network read up to its timeout: let it end off the caller's thread
@@ -225,6 +248,7 @@ class StreamManager:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every stream (the app's shutdown)."""
+        self._stop.set()
         with self._lock:
             self._closed = True
             streams, self._streams = list(self._streams.values()), {}
@@ -232,19 +256,3 @@ class StreamManager:
             s.stop()
         for s in streams:
             s.reap(timeout / max(len(streams), 1))
-
-
-def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics: Metrics) -> StreamManager:
-    """The app lifespan's stream manager, with the cameras of ``VSR_STREAMS`` / ``VSR_STREAMS_FILE`` started."""
-    manager = StreamManager(
-        submit=batcher.submit,
-        models={name: engine.scale(name) for name in engine.names},
-        metrics=metrics,
-        policy=policy_from(settings.stream_allow_cidrs, settings.stream_allow_file),
-        opts=replace(settings.stream_options(), cuda=engine.device.type == "cuda"),
-        max_streams=settings.max_streams,
-        default_model=settings.model_for("stream", engine.names),
-        shard=settings.shard(),
-    )
-    manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
-    return manager

@@ -28,11 +28,13 @@ import numpy as np
 
 from service.batcher import DeadlineExceeded, QueueFull, SubmitFn
 from service.metrics import Metrics
+from service.streams.auto import Load
 from service.streams.capture import STATES, Capture
 from service.streams.config import StreamOptions, StreamSpec
 from service.streams.info import (
     DROP_REASONS,
     Latency,
+    ModelChoice,
     OutputInfo,
     PublishInfo,
     SourceInfo,
@@ -114,6 +116,7 @@ class Stream:
         ``publish``: the (checked) media server the upscaled frames are pushed to, in their own thread."""
         self.id = uuid.uuid4().hex[:12]
         self.spec, self.src, self.name, self.model, self.scale = spec, src, name, model, scale
+        self.auto, self.model_reason = False, "named by the stream"  # service.streams.auto switches auto streams
         self.source = f"stream:{name}"  # its frames' label in the batcher and vsr_frames_total
         self.opts, self._submit, self.metrics = opts, submit, metrics
         self.state = "connecting"
@@ -176,6 +179,19 @@ class Stream:
         if self.publisher is not None:
             joined = self.publisher.join(max(0.0, deadline - time.monotonic())) and joined
         return joined
+
+    def switch_model(self, model: str, reason: str) -> None:
+        """The next frame sent goes to ``model`` (frames in flight finish on the old one); no reconnect."""
+        old, self.model, self.model_reason = self.model, model, reason
+        if old != model:
+            with contextlib.suppress(KeyError):
+                self.metrics.stream_model.remove(self.name, old)
+        if (m := self._live_metrics()) is not None:
+            m.stream_model.labels(stream=self.name, model=model).set(1)
+
+    def load(self) -> Load:
+        s = self.stats
+        return Load(None if self.auto else self.model, s.source_height, s.source_width, s.source_fps)
 
     # -- CaptureSink (called on the reader thread) --
 
@@ -330,7 +346,9 @@ class Stream:
             (self.metrics.stream_state, [(self.name, st) for st in STATES]),
             (self.metrics.stream_reconnects, [(self.name,)]),
             (self.metrics.stream_latency, [(self.name,)]),
+            (self.metrics.stream_model, [(self.name, self.model)]),
             (self.metrics.frames, [(self.source,)]),
+            (self.metrics.worker_seconds, [(self.source,)]),
         ):
             for labels in labelsets:
                 with contextlib.suppress(KeyError):
@@ -349,6 +367,7 @@ class Stream:
             name=self.name,
             url=redact(self.spec.url),
             model=self.model,
+            model_choice=ModelChoice(mode="auto" if self.auto else "named", reason=self.model_reason),
             scale=self.scale,
             transport=self.spec.transport,
             state=cast(StreamState, self.state),  # one of capture.STATES, set by the reader

@@ -30,7 +30,12 @@ def test_loads_models_with_metadata(tiny_artifact: dict[str, Path]) -> None:
     assert d["arch"] == "rep_student" and d["dtype"] == "fp32" and d["device"] == "cpu" and d["parameters"] > 0
     assert engine.metrics is not None
     labels = {"model": "x2", "arch": "rep_student", "scale": "2", "parameters": str(d["parameters"])}
-    assert engine.metrics.registry.get_sample_value("vsr_model_info", {**labels, "dtype": "fp32", "device": "cpu"}) == 1
+    assert (
+        engine.metrics.registry.get_sample_value(
+            "vsr_model_info", {**labels, "dtype": "fp32", "runtime": "torch", "device": "cpu"}
+        )
+        == 1
+    )
 
 
 def test_warmup_sets_ready(tiny_artifact: dict[str, Path]) -> None:

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from service.videojobs import JobManager, JobOptions
+from service.videojobs import CHANGED, MISSING, JobManager, JobOptions
 from tests.support.live import Server, base_settings, serve, wait_job, wait_until
 from tests.support.media import count_frames, decode, make_clip
 from tests.support.reference import assert_model_output
@@ -97,28 +98,107 @@ def test_finished_jobs_survive_a_restart(tiny_artifact: dict[str, Path], tmp_pat
         assert not [p for p in (tmp_path / "jobs").iterdir() if p.suffix == ".mp4"]
 
 
-def test_unfinished_jobs_fail_with_a_reason_after_a_crash(tmp_path: Path) -> None:
-    pending: list[Future[np.ndarray]] = []
+class Crash(BaseException):
+    """Ends a job's worker thread the way a kill ends the process: no except clause, no clean-up."""
 
-    def never(frame: np.ndarray, **_: object) -> Future[np.ndarray]:  # a worker that never answers
-        pending.append(Future())
-        return pending[-1]
 
-    opts = JobOptions(jobs_dir=str(tmp_path / "jobs"))
-    first = JobManager(never, opts)
+def upscale2x(frame: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(frame, 2, 0), 2, 1)
+
+
+def answering(calls: list[int], crash_after: int | None = None) -> Callable[..., Future[np.ndarray]]:
+    """A batcher stand-in: nearest-neighbour x2, counting frames; past ``crash_after`` frames its worker "dies"."""
+
+    def submit(frame: np.ndarray, **_: object) -> Future[np.ndarray]:
+        fut: Future[np.ndarray] = Future()
+        if crash_after is not None and len(calls) >= crash_after:
+            fut.set_exception(Crash())
+        else:
+            calls.append(1)
+            fut.set_result(upscale2x(frame))
+        return fut
+
+    return submit
+
+
+def crash_mid_job(tmp_path: Path, n: int = 40) -> tuple[JobManager, str, Path]:
+    """A job on a 40-frame clip (8-frame segments) whose worker dies at frame 13: one segment is durable."""
+    opts = JobOptions(jobs_dir=str(tmp_path / "jobs"), segment_s=0.5)  # 15 fps: 8 frames a segment
+    first = JobManager(answering([], crash_after=12), opts)
     upload = first.new_file(".mp4")
-    make_clip(upload)
+    make_clip(upload, n=n, audio="aac")
     job = first.create(upload, probe(upload), model="x2", scale=2)
-    assert wait_until(lambda: job.state == "running" and bool(pending), 20)
-    # the process dies here (no close()); the next start opens the same folder
-    second = JobManager(never, opts)
-    restored = second.get(job.id)
-    assert restored is not None and restored.state == "failed" and "restarted" in (restored.error or "")
-    assert not restored.in_path.exists() and not restored.out_path.exists()
-    for f in pending:  # let the first manager's worker end
-        f.cancel()
+    assert wait_until(lambda: not first._threads[0].is_alive(), 30)  # the "process" died mid-job
+    (doc,) = first.store.load()
+    assert doc["state"] == "running" and [s["frames"] for s in doc["segments"]] == [8]
+    return first, job.id, upload
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_crashed_job_resumes_after_its_last_segment(tmp_path: Path) -> None:
+    first, job_id, upload = crash_mid_job(tmp_path)
+    reference, samples = decoded(upload), audio_samples(upload)
+    calls: list[int] = []
+    second = JobManager(answering(calls), JobOptions(jobs_dir=str(tmp_path / "jobs"), segment_s=0.5))
+    job = second.get(job_id)
+    assert job is not None and wait_until(lambda: job.state in ("done", "failed"), 30), job.describe()
+    assert job.state == "done", job.error
+    assert len(calls) == 40 - 8  # the durable segment's frames were not upscaled again
+    assert "resumed after a restart at frame 8" in job.notes and job.frames_done == 40
+    out = decoded(job.out_path)
+    assert [t for t, _ in out] == [t for t, _ in reference]  # every frame once, at its input time
+    for (_, got), (_, src) in zip(out, reference, strict=True):  # the model's output, within codec tolerance
+        assert psnr(got, upscale2x(src)) > 30
+    assert audio_samples(job.out_path) == samples > 0
+    assert files(second) == [job.out_path.name]  # the upload and the segments are gone
     first.close()
     second.close()
-    expiring = JobManager(never, JobOptions(jobs_dir=str(tmp_path / "jobs"), ttl_s=1e-6))  # TTL cleanup as before
-    assert expiring.get(job.id) is None and expiring.store.load() == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_job_whose_upload_changed_or_went_fails_with_the_reason(tmp_path: Path) -> None:
+    first, job_id, upload = crash_mid_job(tmp_path / "changed")
+    with upload.open("r+b") as f:  # one flipped byte in the middle: disk corruption
+        f.seek(upload.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    second = JobManager(answering([]), JobOptions(jobs_dir=str(tmp_path / "changed" / "jobs")))
+    job = second.get(job_id)
+    assert job is not None and wait_until(lambda: job.state == "failed", 30), job.describe()
+    assert job.error == CHANGED
+    assert files(second) == []
+    for m in (first, second):
+        m.close()
+
+    first, job_id, upload = crash_mid_job(tmp_path / "gone")
+    upload.unlink()
+    second = JobManager(answering([]), JobOptions(jobs_dir=str(tmp_path / "gone" / "jobs")))
+    job = second.get(job_id)
+    assert job is not None and job.state == "failed" and job.error == MISSING
+    assert files(second) == []
+    for m in (first, second):
+        m.close()
+    expiring = JobManager(answering([]), JobOptions(jobs_dir=str(tmp_path / "gone" / "jobs"), ttl_s=1e-6))
+    assert expiring.get(job_id) is None and expiring.store.load() == []  # TTL cleanup as before
     expiring.close()
+
+
+def files(jobs: JobManager) -> list[str]:
+    return sorted(p.name for p in jobs.dir.iterdir() if not p.name.startswith("jobs.sqlite3"))
+
+
+def decoded(path: Path) -> list[tuple[float, np.ndarray]]:
+    with av.open(str(path)) as c:
+        tb = c.streams.video[0].time_base
+        return [(float(f.pts * tb), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+def audio_samples(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(f.samples for f in c.decode(audio=0))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -1,0 +1,176 @@
+"""OpenVINO as the CPU runtime: one model graph with uint8 NHWC in and out, compiled once per input shape.
+
+- The graph: the model in pixel levels (``x / 255`` in, ``x 255``, clamp and round out: :class:`LevelsNet`), converted
+  straight from torch (``openvino.convert_model``; ~0.5 s for a student, no ONNX file on the way) with dynamic N, H, W.
+  The uint8 <-> float conversions and the NHWC <-> NCHW transposes are added inside the graph by OpenVINO's
+  pre/post-processing API (:func:`with_uint8_io`), so a frame goes in and out as the decoder/encoder's uint8 array
+  and no full-frame float pass runs in numpy or torch. A luma model takes and gives one channel (Y).
+- int8: a post-training quantised IR written at export (``training.quantize``), stored in the artifact folder as
+  ``model_int8.xml``/``.bin`` (levels in/out like :class:`LevelsNet`); loaded here, never made here.
+- Compiled once per input shape (a camera has one; uploads vary), static shapes, the last :data:`MAX_SHAPES` kept.
+  OpenVINO's model cache (``CACHE_DIR``, :func:`default_cache_dir`) keeps compiled blobs on disk across restarts.
+- Threads: ``INFERENCE_NUM_THREADS`` = torch's intra-op threads (``VSR_THREADS``, default all cores), one stream,
+  latency hint: one frame at a time on all cores, as the torch path runs.
+
+Import this module only where ``openvino`` is installed (:func:`available`); torch stays the fallback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    import openvino as ov
+
+log = logging.getLogger(__name__)
+
+INT8_XML = "model_int8.xml"  # the artifact's int8 variant (an OpenVINO IR; its weights in model_int8.bin)
+MAX_SHAPES = 8  # compiled shapes kept per kernel (~50 ms to compile one, less from the disk cache)
+# OpenVINO's name for each precision; int8 runs its quantised ops in int8 and the rest in f32
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+_core_lock = threading.Lock()
+_cores: dict[str, Any] = {}
+
+
+def available() -> bool:
+    """True when the ``openvino`` package can be imported (it is a main dependency; a slim install may lack it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def default_cache_dir() -> Path:
+    """``VSR_OV_CACHE_DIR``, else ``$XDG_CACHE_HOME/vsr/ov`` (``~/.cache/vsr/ov``)."""
+    if env := os.environ.get("VSR_OV_CACHE_DIR", "").strip():
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "vsr" / "ov"
+
+
+def core(cache_dir: Path | None) -> ov.Core:
+    """One ``openvino.Core`` per cache folder (the cache is a property of the core)."""
+    import openvino as ov
+
+    key = str(cache_dir or "")
+    with _core_lock:
+        c = _cores.get(key)
+        if c is None:
+            c = ov.Core()
+            if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                c.set_property({"CACHE_DIR": str(cache_dir)})
+            _cores[key] = c
+        return c
+
+
+class LevelsNet(nn.Module):
+    """``model`` in pixel levels: float NCHW in 0..255 -> float NCHW in 0..255, clamped and rounded.
+
+    The ``/ 255`` and ``x 255`` fold into the first and last convolutions when OpenVINO compiles the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.model(x / 255.0)
+        return (y * 255.0).clamp(0.0, 255.0).round()
+
+
+def levels_model(model: nn.Module, channels: int) -> ov.Model:
+    """The float graph of ``model`` in levels (input ``lr``: N x channels x H x W, dynamic N/H/W)."""
+    import openvino as ov
+
+    net = LevelsNet(model.float().eval()).eval()
+    example = torch.rand(1, channels, 32, 32) * 255.0
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the converter traces with torch.jit (torch 2.13 warns)
+        graph = ov.convert_model(net, example_input=example, input=[(-1, channels, -1, -1)])
+    graph.inputs[0].get_tensor().set_names({"lr"})
+    return graph
+
+
+def with_uint8_io(graph: ov.Model) -> ov.Model:
+    """uint8 NHWC in and out, inside the graph (``graph`` takes and gives float NCHW levels)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(graph)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    ppp.output().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.output().model().set_layout(ov.Layout("NCHW"))
+    return ppp.build()
+
+
+def read_int8(xml: Path) -> ov.Model:
+    """The artifact's int8 IR (float levels in/out, like :func:`levels_model`)."""
+    return core(None).read_model(str(xml))
+
+
+class OvKernel:
+    """uint8 NHWC in -> uint8 NHWC ``scale`` x out through OpenVINO on the CPU (the :class:`vsr.kernel.Kernel`
+    interface). ``graph``: float levels in/out (:func:`levels_model` or an int8 IR); ``precision``: fp32/bf16/int8.
+    """
+
+    def __init__(
+        self,
+        graph: ov.Model,
+        *,
+        scale: int,
+        precision: str,
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.core = core(cache_dir)
+        caps = list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if precision == "bf16" and "BF16" not in caps:
+            # OpenVINO would quietly run f32 under a bf16 label: a duplicate candidate that reports a false precision
+            raise RuntimeError(f"OpenVINO has no bf16 on this CPU (its capabilities: {', '.join(caps)})")
+        self.scale, self.precision = scale, precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.channels = int(graph.inputs[0].get_partial_shape()[1].get_length())
+        self.graph = with_uint8_io(graph)
+        self.config = {
+            "INFERENCE_NUM_THREADS": str(threads or torch.get_num_threads()),
+            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": HINTS[precision],
+        }
+        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # shape -> infer request
+        self.compiled = False  # torch.compile's flag on the torch kernels; not used here
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        req = self._compiled.get(shape)
+        if req is not None:
+            self._compiled.move_to_end(shape)
+            return req
+        graph = self.graph.clone()
+        graph.reshape({0: list(shape)})
+        req = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        self._compiled[shape] = req
+        while len(self._compiled) > MAX_SHAPES:
+            self._compiled.popitem(last=False)
+        log.debug("openvino %s: compiled for %s", self.precision, shape)
+        return req
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        single = frames.ndim == 3
+        if single:
+            frames = frames[None]
+        if frames.shape[-1] != self.channels:
+            raise ValueError(f"expected {self.channels} channel(s), got frames of shape {frames.shape}")
+        req = self._request(tuple(frames.shape))
+        out: np.ndarray = req.infer({0: np.ascontiguousarray(frames)})[0]
+        out = out.copy()  # the request owns its output buffer: the next call would overwrite it
+        return out[0] if single else out
