@@ -5,7 +5,8 @@ Each mutant replaces one small snippet of the code with a broken version, in a t
 PYTHONPATH at the copy. A mutant is *killed* when those tests fail, and *survives* when they pass (or skip). The
 script exits 1 if any mutant survives, or if a mutant's snippet is no longer found exactly once in its file: a
 refactor moved the code, and the mutant must be re-anchored rather than silently dropped. So snippets are short
-and pick lines that state what the code does (a model call, a drain condition, ``optimizer.step()``), not layout.
+and pick lines that state what the code does (a model call, a drain condition, ``optimizer.step()``), not layout;
+a replacement imports what it uses, so that a mutant fails the tests by its behaviour, never by a NameError.
 
     python scripts/mutants.py            # every mutant, one at a time (`make mutants`; `make test` runs it)
     python scripts/mutants.py --check    # only check that every snippet still applies (no tests run)
@@ -48,6 +49,7 @@ MUTANTS = (
         "`vsr upscale` writes bicubic instead of the model's output",
         "vsr_cli/upscale.py",
         "        out: np.ndarray = engine.run(name, rgb[None])[0]\n",
+        "        from vsr.imageops import bicubic_resize\n\n"
         "        out: np.ndarray = bicubic_resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale))\n",
         ("tests/vsr_cli/test_upscale.py::test_file",),
     ),
@@ -63,8 +65,8 @@ MUTANTS = (
         "stream-list-500",
         "GET /stream answers 500",
         "service/routes/stream.py",
-        '    """Every stream with its state and counters."""\n',
-        '    """Every stream with its state and counters."""\n    raise RuntimeError("mutant")\n',
+        '    """Every stream with its state and counters',  # the docstring's start: the body turns unreachable
+        '    raise RuntimeError("mutant")\n    """Every stream with its state and counters',
         ("tests/service/streams/test_stream_e2e.py::test_never_answering_source",),
     ),
     Mutant(
