@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install serve test lint bench audit clean train
+.PHONY: install serve test mutants lint bench audit clean train
 
 install: $(STAMP)
 
@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml Makefile
 serve: install
 	$(BIN)/vsr serve
 
-# lint first: CI (.ci/run) calls exactly `make test`, so ruff and strict mypy gate every run
+# lint first: CI (.ci/run) calls exactly `make test`, so ruff and strict mypy gate every run; then the mutants
 test: install lint
 	$(BIN)/python -m pytest -q
+	$(BIN)/python scripts/mutants.py
+
+# deliberate breakages the tests must catch, one at a time in a temporary copy (scripts/mutants.py; ~2 min)
+mutants: install
+	$(BIN)/python scripts/mutants.py
 
 # mypy is strict ([tool.mypy] in pyproject.toml) on the package code
 lint: install

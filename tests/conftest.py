@@ -41,7 +41,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``{"x2": folder, "x4": folder}``: tiny RepStudent artifacts (random but non-trivial weights, seeded)."""
+    """``{"x2": folder, "x4": folder}``: tiny RepStudent artifacts (random but non-trivial weights, seeded), whose
+    output is far (~30 levels RMS) from nearest-neighbour and bicubic even after a lossy codec."""
     import torch
 
     from vsr.archs.student import RepStudent
@@ -54,6 +55,12 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         with torch.no_grad():  # the tail starts at zero (pure anchor); perturb it so outputs depend on the body
             for p in model.tail.parameters():
                 p.add_(0.01 * torch.randn_like(p))
+            # ... and add a part shared by each colour's scale x scale sub-pixels: a residual as smooth as the image
+            # (~30 levels RMS) that JPEG/H.264 keep, so codec paths can tell this model from nearest and bicubic
+            # (the random part alone is a sub-pixel pattern that chroma subsampling wipes out). tests.support.reference
+            w = model.tail.conv3.weight  # (3 * scale * scale, channels, 3, 3), PixelShuffle order (colour, i, j)
+            tied = 0.1 * torch.randn(3, 1, *w.shape[1:])
+            w.add_(tied.expand(3, scale * scale, *w.shape[1:]).reshape(w.shape))
         out[f"x{scale}"] = export_tiny(model, root / f"x{scale}")
     return out
 

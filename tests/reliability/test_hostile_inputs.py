@@ -23,6 +23,7 @@ from PIL import Image
 from tests.support.checks import error_body_ok
 from tests.support.live import Server, base_settings, serve, wait_job
 from tests.support.media import img, make_video, png
+from tests.support.timing import stretch
 
 UPSCALE_STATUSES = {200, 400, 413, 415, 422}
 VIDEO_STATUSES = {202, 400, 413, 415, 422}
@@ -165,7 +166,7 @@ def test_decompression_bombs_are_refused_fast(srv: Server, name: str, data: byte
     r = post_image(srv, data, ctype)
     took = time.monotonic() - start
     assert r.status_code in (400, 413), (name, r.status_code)  # 413 when the header parsed, 400 when PIL refused it
-    assert took < 2.0, f"{name} took {took:.2f} s"
+    assert took < stretch(2.0), f"{name} took {took:.2f} s"  # decoding it would take minutes and gigabytes
     assert srv.app.state.batcher.alive
 
 

@@ -20,6 +20,7 @@ import pytest
 from tests.support.checks import error_body_ok, report
 from tests.support.live import Server
 from tests.support.media import png
+from tests.support.timing import stretch
 
 FIGURES: dict[str, dict] = {}
 
@@ -126,7 +127,7 @@ def test_slow_clients_are_closed_and_health_stays_fast(live_server: Callable[...
     assert all(closed), f"{closed.count(False)} slow connections still open after {took:.1f} s"
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    assert p99 < 0.1, p99
+    assert p99 < stretch(0.1), p99
     FIGURES["slowloris_ci"] = {
         "connections": n,
         "timeouts_s": 1.0,

@@ -33,6 +33,7 @@ from tests.support.checks import error_body_ok, report
 from tests.support.env import REPO
 from tests.support.live import Server, hold_worker, wait_until
 from tests.support.media import png
+from tests.support.timing import stretch
 
 BATCH_S = 0.02  # simulated model time per batch
 MAX_BATCH = 4
@@ -99,9 +100,9 @@ def test_overload_sheds_load_meets_deadlines_and_recovers(live_server: Callable[
     assert max_depth <= QUEUE_LIMIT
     # The server enforces the deadline from the handler's start to the end of inference; the client also sees
     # accept, parsing, encoding and sending, which a loaded 2-core machine can stretch: bounded, not exact.
-    assert np.percentile(admitted, 95) <= DEADLINE_S + MARGIN_S, admitted[-20:]
-    assert admitted[-1] <= DEADLINE_S + MAX_MARGIN_S, f"an admitted request took {admitted[-1]:.3f} s"
-    assert all(s == 200 for s, _ in recovery) and recovery[0][1] < 0.5, recovery
+    assert np.percentile(admitted, 95) <= DEADLINE_S + stretch(MARGIN_S), admitted[-20:]
+    assert admitted[-1] <= DEADLINE_S + stretch(MAX_MARGIN_S), f"an admitted request took {admitted[-1]:.3f} s"
+    assert all(s == 200 for s, _ in recovery) and recovery[0][1] < stretch(0.5), recovery
     assert batcher.qsize() == 0 and batcher.alive
     assert srv.sample("vsr_rejected_total", {"reason": "queue_full"}) == statuses[503]
 
@@ -157,7 +158,7 @@ def test_deadline_504_when_the_worker_is_stuck(live_server: Callable[..., Server
     assert [s for s, _ in results] == [504] * 4
     # The stuck batch holds for 5 s: anything well under that proves the 504 came at the deadline, not after the
     # batch. Client-side time also pays for a new httpx client per call on a loaded box, hence the wide margin.
-    assert max(t for _, t in results) < 0.3 + MAX_MARGIN_S
+    assert max(t for _, t in results) < min(0.3 + stretch(MAX_MARGIN_S), 4.0)  # the batch holds 5 s
     srv.app.state.engine.fault_hook = None
     release.set()
     assert wait_ok(srv)

@@ -32,6 +32,8 @@ from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.media import make_video, png
 from tests.support.procs import open_fds
 from tests.support.rtsp import RtspServer, rtsp_server_available
+from tests.support.threads import Checked
+from tests.support.timing import contention, stretch
 
 FIGURES: dict[str, Any] = {}
 TS_PKT = 188
@@ -175,7 +177,7 @@ class Bystanders:
         self.srv, self.sid = srv, healthy_id
         self.stop = threading.Event()
         self.upscale: list[int] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = Checked(self._run, name="test-bystander")  # an exception in it reaches the test via join
 
     def __enter__(self) -> Bystanders:
         self.frames0 = info(self.srv, self.sid)["frames_out"]
@@ -192,13 +194,14 @@ class Bystanders:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
-        self.thread.join(10)
+        self.thread.join(15)
 
     def check(self) -> dict[str, Any]:
         i = info(self.srv, self.sid)
         gained = i["frames_out"] - self.frames0
         seconds = time.monotonic() - self.t0
-        assert i["state"] == "live" and gained >= seconds * 2, (gained, seconds, i)  # the source plays 12 fps
+        # the source plays 12 fps; 2 fps (less under CPU contention) shows the stream was not stalled by the fault
+        assert i["state"] == "live" and gained >= seconds * 2 / min(contention(), 5.0), (gained, seconds, i)
         assert self.upscale and set(self.upscale) == {200}, self.upscale
         return {"healthy_stream_fps": round(gained / seconds, 1), "upscale_requests_ok": len(self.upscale)}
 
@@ -296,7 +299,7 @@ def test_rtsp_source_dies_and_returns(stream_server: Server, camera: Callable[..
             figures = bystanders.check()
     finally:
         rtsp.stop()
-    assert t_recovered < 3.0 + 1.0  # the bound (3 s) plus polling
+    assert t_recovered < stretch(3.0) + 1.0  # the bound (3 s on an idle machine) plus polling
     FIGURES["rtsp_source_dies"] = {
         "noticed_after_s": round(t_noticed, 2),
         "frames_again_after_return_s": round(t_recovered, 2),

@@ -29,7 +29,8 @@ class Tarpit:
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
         self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True, name="test-tarpit")
+        self.thread.start()
 
     def _accept(self) -> None:
         self.sock.settimeout(0.1)
@@ -55,6 +56,7 @@ class Tarpit:
 
     def close(self) -> None:
         self.stop.set()
+        self.thread.join(5)  # before closing the socket it may be in accept() on (EBADF in the thread otherwise)
         for c in self.conns:
             c.close()
         self.sock.close()

@@ -90,7 +90,7 @@ def test_delay_clock_starts_at_first_item(make: Callable[..., Batcher], engine: 
     b = make(max_batch_size=8, max_batch_delay_s=delay)
     t0 = time.monotonic()
     first = b.submit(frame(1), model="m", source="s")
-    time.sleep(0.5)
+    time.sleep(1.0)  # the margin below: a loaded machine may run the batch late, but not a whole second late
     t1 = time.monotonic()
     second = b.submit(frame(2), model="m", source="s")
     assert t1 < t0 + delay  # it did arrive inside the first item's window
@@ -124,7 +124,8 @@ def test_queue_full_raises_at_once_and_counts(
     t0 = time.monotonic()
     with pytest.raises(QueueFull) as e:
         b.submit(frame(3), model="m", source="s")
-    assert time.monotonic() - t0 < 0.1 and e.value.retry_after_s >= 1
+    # "at once": a submit that waited for room would wait for the gated worker, i.e. forever; 5 s only ends that
+    assert time.monotonic() - t0 < 5.0 and e.value.retry_after_s >= 1
     assert value(metrics, "vsr_rejected_total", {"reason": "queue_full"}) == 1
     assert value(metrics, "vsr_queue_depth") == 2
     engine.gate.set()

@@ -1,6 +1,6 @@
 """Open Inference Protocol (KServe v2) with Triton's own client (``tritonclient.http``) against the real service
 on a loopback socket: health, metadata, inference (JSON and binary tensors, single and batch), errors, and the
-output equal to ``/upscale``'s for the same image. Overload and deadlines go through the same batcher as
+output equal to the model's plain forward pass (``tests.support.reference``) and to ``/upscale``'s. Overload and deadlines go through the same batcher as
 ``/upscale`` (503 + Retry-After, 504)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from tests.support.checks import assert_error
 from tests.support.live import ClientFactory, Server, base_settings, hold_worker, sample, serve, wait_until
 from tests.support.media import encode, open_image, rgb
+from tests.support.reference import assert_model_output
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -68,20 +69,25 @@ def test_health_and_metadata(triton: Any) -> None:
 
 
 @pytest.mark.parametrize(("binary_in", "binary_out"), [(False, False), (True, True), (True, False), (False, True)])
-def test_infer_equals_upscale(server: Server, triton: Any, binary_in: bool, binary_out: bool) -> None:
+def test_infer_is_the_model_and_equals_upscale(
+    server: Server, triton: Any, binary_in: bool, binary_out: bool, tiny_artifact: dict[str, Path]
+) -> None:
     image = rgb(24, 32, seed=3)
     got = infer(triton, image, binary_in=binary_in, binary_out=binary_out)
     assert got.dtype == np.uint8 and got.shape == (48, 64, 3)
+    assert_model_output(got, image, tiny_artifact["x2"])
     np.testing.assert_array_equal(got, upscale_png(server, image))
 
 
-def test_batch_and_other_models(server: Server, triton: Any) -> None:
+def test_batch_and_other_models(server: Server, triton: Any, tiny_artifact: dict[str, Path]) -> None:
     images = np.stack([rgb(16, 20, seed=i) for i in range(3)])
     got = infer(triton, images, binary_in=True, binary_out=True)
     assert got.shape == (3, 32, 40, 3)
     for i in range(3):
+        assert_model_output(got[i], images[i], tiny_artifact["x2"])
         np.testing.assert_array_equal(got[i], upscale_png(server, images[i]))
     x4 = infer(triton, images[0], binary_in=True, binary_out=True, model="x4")
+    assert_model_output(x4, images[0], tiny_artifact["x4"])
     np.testing.assert_array_equal(x4, upscale_png(server, images[0], model="x4"))
     versioned = server.client.post(
         "/v2/models/x2/versions/1/infer",

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from service.batcher import BatcherClosed, QueueFull
 from service.engine import Engine
 from service.main import describe_errors, load_settings
 from service.settings import Settings
 from tests.support.checks import assert_error
 from tests.support.live import ClientFactory, hold_worker, sample, wait_ready, wait_until
 from tests.support.media import encode, rgb
+from tests.support.reference import assert_model_output
 from vsr.errors import UsageError
 
 PNG = {"content-type": "image/png"}
@@ -235,12 +237,38 @@ def test_invalid_settings_are_explained_without_values(monkeypatch: pytest.Monke
         Settings(models=" , ")
 
 
-def test_shutdown_drains_the_worker(make_client: ClientFactory) -> None:
+def test_shutdown_finishes_queued_work_with_the_models_output(
+    make_client: ClientFactory, tiny_artifact: dict[str, Any]
+) -> None:
+    """The lifespan's shutdown drains: work queued behind a busy worker when the app stops still gets the model's
+    output (not BatcherClosed), and only then does the worker exit."""
     client = make_client()
-    batcher = client.app.state.batcher
-    assert post(client, rgb()).status_code == 200
-    client.__exit__(None, None, None)
-    assert not batcher.alive
+    batcher, model = client.app.state.batcher, client.app.state.engine.default_model
+    release = threading.Event()
+    blocked = hold_worker(client, until=release)
+    lr = rgb(24, 32, seed=3)
+    futures = [batcher.submit(lr, model=model, source="t") for _ in range(3)]
+    assert blocked.wait(TIMEOUT)  # the first frame is in the worker, the others queued behind it
+    closer = threading.Thread(target=client.__exit__, args=(None, None, None), name="test-shutdown")
+    closer.start()
+
+    def closing() -> bool:  # the batcher refuses new work once shutdown has begun (a frame taken before is kept)
+        try:
+            futures.append(batcher.submit(lr, model=model, source="t"))
+        except BatcherClosed:
+            return True
+        except QueueFull:
+            pass
+        return False
+
+    try:
+        assert wait_until(closing, TIMEOUT), "shutdown never reached the batcher"
+    finally:
+        release.set()
+    closer.join(TIMEOUT)
+    assert not closer.is_alive() and not batcher.alive
+    for f in futures:
+        assert_model_output(f.result(0), lr, tiny_artifact["x2"])
 
 
 def test_health_reports_a_dead_worker(make_client: ClientFactory) -> None:

@@ -14,9 +14,8 @@ from PIL import Image
 from tests.support.checks import assert_error
 from tests.support.live import ClientFactory, sample
 from tests.support.media import encode, open_image, rgb
-from vsr.artifact import load_artifact
+from tests.support.reference import assert_model_output, reference
 from vsr.images import DecodeLimits, TooManyPixels, decode
-from vsr.inference import upscale_frames
 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp"}
 
@@ -44,8 +43,7 @@ def test_every_format_both_ways(client, fmt: str, expected: str, multipart: bool
 def test_output_is_the_models(client, tiny_artifact: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     img = rgb(seed=5)
     r = client.post("/upscale", content=encode(img), headers={"content-type": "image/png"})
-    model, _ = load_artifact(tiny_artifact["x2"])
-    np.testing.assert_array_equal(np.asarray(open_image(r.content)), upscale_frames(model, img, scale=2))
+    assert_model_output(np.asarray(open_image(r.content)), img, tiny_artifact["x2"])
 
 
 @pytest.mark.parametrize(
@@ -103,9 +101,9 @@ def test_grayscale_stays_grayscale(client, mode: str, tiny_artifact: dict[str, P
     r = client.post("/upscale", content=encode(img), headers={"content-type": "image/png"})
     out = open_image(r.content)
     assert out.mode == ("LA" if mode == "LA" else "L") and out.size == (64, 48)
-    model, _ = load_artifact(tiny_artifact["x2"])
-    expected = Image.fromarray(upscale_frames(model, np.dstack([grey] * 3), scale=2)).convert("L")  # RGB model, L out
-    np.testing.assert_array_equal(np.asarray(out.getchannel(0)), np.asarray(expected))
+    expected = Image.fromarray(reference(tiny_artifact["x2"], np.dstack([grey] * 3))).convert("L")  # RGB model, L out
+    diff = np.abs(np.asarray(out.getchannel(0)).astype(int) - np.asarray(expected).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.1  # the plain forward pass rounds once more than the kernel may
 
 
 def test_exif_orientation_is_applied(client) -> None:  # type: ignore[no-untyped-def]

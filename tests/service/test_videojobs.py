@@ -18,14 +18,17 @@ from service.app import create_app
 from service.jobstore import JobsDirUnusable
 from service.videojobs import CHANGED, MISSING, JobManager, JobOptions
 from tests.support.live import Server, base_settings, serve, wait_job, wait_until
-from tests.support.media import count_frames, make_clip
+from tests.support.media import count_frames, decode, make_clip
+from tests.support.reference import assert_model_output
 from vsr.video import probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on one torch thread
 
 
 @pytest.mark.parametrize("mode", ["multipart", "raw"])
-def test_video_job_round_trip(live_server: Callable[..., Server], tmp_path: Path, mode: str) -> None:
+def test_video_job_round_trip(
+    live_server: Callable[..., Server], tmp_path: Path, mode: str, tiny_artifact: dict[str, Path]
+) -> None:
     svc = live_server()
     clip = make_clip(tmp_path / "in.mp4", audio="aac" if mode == "multipart" else None)
     data = clip.read_bytes()
@@ -49,6 +52,8 @@ def test_video_job_round_trip(live_server: Callable[..., Server], tmp_path: Path
     assert (info.width, info.height) == (64, 48) and info.fps == 15 and count_frames(out)[0] == 20
     assert info.audio_codec == ("aac" if mode == "multipart" else None)
     assert svc.sample("vsr_frames_total", {"source": "video"}) >= 20
+    for lr, sr in zip(decode(clip), decode(out), strict=True):  # every frame is the model's, within H.264's error
+        assert_model_output(sr, lr, tiny_artifact["x2"], tol=12.0)
 
     jobs = svc.app.state.video_jobs
     files = sorted(p.name for p in jobs.dir.iterdir())

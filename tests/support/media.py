@@ -125,3 +125,9 @@ def count_frames(path: Path) -> tuple[int, list[float]]:
         tb = c.streams.video[0].time_base
         times = [float(f.pts * tb) for f in c.decode(video=0)]
     return len(times), times
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    """Every video frame of ``path`` as uint8 RGB HWC (PyAV's own conversion)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]

@@ -10,6 +10,9 @@ import subprocess
 import threading
 from pathlib import Path
 
+import av
+import numpy as np
+
 from tests.support.env import REPO
 from tests.support.live import free_port
 
@@ -32,12 +35,28 @@ def rtsp_server_available() -> tuple[bool, str]:
     return True, ""
 
 
-class RtspServer:
-    """One ``tests/rtsp_server.py`` process on a fixed port; ``stop()`` kills it, ``start()`` brings it back."""
+STATIC_PATTERN = "smpte100"  # colour bars with nothing moving (the default "smpte" has a block of random snow)
 
-    def __init__(self, width: int = 160, height: int = 90, fps: int = 15) -> None:
+
+def grab_frames(url: str, n: int = 1, timeout: float = 10.0) -> list[np.ndarray]:
+    """The first ``n`` frames of an RTSP source, decoded here with PyAV (uint8 RGB HWC): what a camera sends, read
+    outside the service (with a static pattern, the frame the service upscaled up to H.264's noise)."""
+    frames: list[np.ndarray] = []
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=timeout) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if len(frames) >= n:
+                break
+    return frames
+
+
+class RtspServer:
+    """One ``tests/rtsp_server.py`` process on a fixed port; ``stop()`` kills it, ``start()`` brings it back.
+    ``pattern``: GStreamer's videotestsrc pattern (:data:`STATIC_PATTERN` for tests that check pixels)."""
+
+    def __init__(self, width: int = 160, height: int = 90, fps: int = 15, pattern: str = "smpte") -> None:
         self.port = free_port()
-        self.args = ["--width", str(width), "--height", str(height), "--fps", str(fps)]
+        self.args = ["--width", str(width), "--height", str(height), "--fps", str(fps), "--pattern", pattern]
         self.proc: subprocess.Popen[str] | None = None
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
 

@@ -1,4 +1,5 @@
-"""A few distillation steps on synthetic images lower the loss; checkpoints resume; ``train`` runs end to end.
+"""A few distillation steps on synthetic images lower the loss; checkpoints resume; ``train`` runs, evaluates,
+exports and resumes; a tiny ``train`` run exports a student measurably better than its step-0 self.
 
 Everything is tiny: 48x48 HR images, a RepStudent(channels=8, depth=1) and a frozen EDSR(channels=8, blocks=1)
 teacher exported as an artifact (teachers are passed as paths, like on the command line).
@@ -12,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from tests.support.reference import nearest, reference, rms
 from tests.support.training import tiny_config, tiny_workdir
 from training.config import TrainConfig
 from training.loop import build_state, checkpoint, load_teachers, prepare_data, restore, train_step
 from training.losses import kd_loss
 from vsr.engine import pick_device
+from vsr.imageops import crop_to_multiple, downscale
+
+
+def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
+    return float(20 * np.log10(255.0 / max(rms(a, b), 1e-9)))
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,7 +88,7 @@ def test_checkpoint_resume_is_exact(workdir: Path) -> None:
     assert la == lb and a.step == b.step == 6
 
 
-def test_train_end_to_end(workdir: Path) -> None:
+def test_train_runs_evaluates_exports_and_resumes(workdir: Path) -> None:
     from training.run import train
 
     cfg = _cfg(workdir, steps=4, eval_every=2, ckpt_every=2, batch=4)
@@ -95,6 +104,35 @@ def test_train_end_to_end(workdir: Path) -> None:
     assert meta.scores["val"]["V"]["images"] == 1
     # resuming a finished run is a no-op that still exports
     assert train(cfg, progress=False)["steps"] == 4
+
+
+def test_a_tiny_run_learns(workdir: Path) -> None:
+    """150 steps of ``train`` on ground truth alone: the exported student is measurably better than at step 0,
+    judged outside the training code (LR by bicubic downscaling, the artifact's plain forward pass, L1 and PSNR in
+    RGB). At step 0 a student is exactly nearest-neighbour upsampling (its tail starts at zero), so nearest is the
+    step-0 value; a run whose optimizer never steps exports that and fails here. Measured (seeded, one thread): L1 on
+    the training images 6.61 -> 5.20 levels, validation PSNR +0.28 dB."""
+    from training.run import train
+
+    arch = {"channels": 8, "depth": 1, "expand": 0}  # learns fastest of the tiny shapes tried (no expand branch)
+    cfg = _cfg(workdir, alpha=1.0, teachers=[], steps=150, lr=1e-2, patch=16, arch_config=arch, eval_every=1000)
+    art = train(cfg, progress=False)["artifact"]
+
+    def pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        hrs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((workdir / "data" / folder).iterdir())]
+        return [(downscale(hr, 2), crop_to_multiple(hr, 2)) for hr in hrs]
+
+    def l1(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+    train_pairs = pairs("train/A")
+    loss0 = np.mean([l1(nearest(lr, 2), hr) for lr, hr in train_pairs])
+    loss = np.mean([l1(reference(art, lr), hr) for lr, hr in train_pairs])
+    ((lr, hr),) = pairs("test/V")
+    psnr0, psnr = psnr_rgb(nearest(lr, 2), hr), psnr_rgb(reference(art, lr), hr)
+    print(f"L1 on the training images {loss0:.2f} -> {loss:.2f}; validation PSNR {psnr0:.2f} -> {psnr:.2f} dB")
+    assert loss < 0.9 * loss0, (loss0, loss)
+    assert psnr > psnr0 + 0.1, (psnr0, psnr)
 
 
 def test_bf16_training_path_runs(workdir: Path) -> None:

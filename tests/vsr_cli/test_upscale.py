@@ -1,4 +1,6 @@
-"""``vsr upscale``: files and folders (tiled), grey and alpha images, videos, and clear errors."""
+"""``vsr upscale``: files and folders (tiled), grey and alpha images, videos, and clear errors. What it writes is
+compared with the model's plain forward pass (``tests.support.reference``): exactly for PNG, within the codec's
+error for JPEG and H.264, and always clearly apart from nearest-neighbour and bicubic."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.support.media import synthetic_image, write_images
+from tests.support.reference import assert_model_output
 from vsr_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,9 +23,11 @@ def test_file(tmp_path: Path, tiny_artifact) -> None:
     assert main(["upscale", str(src), str(out), "--model", str(tiny_artifact["x2"])]) == 0
     with Image.open(out) as im:
         assert im.format == "JPEG" and im.size == (64, 48) and im.mode == "RGB"
+        got = np.asarray(im)
+    assert_model_output(got, np.asarray(Image.open(src)), tiny_artifact["x2"], tol=10.0)  # JPEG q95 (+ 4:2:0)
 
 
-def test_folder_tiled_equals_untiled(tmp_path: Path, tiny_artifact) -> None:
+def test_folder_tiled_and_untiled_are_the_model(tmp_path: Path, tiny_artifact) -> None:
     write_images(tmp_path / "in", 3, height=40, width=36, seed=4)
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     x4 = str(tiny_artifact["x4"])
@@ -35,6 +40,8 @@ def test_folder_tiled_equals_untiled(tmp_path: Path, tiny_artifact) -> None:
         b = np.asarray(Image.open(tmp_path / "whole" / n)).astype(int)
         assert a.shape == (160, 144, 3)
         assert np.abs(a - b).max() <= 1
+        lr = np.asarray(Image.open(tmp_path / "in" / n).convert("RGB"))
+        assert_model_output(a.astype(np.uint8), lr, x4, tol=1.5)  # PNG; auto dtype may round a bf16 residual
 
 
 @pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGBA", "png"), ("LA", "png"), ("RGBA", "webp"), ("P", "bmp")])
@@ -112,6 +119,10 @@ def test_video(tmp_path: Path, tiny_artifact) -> None:
     with av.open(str(out)) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 48)
+    with av.open(str(src)) as c:  # the frames the CLI read, decoded here (the codec is not the path under test)
+        lrs = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for lr, f in zip(lrs, frames, strict=True):
+        assert_model_output(f.to_ndarray(format="rgb24"), lr, tiny_artifact["x2"], tol=12.0)  # H.264 + 4:2:0
 
 
 def test_video_needs_video_output(tmp_path: Path, tiny_artifact, capsys) -> None:

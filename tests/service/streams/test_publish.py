@@ -1,6 +1,6 @@
 """Published streams: the upscaled frames go out as H.264 to a real RTSP receiver on loopback (Debian's FFmpeg in
 ``-rtsp_flags listen`` mode, an independent implementation) and are decoded there at 2x the source size, >= 90 % of
-the frames the source sent; a dead target never stalls the stream; publish targets obey the URL policy."""
+the frames the source sent, each the model's output of the camera's frame (``tests.support.reference``); a dead target never stalls the stream; publish targets obey the URL policy."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.env import require_or_skip
 from tests.support.live import Server, free_port
-from tests.support.rtsp import RtspServer
+from tests.support.reference import assert_model_output
+from tests.support.rtsp import STATIC_PATTERN, RtspServer, grab_frames
 
 FPS = 15
 
@@ -44,8 +45,13 @@ def start_receiver(port: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def test_published_stream_reaches_an_rtsp_receiver(
-    live_server: Callable[..., Server], rtsp_server: RtspServer, tmp_path: Path
+    live_server: Callable[..., Server],
+    rtsp_server_factory: Callable[..., RtspServer],
+    tmp_path: Path,
+    tiny_artifact: dict[str, Path],
 ) -> None:
+    rtsp_server = rtsp_server_factory(pattern=STATIC_PATTERN)
+    (camera,) = grab_frames(rtsp_server.url)  # what the camera sends, decoded outside the service
     svc = live_server()
     port, out = free_port(), tmp_path / "received.mkv"
     receiver = start_receiver(port, out)
@@ -75,6 +81,8 @@ def test_published_stream_reaches_an_rtsp_receiver(
     assert (frames[0].width, frames[0].height) == (320, 180)  # the 160x90 camera, upscaled x2
     assert len(frames) >= 0.9 * sent_in, (len(frames), sent_in, stream.info())
     assert stream.publisher is not None and stream.publisher.stats.frames == len(frames)
+    for f in frames[-3:]:  # the model's output of the camera's frame, within two H.264 passes' error
+        assert_model_output(f.to_ndarray(format="rgb24"), camera, tiny_artifact["x2"], tol=12.0)
 
 
 def test_a_dead_target_never_stalls_the_stream(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:

@@ -13,7 +13,10 @@ import httpx
 from PIL import Image
 
 from tests.support.live import Server, read_mjpeg
-from tests.support.rtsp import RtspServer
+from tests.support.reference import assert_model_output, decode_rgb
+from tests.support.rtsp import STATIC_PATTERN, RtspServer, grab_frames
+from tests.support.threads import Checked
+from tests.support.timing import stretch
 
 
 def add(svc: Server, url: str, **kw: object) -> dict:
@@ -22,7 +25,11 @@ def add(svc: Server, url: str, **kw: object) -> dict:
     return r.json()
 
 
-def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: RtspServer) -> None:
+def test_register_watch_delete(
+    live_server: Callable[..., Server], rtsp_server_factory: Callable[..., RtspServer], tiny_artifact: dict
+) -> None:
+    rtsp_server = rtsp_server_factory(pattern=STATIC_PATTERN)
+    (camera,) = grab_frames(rtsp_server.url)  # what the camera sends, decoded outside the service
     svc = live_server()
     s = add(svc, rtsp_server.url, name="cam-1")
     assert s["mjpeg_url"] == f"/stream/{s['id']}/mjpeg" and s["state"] in ("connecting", "live")
@@ -31,16 +38,19 @@ def test_register_watch_delete(live_server: Callable[..., Server], rtsp_server: 
     frames = read_mjpeg(svc.base, s["id"], 10)
     sizes = {Image.open(io.BytesIO(f)).size for f in frames}
     assert sizes == {(320, 180)}  # scale 2 x the 160x90 source
+    for f in frames[-3:]:  # the model's output of the camera's frame, within JPEG's (and H.264's) error
+        assert_model_output(decode_rgb(f), camera, tiny_artifact["x2"], tol=12.0)
 
     info = svc.client.get(f"/stream/{s['id']}").json()
     assert info["state"] == "live"
     assert info["source"] == {"width": 160, "height": 90, "fps": 15.0}
     assert info["output"]["width"] == 320 and info["frames_out"] >= 10 and info["frames_in"] >= info["frames_out"]
-    assert info["latency_seconds"]["p50"] is not None and info["latency_seconds"]["p50"] < 1.0
+    assert info["latency_seconds"]["p50"] is not None and info["latency_seconds"]["p50"] < stretch(1.0)
     assert set(info["dropped"]) >= {"queue_full", "stale", "decode_error"}
 
     jpg = svc.client.get(f"/stream/{s['id']}/frame.jpg")
     assert jpg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpg.content)).size == (320, 180)
+    assert_model_output(decode_rgb(jpg.content), camera, tiny_artifact["x2"], tol=12.0)
 
     labels = {"stream": "cam-1"}
     assert svc.sample("vsr_stream_frames_total", {**labels, "direction": "out"}) >= 10
@@ -74,8 +84,9 @@ def test_source_loss_and_return(live_server: Callable[..., Server], rtsp_server:
     before = svc.client.get(f"/stream/{s['id']}").json()["frames_out"]
     rtsp_server.start()
     back = time.monotonic()
-    svc.wait_stream(s["id"], lambda i: i["state"] == "live" and i["frames_out"] > before, 3.0)
-    assert time.monotonic() - back < 3.0
+    bound = stretch(3.0)  # the issue's 3 s on an idle machine
+    svc.wait_stream(s["id"], lambda i: i["state"] == "live" and i["frames_out"] > before, bound)
+    assert time.monotonic() - back < bound
     info = svc.client.get(f"/stream/{s['id']}").json()
     assert info["reconnects"] >= 1 and info["last_error"]
     assert svc.sample("vsr_stream_reconnects_total", {"stream": "flaky"}) >= 1
@@ -106,8 +117,9 @@ def test_stalled_viewer_does_not_block_others(live_server: Callable[..., Server]
     try:
         before = svc.client.get(f"/stream/{s['id']}").json()["frames_out"]
         t0 = time.monotonic()
-        frames = read_mjpeg(svc.base, s["id"], 20, timeout=5)  # the slow viewer reads nothing meanwhile
-        assert len(frames) == 20 and time.monotonic() - t0 < 4.0
+        bound = stretch(4.0)  # 20 frames of a 15 fps source: 1.3 s, unless the stalled viewer held the stream
+        frames = read_mjpeg(svc.base, s["id"], 20, timeout=bound + 1)  # the slow viewer reads nothing meanwhile
+        assert len(frames) == 20 and time.monotonic() - t0 < bound
         after = svc.client.get(f"/stream/{s['id']}").json()
         assert after["frames_out"] - before >= 19 and after["state"] == "live"  # the first part was already out
     finally:
@@ -115,30 +127,36 @@ def test_stalled_viewer_does_not_block_others(live_server: Callable[..., Server]
 
 
 def test_never_answering_source(live_server) -> None:
-    svc = live_server(stream_max_attempts=2)
+    """A source that accepts TCP and never answers: POST /stream returns at once, the API keeps answering while
+    the reader waits out each open timeout, and the stream ends ``failed`` after its attempts. "At once" and
+    "keeps answering" mean well inside the open timeout (a blocked call would take all of it), not a speed."""
+    open_s = 4.0
+    svc = live_server(stream_max_attempts=2, stream_open_timeout_s=open_s)
     silent = socket.socket()  # accepts TCP connections (kernel backlog) but never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     try:
         t0 = time.monotonic()
         s = add(svc, f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam", name="silent")
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < open_s / 2
         stop = threading.Event()
-        slowest = [0.0]
+        polls = [0]
 
         def poll() -> None:  # the API stays responsive while the reader waits on the dead source
             while not stop.is_set():
-                t = time.monotonic()
-                assert httpx.get(f"{svc.base}/stream", timeout=5).status_code == 200
-                slowest[0] = max(slowest[0], time.monotonic() - t)
+                r = httpx.get(f"{svc.base}/stream", timeout=open_s / 2)  # a blocked API times out here
+                assert r.status_code == 200, r.text
+                polls[0] += 1
                 time.sleep(0.05)
 
-        poller = threading.Thread(target=poll, daemon=True)
+        poller = Checked(poll, name="test-poll")  # its asserts reach this test through join()
         poller.start()
-        info = svc.wait_stream(s["id"], lambda i: i["state"] == "failed", 10)
-        stop.set()
-        poller.join(5)
-        assert info["frames_in"] == 0 and info["last_error"] and slowest[0] < 0.5
+        try:
+            info = svc.wait_stream(s["id"], lambda i: i["state"] == "failed" or not poller.is_alive(), 10 * open_s)
+        finally:
+            stop.set()
+            poller.join(10)
+        assert info["state"] == "failed" and info["frames_in"] == 0 and info["last_error"] and polls[0] > 0
         assert svc.client.delete(f"/stream/{s['id']}").status_code == 204
     finally:
         silent.close()

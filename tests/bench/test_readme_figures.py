@@ -1,0 +1,41 @@
+"""The benchmark figures quoted in the README's prose are the ones in ``bench/results/*.json`` (bench/README.md is
+generated from them; the README's summary is typed, so it is checked here): re-running a benchmark without updating
+the README fails this test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.support.env import REPO
+
+
+def results(name: str) -> Any:
+    return json.loads((REPO / "bench" / "results" / f"{name}.json").read_text())
+
+
+def expected_figures() -> list[str]:
+    """Each phrase of the README's benchmark summary that carries a number, rebuilt from the JSON."""
+    rt, svc, streams = results("realtime-cpu"), results("service-cpu"), results("streams-cpu")
+    cli = rt["file_to_file"]["vsr_upscale"]["fps_steady"]
+    espcn = rt["file_to_file"]["opencv_espcn"]["fps"]
+    levels = svc["sizes"][0]["levels"]
+    default16, batch8, no_runtime = levels[2], levels[3], levels[4]
+    assert default16["clients"] == batch8["clients"] == no_runtime["clients"] == 16
+    sat = svc["saturation"]
+    row = streams["rows"][0]
+    return [
+        f"`vsr upscale` file to file: {cli} fps vs OpenCV ESPCN {espcn} fps "
+        f"({rt['ratios']['cli_steady/opencv_espcn_file']}×",
+        f"already run at {round(100 * rt['kernel_fraction_of_matmul_peak'])}–",
+        f"16 concurrent clients: {sat['fps']} fps = {sat['fps'] / cli:.2f}× the CLI and "
+        f"{round(100 * sat['ratio_to_bare'])} % of the bare engine",
+        f"are worth {default16['fps'] / no_runtime['fps']:.1f}× here, batch 1 on CPU {default16['fps'] / batch8['fps']:.2f}×",
+        f"{row['output_fps_total']} fps in the last run at load {streams['loadavg_start'][0]:.1f}",
+    ]
+
+
+def test_readme_benchmark_figures_match_their_json() -> None:
+    readme = " ".join((REPO / "README.md").read_text().split())  # prose wraps lines anywhere
+    missing = [f for f in expected_figures() if f not in readme]
+    assert not missing, f"README.md does not say (from bench/results/*.json): {missing}"
