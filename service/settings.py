@@ -37,7 +37,7 @@ def _split_commas(v: object) -> object:
 
 
 # Loaded by default; each use falls back to the first loaded model when its preferred one is not loaded.
-DEFAULT_MODELS = ("x2", "x4", "x2-camera")
+DEFAULT_MODELS = ("x2", "x4", "x2-camera", "x2-camera-fast")
 PREFERRED_MODEL = {"image": "x2", "stream": "x2-camera", "video": "x2-camera"}
 ModelUse = Literal["image", "stream", "video"]
 
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_MODELS), description="artifact names (x2, x4, x2-camera) or paths"
+        default_factory=lambda: list(DEFAULT_MODELS), description="artifact names (x2, x4, x2-camera, x2-camera-fast) or paths"
     )
     model_repository: str | None = Field(
         default=None,

@@ -27,8 +27,8 @@ def _models(tiny_artifact: dict[str, Any], camera: Path) -> list[str]:
     return [str(tiny_artifact["x2"]), str(tiny_artifact["x4"]), str(camera)]
 
 
-def test_a_default_install_loads_three_bundled_models() -> None:
-    assert Settings().models == list(DEFAULT_MODELS) == ["x2", "x4", "x2-camera"]
+def test_a_default_install_loads_four_bundled_models() -> None:
+    assert Settings().models == list(DEFAULT_MODELS) == ["x2", "x4", "x2-camera", "x2-camera-fast"]
     for name in DEFAULT_MODELS:
         assert (resolve(name) / "model.safetensors").is_file()
 
