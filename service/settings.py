@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_MODELS), description="artifact names (x2, x4, x2-camera, x2-camera-fast) or paths"
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description="artifact names (x2, x4, x2-camera, x2-camera-fast) or paths",
     )
     model_repository: str | None = Field(
         default=None,

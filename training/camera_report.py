@@ -157,8 +157,9 @@ def card_header(meta: dict[str, Any], recipe: str) -> str:
   GOP {deg["gop"]}, B-frames {deg["bframes"]}.
 - Training: {tr["steps"]} steps, batch {cfg["batch"]}, LR patch {cfg["patch"]}, lr {cfg["lr"]} (warm-up
   {cfg["warmup"]}, cosine), EMA {cfg["ema"]}, seed {cfg["seed"]}, {tr.get("amp", "fp32")}; {tr["wall_time_s"]:.0f} s
-  wall on `{tr["machine"]}` ({tr["device"]}; no GPU), beside six other engineers' jobs on a 2-core machine.
-- Recipe: `{recipe}`, run by `training/recipes/train_camera.sh`; this card by `{COMMAND} --install ...`.
+  wall on `{tr["machine"]}` ({tr["device"]}; no GPU), on a 2-core machine shared with other jobs (the
+  wall time is not a speed figure).
+- Recipe: `{recipe}`, run by `vsr distill --config {recipe}`; this card by `{COMMAND} --install ...`.
 """
 
 
