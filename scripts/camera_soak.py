@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +33,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.serve import free_port, wait_ready  # noqa: E402
-from scripts.soak import Load, SoakConfig, png_bytes, proc_sample, synthetic_video, tiny_artifact  # noqa: E402
+from bench.serve import wait_ready  # noqa: E402
+from scripts.soak import Load, SoakConfig, png_bytes, proc_sample  # noqa: E402
+from scripts.soak_server import start_server  # noqa: E402
 
 
 @dataclass
@@ -117,24 +116,8 @@ def sample(client: httpx.Client, pid: int, tmp: Path, t: float, last: dict[str, 
 
 
 def run(cfg: CameraSoakConfig, workdir: Path) -> dict[str, Any]:
-    tmp = workdir / "server-tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    model = cfg.model or str(tiny_artifact(workdir / "artifacts"))
-    w, h = cfg.stream_size
-    clip = synthetic_video(workdir / "camera.mp4", w, h, cfg.fps, 4.0)
-    job_clip = synthetic_video(workdir / "job.mp4", 64, 48, 12, 2.0)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cams = [{"url": f"file://{clip}", "name": f"cam-{i + 1}"} for i in range(cfg.cameras)]
-    env = os.environ | {
-        "VSR_DTYPE": cfg.dtype,
-        "VSR_STREAM_ALLOW_FILE": "true",
-        "VSR_STREAMS": json.dumps(cams),
-        "TMPDIR": str(tmp),
-    }
-    cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--models", model]
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = start_server(workdir, cfg.model, cfg.dtype, (cfg.stream_size, cfg.fps, cfg.cameras, "cam"), 2.0)
+    proc, base, tmp, job_clip = server.proc, server.base, server.tmp, server.job_clip
     samples: list[dict[str, Any]] = []
     probes = Probes(base, cfg.image_rps)
     videos = Load(base, SoakConfig(video_every_s=cfg.video_every_s), job_clip)  # its video-job loop only
@@ -154,13 +137,7 @@ def run(cfg: CameraSoakConfig, workdir: Path) -> dict[str, Any]:
     finally:
         probes.finish()
         videos.finish()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-        log.close()
+        code = server.stop()
     result: dict[str, Any] = {
         "config": {**asdict(cfg), "model": cfg.model or "tiny generated x2"},
         "machine": machine(),

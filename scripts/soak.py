@@ -16,24 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench.serve import free_port, wait_ready  # the same start-up check as the service benchmarks
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python scripts/soak.py` finds scripts.soak_server
+from bench.serve import wait_ready  # noqa: E402  # the same start-up check as the service benchmarks
+from scripts.soak_server import start_server  # noqa: E402
 
 
 @dataclass
@@ -56,34 +54,6 @@ class SoakConfig:
 
 
 # ---- fixtures the soak needs -----------------------------------------------------------------------------------
-
-
-def tiny_artifact(folder: Path) -> Path:
-    import torch
-
-    from training.export import export_artifact
-    from vsr.archs.student import RepStudent
-
-    torch.manual_seed(0)
-    model = RepStudent(scale=2, channels=8, depth=1, expand=0)
-    return export_artifact(model, out_dir=folder / "x2", name="x2", arch="rep_student", training={}, data={}, scores={})
-
-
-def synthetic_video(path: Path, width: int, height: int, fps: int, seconds: float) -> Path:
-    import av
-
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=Fraction(fps))
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"preset": "ultrafast", "g": str(fps)}
-        for i in range(int(fps * seconds)):
-            rgb = np.stack([(xx + 3 * i) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], -1).astype(np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
 
 
 def png_bytes(h: int = 48, w: int = 64) -> bytes:
@@ -207,25 +177,10 @@ class Load:
 
 def run_soak(cfg: SoakConfig, workdir: Path) -> dict[str, Any]:
     """Run the soak; returns ``{"config", "samples", "load", "verdict"}``."""
-    tmp = workdir / "server-tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    model = cfg.model or str(tiny_artifact(workdir / "artifacts"))
-    w, h = cfg.stream_size
-    clip = synthetic_video(workdir / "camera.mp4", w, h, cfg.stream_fps, 4.0)
-    job_clip = synthetic_video(workdir / "job.mp4", 64, 48, 12, 1.0)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    streams = [{"url": f"file://{clip}", "name": f"soak-{i + 1}"} for i in range(cfg.streams)]
-    env = os.environ | {
-        "VSR_DTYPE": cfg.dtype,
-        "VSR_STREAM_ALLOW_FILE": "true",
-        "VSR_STREAMS": json.dumps(streams),
-        "TMPDIR": str(tmp),
-        **cfg.extra_env,
-    }
-    cmd = [sys.executable, "-m", "vsr_cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--models", model]
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = start_server(
+        workdir, cfg.model, cfg.dtype, (cfg.stream_size, cfg.stream_fps, cfg.streams, "soak"), 1.0, cfg.extra_env
+    )
+    proc, base, tmp, job_clip = server.proc, server.base, server.tmp, server.job_clip
     samples: list[dict[str, Any]] = []
     load: Load | None = None
     try:
@@ -257,13 +212,7 @@ def run_soak(cfg: SoakConfig, workdir: Path) -> dict[str, Any]:
     finally:
         if load is not None:
             load.finish()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-        log.close()
+        code = server.stop()
     leftover = sum(1 for p in tmp.rglob("*"))
     result = {
         "config": {**cfg.__dict__, "stream_size": list(cfg.stream_size), "model": cfg.model or "tiny generated x2"},
