@@ -5,7 +5,11 @@ source frame (``offer`` never blocks: a full queue drops the frame and counts it
 stream); its own thread (``record:{name}``) encodes them as H.264 (CRF 18, the source's frame rate) into
 ``<stream>-<UTC time>.mp4.part`` and renames it to ``.mp4`` at the end, so ``vsr adapt`` never reads half a file.
 It ends after N seconds of frames, when the stream stops, or when the clips folder reaches its disk cap
-(``VSR_CLIPS_MAX_MB``; checked after every frame, so it overshoots by at most one frame).
+(``VSR_CLIPS_MAX_MB``; checked after every frame, so it overshoots by at most one frame). The check counts the
+encoder's packets, not the file's size on disk: x264's lookahead and frame threads hold a CPU-dependent number of
+frames (16 on one CI machine, 650 kB of a noisy 320x240 camera) that a size-on-disk check never saw until the
+final flush. ``tune=zerolatency`` empties the encoder on every frame (no lookahead, no B-frames, sliced threads) at
+somewhat more bytes for the same CRF, which a near-lossless training recording can afford.
 """
 
 from __future__ import annotations
@@ -69,8 +73,9 @@ class ClipStore:
                 total += p.stat().st_size if p.is_file() else 0
         return total
 
-    def full(self) -> bool:
-        return self.used() >= self.max_bytes
+    def full(self, pending: int = 0) -> bool:
+        """At the cap, counting ``pending`` bytes a recording has produced but not yet written."""
+        return self.used() + pending >= self.max_bytes
 
     def new_path(self, stream: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", stream)[:64] or "stream"
@@ -88,7 +93,7 @@ class Recorder:
         self.path = store.new_path(name)
         self.part = self.path.with_name(self.path.name + ".part")
         self.state: RecordState = "recording"
-        self.frames = self.dropped = 0
+        self.frames = self.dropped = self.bytes = 0
         self.error: str | None = None
         self._queue: queue.Queue[Frame | None] = queue.Queue(QUEUE_FRAMES)
         self._thread = threading.Thread(target=self._run, name=f"record:{name}", daemon=True)
@@ -134,6 +139,12 @@ class Recorder:
             self.part.replace(self.path)
         log.info("recording of %s %s: %d frames -> %s", self.name, self.state, self.frames, self.path.name)
 
+    def _on_disk(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except OSError:
+            return 0
+
     def _record(self) -> None:
         limit = max(1, round(self.seconds * self.fps))
         out: Any = None
@@ -154,12 +165,14 @@ class Recorder:
                     stream = out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
                     stream.width, stream.height = vf.width - vf.width % 2, vf.height - vf.height % 2
                     stream.pix_fmt = "yuv420p"
-                    stream.codec_context.options = {"crf": str(CRF), "preset": "veryfast"}
+                    stream.codec_context.options = {"crf": str(CRF), "preset": "veryfast", "tune": "zerolatency"}
                 vf = vf.reformat(width=stream.width, height=stream.height, format="yuv420p")
                 vf.pts, vf.time_base = self.frames, 1 / Fraction(stream.codec_context.rate)
-                out.mux(stream.encode(vf))
+                packets = stream.encode(vf)
+                self.bytes += sum(p.size for p in packets)
+                out.mux(packets)
                 self.frames += 1
-                if self.store.full():
+                if self.store.full(pending=max(0, self.bytes - self._on_disk())):
                     self.state = "capped"
                     break
         finally:
