@@ -23,13 +23,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from training.camera import degrade_clip, pan_zoom_clip
 from training.camera_config import CameraConfig
 from training.data import Pair, load_cached
 from training.video_frames import clip_name
 from vsr.imageops import downscale
+from vsr.progress import track
 
 log = logging.getLogger(__name__)
 POOL_VERSION = (
@@ -133,7 +133,7 @@ def build_pool(
 ) -> list[ImageClips]:
     """Clips of every image (from the cache where it matches), with soft targets when a teacher is given."""
     out = []
-    for p in tqdm(paths, desc="camera pool", disable=not progress, leave=False):
+    for p in track(paths, desc="camera pool", disable=not progress, leave=False):
         clips = _clips_cached(load_cached(p), scale, cfg, seed, cache)
         if clips is None:
             continue

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training.data import validation_pairs
 from training.metrics import psnr_y, ssim_y
 from vsr.imageops import upscale_bicubic
 from vsr.inference import upscale_frames
 from vsr.luma import LumaAsRGB, input_space
+from vsr.progress import track
 from vsr.tiling import TileSpec
 
 Upscale = Callable[[np.ndarray], np.ndarray]
@@ -49,7 +49,7 @@ def evaluate_pairs(
 ) -> dict[str, float | int]:
     """Mean PSNR-Y/SSIM-Y over (name, LR, HR) pairs, with bicubic beside it."""
     ps, ss, bp, bs = [], [], [], []
-    for _name, lr, hr in tqdm(pairs, desc=desc, disable=not progress, leave=False):
+    for _name, lr, hr in track(pairs, desc=desc, disable=not progress, leave=False):
         sr = upscale(lr)
         ps.append(psnr_y(sr, hr, border=scale))
         ss.append(ssim_y(sr, hr, border=scale))

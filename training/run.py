@@ -33,6 +33,7 @@ from training.loop import (
 )
 from training.plot import plot_curves
 from vsr.engine import pick_device
+from vsr.progress import bar as make_bar
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def train(
 
     ``ranks``: this process's place under torchrun (``training.distributed.init``); rank 0 alone writes files and
     logs, and returns the summary (the others return ``{}``)."""
-    from tqdm import tqdm
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ranks = ranks or Ranks(pick_device(cfg.device))
@@ -98,9 +97,7 @@ def train(
     log.info("data ready: %d images in %.1fs; device %s", len(source.pairs), time.time() - t0, device)
     state.ddp = wrap(state.model, ranks)
     t_start = time.time() - elapsed
-    bar = tqdm(
-        total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master), dynamic_ncols=True
-    )
+    bar = make_bar(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master))
     last: dict[str, Any] = {}
     stop = _stop_on_sigterm() if ranks.world == 1 else threading.Event()
     while state.step < cfg.steps:

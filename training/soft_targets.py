@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training.data import Pair
 from vsr.inference import to_tensor
+from vsr.progress import track
 from vsr.tiling import plan_grid, run_tiled
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def cached_teacher_sr(
     """The teachers' SR of every image (uint8 HWC RGB), from ``cache_dir/<key>.npy`` where present."""
     tkey = teachers_key(teachers, weights)
     out, hits = [], 0
-    for img in tqdm(images, desc=desc, leave=False):
+    for img in track(images, desc=desc, leave=False):
         path = cache_dir / f"{entry_key(tkey, img)}.npy" if cache_dir is not None else None
         if path is not None and path.is_file():
             out.append(np.load(path))

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from training.camera import codec_roundtrip
 from training.data import list_images, load_cached
 from training.metrics import psnr_y, ssim_y
 from vsr.imageops import crop_to_multiple, downscale, rgb_to_y
+from vsr.progress import track
 
 Upscale = Callable[[np.ndarray], np.ndarray]
 FRAMES = 6
@@ -71,7 +71,7 @@ def evaluate_clips(
 ) -> dict[str, dict[str, float]]:
     """Mean scores per upscaler over clips made from ``images`` (an upscaler maps one LR frame to one SR frame)."""
     sums: dict[str, dict[str, float]] = {name: {} for name in upscalers}
-    for img in tqdm(images, desc=desc, disable=not progress, leave=False):
+    for img in track(images, desc=desc, disable=not progress, leave=False):
         hr = pan_clip(crop_to_multiple(img, scale), scale)
         lr = lr_clip(hr, scale, codec=codec, crf=crf)
         for name, up in upscalers.items():

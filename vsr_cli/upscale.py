@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vsr.artifact import ArtifactError
 from vsr.engine import DeviceError, Engine
 from vsr.errors import UsageError
 from vsr.images import SUFFIX_FORMATS, DecodedImage, ImageError, encode, format_for_path, output_notes, read_image
+from vsr.progress import track
 from vsr.tiling import TileSpec
 from vsr.video import VideoError
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> Outcome:
     with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
         nxt = _prefetch(reader, jobs, 0)
         saves: list[tuple[Path, Future[None]]] = []
-        for i, (src, dst) in enumerate(tqdm(jobs, desc=f"upscale x{scale}", unit="file")):
+        for i, (src, dst) in enumerate(track(jobs, desc=f"upscale x{scale}", unit="file")):
             cur, nxt = nxt, _prefetch(reader, jobs, i + 1)
             try:
                 if cur is None:

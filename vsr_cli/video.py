@@ -1,4 +1,5 @@
-"""``vsr upscale IN.mp4 OUT.mp4``: a video file through the shared engine (``vsr.engine``), with tqdm progress.
+"""``vsr upscale IN.mp4 OUT.mp4``: a video file through the shared engine (``vsr.engine``), with progress
+(``vsr.progress``: a bar on a terminal, JSON log lines off one).
 
 Decoding, batching, encoding and audio are ``vsr.video.transcode`` (the same code as ``POST /upscale/video``).
 """
@@ -8,9 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vsr.engine import Engine
+from vsr.progress import bar as make_bar
 from vsr.video import TranscodeReport, probe, transcode
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def upscale_video_file(
     in_path: str | Path, out_path: str | Path, engine: Engine, model: str, *, progress: bool = True
 ) -> TranscodeReport:
     """Upscale ``in_path`` into ``out_path`` with ``engine``'s ``model``."""
-    bar = tqdm(total=probe(in_path).expected_frames, unit="frame", disable=not progress, desc=Path(in_path).name)
+    bar = make_bar(total=probe(in_path).expected_frames, unit="frame", disable=not progress, desc=Path(in_path).name)
 
     def tick(done: int, total: int | None) -> None:
         bar.update(done - bar.n)

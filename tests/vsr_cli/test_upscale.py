@@ -4,12 +4,17 @@ error for JPEG and H.264, and always clearly apart from nearest-neighbour and bi
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.env import REPO
 from tests.support.media import synthetic_image, write_images
 from tests.support.reference import assert_model_output
 from vsr_cli.main import main
@@ -130,3 +135,19 @@ def test_video_needs_video_output(tmp_path: Path, tiny_artifact, capsys) -> None
     src.write_bytes(b"")
     assert main(["upscale", str(src), str(tmp_path / "o.png"), "--model", str(tiny_artifact["x2"])]) == 2
     assert "video OUT" in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_json_log_lines(tmp_path: Path, tiny_artifact) -> None:
+    """The real command with stderr to a pipe (as under nohup): no carriage-return bar, every line one JSON object,
+    and the folder's progress among them with its counts."""
+    write_images(tmp_path / "in", 3, height=24, width=32)
+    cmd = [sys.executable, "-m", "vsr_cli", "upscale", str(tmp_path / "in"), str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VSR_LOG_FORMAT": "auto"}
+    proc = subprocess.run(
+        [*cmd, "--model", str(tiny_artifact["x2"])], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    done = [r for r in records if r.get("progress") == "upscale x2"]
+    assert done and (done[-1]["step"], done[-1]["steps"], done[-1]["unit"]) == (3, 3, "file"), records
