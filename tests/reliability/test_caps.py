@@ -17,6 +17,7 @@ import pytest
 from scripts.attack_media import h264_mkv, mjpeg_mkv, patch_mkv_duration
 from tests.support.checks import error_body_ok, report
 from tests.support.live import Server, wait_job
+from tests.support.timing import stretch
 from vsr.frames import CapExceeded, FrameCaps, FrameCounter
 
 FIGURES: dict[str, dict] = {}
@@ -53,7 +54,7 @@ def test_stream_frames_over_the_pixel_cap_fail_the_stream(live_server: Callable[
     src = mjpeg_mkv(tmp_path / "cam.mkv", [(200, 200)] * 10, fps=10)
     s = srv.client.post("/stream", json={"url": f"file://{src}", "name": "big"})
     assert s.status_code == 201, s.text
-    end = time.monotonic() + 10
+    end = time.monotonic() + stretch(10.0)
     while time.monotonic() < end and (info := srv.client.get(f"/stream/{s.json()['id']}").json())["state"] != "failed":
         time.sleep(0.05)
     assert info["state"] == "failed" and "200x200" in (info["last_error"] or ""), info

@@ -23,6 +23,7 @@ from tests.support.checks import report
 from tests.support.env import REPO
 from tests.support.live import free_port, wait_ready, wait_until
 from tests.support.media import make_clip, make_video
+from tests.support.timing import stretch
 from vsr.engine import Engine
 
 FRAMES, FPS, SEGMENT_S = 90, 15, 1.0  # 15-frame segments
@@ -138,7 +139,8 @@ def test_sigkill_mid_job_then_restart_resumes_it_and_the_camera(tiny_artifact: d
         def camera_live() -> bool:
             return [s["state"] for s in httpx.get(f"{base}/stream").json()["streams"]] == ["live"]
 
-        assert wait_until(camera_live, CAMERA_LIVE_S), httpx.get(f"{base}/stream").json()
+        live_bound = stretch(CAMERA_LIVE_S)
+        assert wait_until(camera_live, live_bound), httpx.get(f"{base}/stream").json()
         live_after_s = time.monotonic() - ready
 
         def job() -> dict:
@@ -178,4 +180,4 @@ def test_sigkill_mid_job_then_restart_resumes_it_and_the_camera(tiny_artifact: d
             "max_psnr_vs_neighbour_db": round(max(wrong), 1),
         },
     )
-    assert live_after_s <= CAMERA_LIVE_S
+    assert live_after_s <= live_bound

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from service.batcher import QUEUE_SHARE, Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
 from service.oip_tensors import TensorLimits
+from tests.support.timing import stretch
 
 TIMEOUT = 5.0
 
@@ -85,16 +86,17 @@ def test_results_match_inputs_and_batch_closes_at_max_size(make: Callable[..., B
 
 def test_delay_clock_starts_at_first_item(make: Callable[..., Batcher], engine: FakeEngine) -> None:
     # Wide margins, so a loaded machine (a late sleep, a late wake-up) cannot change the outcome: the second item
-    # comes 0.5 s into a 2 s window; a clock restarted by it would close the batch 0.5 s later than the first's.
-    delay = 2.0
+    # comes half-way into the window; a clock restarted by it would close the batch half a window late. The window
+    # is an idle machine's 2 s stretched by the contention now, so the margin grows with the load.
+    delay = stretch(2.0)
     b = make(max_batch_size=8, max_batch_delay_s=delay)
     t0 = time.monotonic()
     first = b.submit(frame(1), model="m", source="s")
-    time.sleep(1.0)  # the margin below: a loaded machine may run the batch late, but not a whole second late
+    time.sleep(delay / 2)  # the margin below: a loaded machine may run the batch late, but not half a window late
     t1 = time.monotonic()
     second = b.submit(frame(2), model="m", source="s")
     assert t1 < t0 + delay  # it did arrive inside the first item's window
-    first.result(TIMEOUT)
+    first.result(delay + TIMEOUT)  # the stretched window can be longer than TIMEOUT on its own
     second.result(TIMEOUT)
     took = time.monotonic() - t0
     assert engine.batches == [("m", [1, 2])]

@@ -19,6 +19,7 @@ from service.metrics import Metrics
 from service.workload import WorkerShare
 from tests.support.live import Server, wait_until
 from tests.support.media import make_video, png
+from tests.support.timing import stretch
 
 TIMEOUT = 30.0
 
@@ -180,12 +181,13 @@ def test_upload_and_health_answer_while_cameras_overload_the_worker(
         return svc.client.get("/stream").json()["worker"]
 
     assert wait_until(lambda: worker()["overloaded"], TIMEOUT), worker()
-    for _ in range(3):
+    for _ in range(3):  # "never a hang": answered within an idle machine's 10 s stretched by the contention now
+        bound = stretch(10.0)
         t = time.monotonic()
-        assert httpx.get(f"{svc.base}/v2/health/ready", timeout=5).status_code == 200
-        r = httpx.post(f"{svc.base}/upscale", content=png(), headers={"content-type": "image/png"}, timeout=10)
+        assert httpx.get(f"{svc.base}/v2/health/ready", timeout=bound / 2).status_code == 200
+        r = httpx.post(f"{svc.base}/upscale", content=png(), headers={"content-type": "image/png"}, timeout=bound)
         assert r.status_code == 200 or (r.status_code == 503 and int(r.headers["retry-after"]) >= 1), r.text
-        assert time.monotonic() - t < 10
+        assert time.monotonic() - t < bound
     body = svc.client.get("/stream").json()
     shares = [s["worker_share"] for s in body["streams"]]
     assert len(shares) == 4 and min(shares) >= 0.7 * max(shares) > 0, body["worker"]

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from tests.support.env import REPO
-from tests.support.live import free_port, wait_ready
+from tests.support.live import free_port, wait_ready, wait_until
+from tests.support.timing import stretch
 from vsr import logs
 
 
@@ -116,7 +117,8 @@ def test_every_line_of_a_serve_run_is_json(tiny_artifact: dict[str, Path]) -> No
         clash = serve(tiny_artifact["x2"], port)  # the port is taken: uvicorn logs an error and exits 1
         clash_out, _ = clash.communicate(timeout=60)
         assert clash.returncode != 0
-        time.sleep(1.0)  # let the dead stream log a retry or two
+        # the dead stream's retries end in "failed" (its log line is asserted below)
+        assert wait_until(lambda: httpx.get(f"{base}/stream").json()["streams"][0]["state"] == "failed", stretch(30))
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

@@ -13,7 +13,7 @@ from PIL import Image
 from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.media import decode, make_clip
 from tests.support.reference import assert_model_output, best_match, decode_rgb
-from tests.support.timing import contention
+from tests.support.timing import contention, stretch
 
 
 def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Path, tiny_artifact: dict) -> None:
@@ -25,7 +25,7 @@ def test_configured_file_stream_and_http_mjpeg_source(live_server, tmp_path: Pat
 
     (lobby,) = svc.client.get("/stream").json()["streams"]  # started with the service
     assert lobby["name"] == "lobby" and lobby["url"] == f"file://{clip}"
-    info = svc.wait_stream(lobby["id"], lambda i: i["frames_in"] > 15, 5)  # looped past the 10 frames
+    info = svc.wait_stream(lobby["id"], lambda i: i["frames_in"] > 15, stretch(5.0))  # looped past the 10 frames
     assert info["state"] == "live" and info["reconnects"] == 0
     # paced at its own 15 fps, not decoded as fast as possible (a loaded machine may decode slower, never faster)
     assert 8 / min(contention(), 4.0) < info["input_fps"] < 25
