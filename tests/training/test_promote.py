@@ -51,7 +51,11 @@ def test_promote_installs_only_a_winner(tmp_path: Path, monkeypatch: pytest.Monk
     assert (installed / "model.safetensors").read_bytes() == (run / "artifact" / "model.safetensors").read_bytes()
     assert not (installed / "model_int8.xml").exists() and quantised == [installed]
     meta = json.loads((installed / "model.json").read_text())
-    assert meta["name"] == "x2" and meta["int8"] is None and meta["scores"]["replaced"]["params"] == res["bundled"]["params"]
+    assert (
+        meta["name"] == "x2"
+        and meta["int8"] is None
+        and meta["scores"]["replaced"]["params"] == res["bundled"]["params"]
+    )
     assert "beat the bundled model" in (installed / "MODEL_CARD.md").read_text()
     # now the bundled model is the run's own student: no gain, nothing installed, files untouched
     before = (installed / "model.json").read_text()
@@ -59,4 +63,3 @@ def test_promote_installs_only_a_winner(tmp_path: Path, monkeypatch: pytest.Monk
     res = json.loads((tmp_path / "promote.json").read_text())["x2"]
     assert not res["wins"] and "NOT installed" in res["verdict"] and (installed / "model.json").read_text() == before
     assert promote.main(["--run", str(tmp_path / "nowhere"), "--name", "x2"]) == 2
-
