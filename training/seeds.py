@@ -57,11 +57,15 @@ def seeds_block(runs: list[Path], scale: int, command: str) -> tuple[dict[str, A
     base = TrainConfig.from_dict(conf["base"])
     heldout = next(iter(validation_data(base).values()))  # (name, LR, HR) of the held-out slice
     scores = {}
+    walls: list[float] = []  # each run's wall time (its students trained together: one figure per run)
     for run in runs:
+        names = []
         for d in sorted(run.glob("*-s*/artifact")):
             if d.parent.name in scores:
                 raise SystemExit(f"error: {d.parent.name} is in more than one of the runs")
             scores[d.parent.name] = score(d, scale, base.data_root, heldout)
+            names.append(d.parent.name)
+        walls.append(max((float(scores[n]["meta"].training.get("wall_time_s") or 0) for n in names), default=0.0))
     per: dict[str, list[float]] = {"kd": [], "no_kd": []}
     held: dict[str, list[float]] = {"kd": [], "no_kd": []}
     seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in scores})
@@ -102,7 +106,8 @@ def seeds_block(runs: list[Path], scale: int, command: str) -> tuple[dict[str, A
         f"({conf['base'].get('zoomout', 0)} HR images fed to the teacher as LR, {conf['base'].get('zoomout_share', 0)} "
         "of the crop pool); the no-KD twin cannot use those (no ground truth). Same init, schedule and batches per seed.",
         "steps": any_meta.training.get("steps"),
-        "wall_time_s_all_models": any_meta.training.get("wall_time_s"),
+        "wall_time_s_all_models": round(sum(walls), 1),
+        "processes": len(runs),
         "run": ", ".join(map(str, runs)),
         "command": command,
     }
