@@ -94,7 +94,7 @@ def install(result: dict[str, Any], note: str | None) -> Path:
 
 def card(result: dict[str, Any], meta: ArtifactMeta) -> str:
     tr, cfg = meta.training, meta.training["config"]
-    space = "luma (Y, BT.601; chroma bilinear)" if meta.input_space == "y" else "RGB"
+    space = "luma: Y in and out, BT.601, chroma bilinear" if meta.input_space == "y" else "RGB"
     rows = []
     for who in ("candidate", "bundled"):
         r = result[who]
@@ -118,6 +118,8 @@ def card(result: dict[str, Any], meta: ArtifactMeta) -> str:
 - Trained on `{tr.get("machine")}` ({tr.get("device")}) in {tr.get("wall_time_s")} s.
 - Chosen because it beat the bundled model it replaced on the held-out slice ({result["heldout_images"]} images of
   {", ".join(result["heldout_sets"])}): {result["heldout_gain_db"]:+.3f} dB PSNR-Y. Set5/Set14 chose nothing.
+- Teacher, and students with and without KD side by side: the README's model table and
+  `bench/results/kd_ablation.json`.
 {f"- Note: {meta.notes}" if meta.notes else ""}
 
 ## Evaluation (PSNR-Y / SSIM-Y, BT.601, {meta.scale}-pixel border cropped, LR by bicubic downscale)
