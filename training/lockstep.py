@@ -74,13 +74,18 @@ def train_lockstep(
         raise ValueError("the base recipe must distil (alpha < 1, a teacher): the pool carries its teacher outputs")
     if base.threads:
         torch.set_num_threads(base.threads)
-    device = pick_device(base.device)
-    run_dir = base.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = hold_run_lock(run_dir)  # noqa: F841 - held until this function returns
-    (run_dir / "config.json").write_text(
-        json.dumps({"base": base.to_dict(), "seeds": seeds, "variants": variants}, indent=2)
-    )
+    base.run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(base.run_dir):  # one process per run folder; released when this returns or raises
+        (base.run_dir / "config.json").write_text(
+            json.dumps({"base": base.to_dict(), "seeds": seeds, "variants": variants}, indent=2)
+        )
+        return _train_locked(base, seeds, variants, progress=progress)
+
+
+def _train_locked(
+    base: TrainConfig, seeds: list[int], variants: dict[str, dict[str, Any]], *, progress: bool
+) -> dict[str, Any]:
+    device, run_dir = pick_device(base.device), base.run_dir
     teachers, weights, descs = load_teachers(base, device)
     source = prepare_data(base, device, teachers, weights, descs)
     val = validation_data(base)

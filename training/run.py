@@ -69,23 +69,28 @@ def train(
     """Train (or resume) the run in ``cfg.run_dir``; returns a summary with the exported artifact path.
 
     ``ranks``: this process's place under torchrun (``training.distributed.init``); rank 0 alone writes files and
-    logs, and returns the summary (the others return ``{}``)."""
-    from tqdm import tqdm
-
+    logs, holds the run folder's lock while it trains (released when this returns or raises), and returns the summary
+    (the others return ``{}``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ranks = ranks or Ranks(pick_device(cfg.device))
-    device, master = ranks.device, ranks.master
-    log.info("world size %d; device %s", ranks.world, device)
+    log.info("world size %d; device %s", ranks.world, ranks.device)
     if ranks.world > 1 and cfg.feat_beta > 0:
         raise ValueError(
             "feature distillation (feat_beta > 0) is not supported under torchrun: its adapters are not synchronised"
         )
-    run_dir = cfg.run_dir
-    if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = hold_run_lock(run_dir)  # noqa: F841 - held until this function returns
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if not ranks.master:
+        return _train(cfg, ranks, resume=resume, progress=progress)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(cfg.run_dir):
+        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        return _train(cfg, ranks, resume=resume, progress=progress)
+
+
+def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    device, master, run_dir = ranks.device, ranks.master, cfg.run_dir
     teachers, weights, descs = load_teachers(cfg, device)
     t0 = time.time()
     source = prepare_data(cfg, device, teachers, weights, descs, shard=(ranks.rank, ranks.world))
