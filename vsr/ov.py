@@ -100,11 +100,12 @@ def levels_model(model: nn.Module, channels: int) -> ov.Model:
 
 
 def with_uint8_io(graph: ov.Model) -> ov.Model:
-    """uint8 NHWC in and out, inside the graph (``graph`` takes and gives float NCHW levels)."""
+    """uint8 NHWC in and out, inside the graph (``graph`` takes and gives float NCHW levels; it is not changed: the
+    pre/post-processor rewires the model it is given, and the runner builds several kernels from one graph)."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    ppp = PrePostProcessor(graph)
+    ppp = PrePostProcessor(graph.clone())
     ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
     ppp.input().model().set_layout(ov.Layout("NCHW"))
     ppp.input().preprocess().convert_element_type(ov.Type.f32)

@@ -74,6 +74,15 @@ def test_runner_on_openvino_equals_torch_on_rgb_frames_of_a_luma_model(tmp_path:
     assert _diff(on_ov(img), on_torch(img)).max() <= 1
 
 
+def test_kernels_built_from_one_graph_leave_it_as_it_was(tmp_path: Path) -> None:
+    """The runner builds its f32 and bf16 candidates from one converted graph: the first must not rewire it."""
+    graph = vov.levels_model(_student(1), 3)
+    frames = np.stack([synthetic_image(np.random.default_rng(s), 13, 17) for s in range(2)])
+    first = vov.OvKernel(graph, scale=2, precision="fp32", threads=1, cache_dir=tmp_path)(frames)
+    assert graph.inputs[0].get_element_type() == ov.Type.f32 and str(graph.inputs[0].get_partial_shape()) == "[?,3,?,?]"
+    assert np.array_equal(vov.OvKernel(graph, scale=2, precision="fp32", threads=1, cache_dir=tmp_path)(frames), first)
+
+
 def test_compiled_models_go_to_the_cache_dir(tmp_path: Path) -> None:
     k = _kernel(_student(6), tmp_path)
     k(np.zeros((1, 16, 16, 3), np.uint8))
