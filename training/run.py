@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import platform
@@ -9,7 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -42,7 +43,19 @@ def _save(path: Path, ck: dict[str, Any]) -> None:
     path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the old one
 
 
-def _stop_on_sigterm() -> threading.Event:
+def hold_run_lock(run_dir: Path) -> IO[str]:
+    """Lock ``run_dir`` for this process's lifetime (keep the returned file open): two processes training one run
+    would interleave checkpoints. ``scripts/train.sh`` reads the lock to tell a running run from an unfinished one."""
+    f = (run_dir / ".lock").open("w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RuntimeError(f"{run_dir} is being trained by another process") from None
+    return f
+
+
+def stop_on_sigterm() -> threading.Event:
     """An event set by SIGTERM (only from the main thread; elsewhere, e.g. in tests, an event never set)."""
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -71,6 +84,7 @@ def train(
     run_dir = cfg.run_dir
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = hold_run_lock(run_dir)  # noqa: F841 - held until this function returns
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     teachers, weights, descs = load_teachers(cfg, device)
     t0 = time.time()
@@ -102,7 +116,7 @@ def train(
         total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master), dynamic_ncols=True
     )
     last: dict[str, Any] = {}
-    stop = _stop_on_sigterm() if ranks.world == 1 else threading.Event()
+    stop = stop_on_sigterm() if ranks.world == 1 else threading.Event()
     while state.step < cfg.steps:
         if stop.is_set():  # SIGTERM: checkpoint now and leave; `vsr distill --resume RUN` continues exactly here
             _save(ckpt_path, checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start})
