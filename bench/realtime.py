@@ -1,7 +1,7 @@
 """The real-time frame path, measured in one run on the same 640x360 JPEG frames (``vsr bench kernel engine cli``):
 
-- ``kernel``: the bare fast kernel (``vsr.kernel.StudentKernel``, dtype as the engine measured it), decoded RGB in
-  memory -> uint8 out; also the reference path it replaced (``vsr.inference.upscale_frames``, float glue) and, at
+- ``kernel``: the bare fast kernel the engine chose (``vsr.kernel.StudentKernel`` or ``vsr.ov.OvKernel``, as it
+  measured; a luma model's torch kernel with ``vsr.yuv`` around it), decoded RGB in memory -> uint8 out; also the reference path it replaced (``vsr.inference.upscale_frames``, float glue) and, at
   batch 4, the per-frame cost (the allocator settings of ``vsr.runtime`` are what make batching not slower);
 - ``engine``: ``vsr.engine.Engine.run`` (what the service's worker and ``vsr upscale`` call);
 - ``cli``: ``vsr upscale IN_DIR OUT_DIR`` as a user runs it (subprocess), JPEG files in, 1280x720 JPEG files out;
@@ -133,13 +133,14 @@ def opencv_file_to_file(sr: Any, src: list[Path], dst: Path) -> float:
 def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict[str, Any]:
     from vsr.engine import Engine
     from vsr.inference import upscale_frames
+    from vsr.runner import rgb_fn
 
     n = 8 if quick else 32
     frames = bench_frames(n)
     engine = Engine.open(["x2"], device=str(device))
     name = engine.default_model
     runner = engine.runner(name)
-    kernel = runner.kernel
+    kernel = rgb_fn(runner.kernel, luma=runner.luma, scale=2)  # a torch kernel of a luma model (x2) takes Y
     ref_model = engine.models[name].model
     batch4 = [np.stack([frames[(i + k) % n] for k in range(4)]) for i in range(n)]
     cv = opencv_anchors()

@@ -167,8 +167,11 @@ def _streams_notes(res: dict[str, Any]) -> list[str]:
     if res.get("skipped"):
         return []
     mi = res["model_info"]
+    ran = ", ".join(f"`{m}`" for m in res.get("stream_models") or [res.get("model")])  # older files: "model" only
+    default = res.get("default_model", res.get("model"))
     lines = [
-        f"Model `{res['model']}` ({mi.get('arch')}, dtype {mi.get('dtype')}, {mi.get('device')}). Source: {res['source']}; "
+        f"Streams ran {ran} (service default `{default}`: {mi.get('arch')}, dtype {mi.get('dtype')}, "
+        f"{mi.get('device')}). Source: {res['source']}; "
         f"one RTSP server process per stream. {res['window_s']} s measured per step after a warm-up; N grows until "
         "a step is not sustained. Latency = decode -> upscaled JPEG emitted (the service's own percentiles over the "
         f"last 512 frames). Edge costs per frame, one thread: H.264 decode + RGB {res['edges']['h264_decode_rgb_ms']} "

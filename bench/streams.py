@@ -76,7 +76,8 @@ def run_streams(*, device: torch.device, quick: bool) -> dict[str, Any]:
     sustained = [r["streams"] for r in rows if r["sustained"]]
     return {
         "device": str(device),
-        "model": model.get("name"),
+        "default_model": model.get("name"),  # the service's first model; each stream's own is in its row
+        "stream_models": sorted({s["model"] for r in rows for s in r["per_stream"] if s.get("model")}),
         "model_info": {k: model.get(k) for k in ("arch", "scale", "parameters", "dtype", "device")},
         "source": f"{WIDTH}x{HEIGHT} @ {FPS} fps, videotestsrc smpte -> x264 ultrafast zerolatency, RTSP/TCP loopback",
         "criteria": {
@@ -195,6 +196,8 @@ def _summarize(
             {
                 "name": b["name"],
                 "state": b["state"],
+                "model": b.get("model"),  # what the stream ran (``auto`` picks per stream, not the default model)
+                "model_choice": b.get("model_choice"),
                 "input_fps": round(fin, 2),
                 "output_fps": round(fout, 2),
                 "out_over_in": round(fout / fin, 3) if fin else 0.0,

@@ -119,11 +119,14 @@ def run(cfg: CameraSoakConfig, workdir: Path) -> dict[str, Any]:
     server = start_server(workdir, cfg.model, cfg.dtype, (cfg.stream_size, cfg.fps, cfg.cameras, "cam"), 2.0)
     proc, base, tmp, job_clip = server.proc, server.base, server.tmp, server.job_clip
     samples: list[dict[str, Any]] = []
+    sample_errors: list[dict[str, Any]] = []
     probes = Probes(base, cfg.image_rps)
     videos = Load(base, SoakConfig(video_every_s=cfg.video_every_s), job_clip)  # its video-job loop only
     try:
         wait_ready(base, proc)
-        client = httpx.Client(base_url=base, timeout=10)
+        # no keep-alive: a sample every few seconds would race uvicorn's 5 s idle timeout (a reset now and then that
+        # says nothing about the service); with a fresh connection each time, a failed sample is the server's fault
+        client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
         probes.start()
         if cfg.video_every_s > 0:
             videos.threads.append(threading.Thread(target=videos.videos, daemon=True))
@@ -131,19 +134,28 @@ def run(cfg: CameraSoakConfig, workdir: Path) -> dict[str, Any]:
         last: dict[str, tuple[float, int]] = {}
         t0 = time.monotonic()
         while (t := time.monotonic() - t0) < cfg.seconds:
-            samples.append(sample(client, proc.pid, tmp, t, last))
+            try:
+                samples.append(sample(client, proc.pid, tmp, t, last))
+            except httpx.HTTPError as e:
+                # counted (a check fails on any); a dead server ends the run, its log tail goes into the JSON
+                sample_errors.append({"t": round(t, 2), "error": f"{type(e).__name__}: {e}"})
+                if proc.poll() is not None:
+                    break
             time.sleep(max(0.0, cfg.sample_every_s - (time.monotonic() - t0 - t)))
         client.close()
     finally:
         probes.finish()
         videos.finish()
         code = server.stop()
+    log_tail = (workdir / "server.log").read_text(errors="replace").splitlines()[-40:]
     result: dict[str, Any] = {
         "config": {**asdict(cfg), "model": cfg.model or "tiny generated x2"},
         "machine": machine(),
         "samples": samples,
         "videos": dict(sorted(videos.counts.items())),
         "exit_code": code,
+        "sample_errors": sample_errors,
+        "server_log_tail": log_tail if code not in (0, None) or sample_errors else [],
     }
     result["summary"] = summarize(result, cfg, probes)
     return result
@@ -199,6 +211,7 @@ def summarize(result: dict[str, Any], cfg: CameraSoakConfig, probes: Probes) -> 
         and set(statuses) <= {200, 503}
         and summary["uploads_503_without_retry_after"] == 0,
         "clean_exit": result["exit_code"] == 0,
+        "every_sample_answered": not result["sample_errors"],
     }
     return summary
 

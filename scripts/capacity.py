@@ -97,8 +97,8 @@ def _render() -> str:
     m = streams["machine"]
     lines += [
         f"CPU: `bench/results/streams-cpu.json` ({streams['command']}, {streams['created']}, commit "
-        f"`{streams['git_commit']}`; {m['cpu']}, {m['cpu_threads']} threads, model {streams['model']} "
-        f"{streams['model_info']['dtype']}), source {streams['source']}. "
+        f"`{streams['git_commit']}`; {m['cpu']}, {m['cpu_threads']} threads, stream model "
+        f"{', '.join(streams.get('stream_models') or [streams.get('model', '?')])}), source {streams['source']}. "
         f"Sustained {FPS} fps streams on that machine: {streams['max_sustained_streams']}.",
         "",
     ]

@@ -5,7 +5,7 @@
 # that results can record it.
 # Usage: scripts/quiet.sh CMD [ARGS...]
 set -uo pipefail
-pids=$(pgrep -f "vsr distill" || true)
+pids=$(pgrep -f "vsr distill|training.lockstep" || true)
 resume() { [ -n "$pids" ] && kill -CONT $pids 2>/dev/null; true; }
 trap resume EXIT INT TERM
 [ -n "$pids" ] && kill -STOP $pids && echo "quiet.sh: paused training (pids $(echo $pids))" >&2

@@ -2,6 +2,7 @@
 
     python -m training.lockstep --config training/recipes/x2_kd.json --seeds 0 1 2 --name ablation-x2
     python -m training.lockstep --config x2_kd.json --variant rgb='{"arch_config": {"colors": 3}}' --variant ...
+    python -m training.lockstep --resume training/runs/ablation-x2      # continue (scripts/train.sh does this)
 
 Default variants are the KD ablation's twins: ``kd`` (the recipe) and ``nokd`` (alpha = 1). Per seed the students
 share the initial weights (``torch.manual_seed(seed)``), the schedule and every batch (``loop.adapt_batch`` converts
@@ -40,6 +41,7 @@ from training.loop import (
     to_device,
     validation_data,
 )
+from training.run import hold_run_lock, stop_on_sigterm
 from vsr.engine import pick_device
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,18 @@ def train_lockstep(
         raise ValueError("the base recipe must distil (alpha < 1, a teacher): the pool carries its teacher outputs")
     if base.threads:
         torch.set_num_threads(base.threads)
-    device = pick_device(base.device)
-    run_dir = base.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(
-        json.dumps({"base": base.to_dict(), "seeds": seeds, "variants": variants}, indent=2)
-    )
+    base.run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(base.run_dir):  # one process per run folder; released when this returns or raises
+        (base.run_dir / "config.json").write_text(
+            json.dumps({"base": base.to_dict(), "seeds": seeds, "variants": variants}, indent=2)
+        )
+        return _train_locked(base, seeds, variants, progress=progress)
+
+
+def _train_locked(
+    base: TrainConfig, seeds: list[int], variants: dict[str, dict[str, Any]], *, progress: bool
+) -> dict[str, Any]:
+    device, run_dir = pick_device(base.device), base.run_dir
     teachers, weights, descs = load_teachers(base, device)
     source = prepare_data(base, device, teachers, weights, descs)
     val = validation_data(base)
@@ -95,6 +103,7 @@ def train_lockstep(
     t_start = time.time() - elapsed
     step = states[next(iter(states))].step
     last: dict[str, Any] = {}
+    stop = stop_on_sigterm()
     while step < base.steps:
         for s in seeds:
             keys = [f"{v}-s{s}" for v in variants if f"{v}-s{s}" in cfgs]
@@ -113,7 +122,7 @@ def train_lockstep(
         if step % base.eval_every == 0 or step == base.steps:
             last = {k: evaluate(st, cfgs[k], device, val) for k, st in states.items()}
             log_row(metrics, {"step": step, "time_s": round(time.time() - t_start, 1), "eval": last})
-        if step % base.ckpt_every == 0 or step == base.steps:
+        if step % base.ckpt_every == 0 or step == base.steps or stop.is_set():
             ck = {
                 "states": {k: _checkpoint(st) for k, st in states.items()},
                 "pool_draws": source.draws,
@@ -121,6 +130,9 @@ def train_lockstep(
             }
             torch.save(ck, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+        if stop.is_set():  # SIGTERM: checkpoint written above; `--resume` continues exactly here
+            log.info("stopped at step %d on SIGTERM; checkpoint written", step)
+            return {"stopped": True, "steps": step, "run": str(run_dir)}
     wall = time.time() - t_start
     arts = {}
     for k, st in states.items():
@@ -174,7 +186,8 @@ def _restore(st: State, ck: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the KD recipe (JSON of TrainConfig fields)")
+    p.add_argument("--config", help="the KD recipe (JSON of TrainConfig fields)")
+    p.add_argument("--resume", metavar="RUN", help="continue a lock-step run folder (its config.json)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--name")
     p.add_argument("--steps", type=int)
@@ -187,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='{"t":"%(asctime)s","level":"%(levelname)s","msg":"%(message)s"}')
+    if args.resume:
+        saved = json.loads((Path(args.resume) / "config.json").read_text())
+        summary = train_lockstep(TrainConfig.from_dict(saved["base"]), saved["seeds"], saved["variants"])
+        print(json.dumps({k: v for k, v in summary.items() if k != "val"}, indent=2, default=str))  # noqa: T201
+        return 0
+    if not args.config:
+        p.error("--config or --resume is required")
     d = json.loads(Path(args.config).read_text())
     for kv in args.set:
         k, v = kv.split("=", 1)

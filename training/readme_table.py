@@ -58,9 +58,11 @@ def rows_for(scale_key: str, res: dict[str, Any]) -> list[str]:
             st, s14 = seeds[f"{twin}_stats"], seeds["set14"][twin]
             m14 = sum(s14) / len(s14)
             wall = seeds.get("wall_time_s_all_models") or 0
+            procs = seeds.get("processes", 1)
+            where = "in lock-step" if procs == 1 else f"in lock-step, {procs} processes"
             out.append(
                 f"| {scale_key} {label}, mean ± std of {n} seeds | – | {st['mean']:.3f} ± {st['std']:.3f} | "
-                f"{m14:.3f} (mean) | {seeds['steps']} ({models} students in lock-step, ~{wall / 60:.0f} min) |"
+                f"{m14:.3f} (mean) | {seeds['steps']} ({models} students {where}, ~{wall / 60:.0f} min) |"
             )
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import platform
@@ -9,7 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -43,7 +44,19 @@ def _save(path: Path, ck: dict[str, Any]) -> None:
     path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the old one
 
 
-def _stop_on_sigterm() -> threading.Event:
+def hold_run_lock(run_dir: Path) -> IO[str]:
+    """Lock ``run_dir`` for this process's lifetime (keep the returned file open): two processes training one run
+    would interleave checkpoints. ``scripts/train.sh`` reads the lock to tell a running run from an unfinished one."""
+    f = (run_dir / ".lock").open("w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RuntimeError(f"{run_dir} is being trained by another process") from None
+    return f
+
+
+def stop_on_sigterm() -> threading.Event:
     """An event set by SIGTERM (only from the main thread; elsewhere, e.g. in tests, an event never set)."""
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -57,20 +70,26 @@ def train(
     """Train (or resume) the run in ``cfg.run_dir``; returns a summary with the exported artifact path.
 
     ``ranks``: this process's place under torchrun (``training.distributed.init``); rank 0 alone writes files and
-    logs, and returns the summary (the others return ``{}``)."""
+    logs, holds the run folder's lock while it trains (released when this returns or raises), and returns the summary
+    (the others return ``{}``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ranks = ranks or Ranks(pick_device(cfg.device))
-    device, master = ranks.device, ranks.master
-    log.info("world size %d; device %s", ranks.world, device)
+    log.info("world size %d; device %s", ranks.world, ranks.device)
     if ranks.world > 1 and cfg.feat_beta > 0:
         raise ValueError(
             "feature distillation (feat_beta > 0) is not supported under torchrun: its adapters are not synchronised"
         )
-    run_dir = cfg.run_dir
-    if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if not ranks.master:
+        return _train(cfg, ranks, resume=resume, progress=progress)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(cfg.run_dir):
+        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        return _train(cfg, ranks, resume=resume, progress=progress)
+
+
+def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, progress: bool) -> dict[str, Any]:
+    device, master, run_dir = ranks.device, ranks.master, cfg.run_dir
     teachers, weights, descs = load_teachers(cfg, device)
     t0 = time.time()
     source = prepare_data(cfg, device, teachers, weights, descs, shard=(ranks.rank, ranks.world))
@@ -99,7 +118,7 @@ def train(
     t_start = time.time() - elapsed
     bar = make_bar(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not (progress and master))
     last: dict[str, Any] = {}
-    stop = _stop_on_sigterm() if ranks.world == 1 else threading.Event()
+    stop = stop_on_sigterm() if ranks.world == 1 else threading.Event()
     while state.step < cfg.steps:
         if stop.is_set():  # SIGTERM: checkpoint now and leave; `vsr distill --resume RUN` continues exactly here
             _save(ckpt_path, checkpoint(state, cfg, source) | {"elapsed_s": time.time() - t_start})

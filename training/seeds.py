@@ -1,6 +1,7 @@
 """Multi-seed KD ablation from a lock-step run, and the bundled-model choice by held-out validation.
 
     python -m training.seeds --scale 2 --run runs/x2-abl [--install x2]
+    python -m training.seeds --scale 2 --run training/runs/x2-ablation training/runs/x2-ablation-s2  # seeds split
 
 Reads the ``kd-s<seed>`` / ``nokd-s<seed>`` artifacts of a ``training.lockstep`` run, evaluates each on Set5/Set14
 (reported, never used to choose) and on the run's held-out slice of the training images, and adds to
@@ -42,13 +43,29 @@ def score(artifact: str | Path, scale: int, data_root: str, heldout: Any) -> dic
     return {"artifact": str(artifact), "params": meta.parameters, "sets": sets, "heldout": held, "meta": meta}
 
 
-def seeds_block(run: Path, scale: int, command: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
-    conf = json.loads((run / "config.json").read_text())
+def same_recipe(runs: list[Path]) -> dict[str, Any]:
+    """The first run's config; every other run (seeds split over processes) must have the same recipe but its name."""
+    confs = [json.loads((r / "config.json").read_text()) for r in runs]
+    strip = [{k: v for k, v in c["base"].items() if k != "name"} | {"variants": c["variants"]} for c in confs]
+    if any(x != strip[0] for x in strip[1:]):
+        raise SystemExit(f"error: the runs {', '.join(map(str, runs))} have different recipes")
+    return dict(confs[0])
+
+
+def seeds_block(runs: list[Path], scale: int, command: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
+    conf = same_recipe(runs)
     base = TrainConfig.from_dict(conf["base"])
     heldout = next(iter(validation_data(base).values()))  # (name, LR, HR) of the held-out slice
     scores = {}
-    for d in sorted(run.glob("*-s*/artifact")):
-        scores[d.parent.name] = score(d, scale, base.data_root, heldout)
+    walls: list[float] = []  # each run's wall time (its students trained together: one figure per run)
+    for run in runs:
+        names = []
+        for d in sorted(run.glob("*-s*/artifact")):
+            if d.parent.name in scores:
+                raise SystemExit(f"error: {d.parent.name} is in more than one of the runs")
+            scores[d.parent.name] = score(d, scale, base.data_root, heldout)
+            names.append(d.parent.name)
+        walls.append(max((float(scores[n]["meta"].training.get("wall_time_s") or 0) for n in names), default=0.0))
     per: dict[str, list[float]] = {"kd": [], "no_kd": []}
     held: dict[str, list[float]] = {"kd": [], "no_kd": []}
     seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in scores})
@@ -89,8 +106,9 @@ def seeds_block(run: Path, scale: int, command: str) -> tuple[dict[str, Any], di
         f"({conf['base'].get('zoomout', 0)} HR images fed to the teacher as LR, {conf['base'].get('zoomout_share', 0)} "
         "of the crop pool); the no-KD twin cannot use those (no ground truth). Same init, schedule and batches per seed.",
         "steps": any_meta.training.get("steps"),
-        "wall_time_s_all_models": any_meta.training.get("wall_time_s"),
-        "run": str(run),
+        "wall_time_s_all_models": round(sum(walls), 1),
+        "processes": len(runs),
+        "run": ", ".join(map(str, runs)),
         "command": command,
     }
     return block, scores, heldout
@@ -135,8 +153,7 @@ def card(name: str, meta: ArtifactMeta, block: dict[str, Any], best: str) -> str
 
 - Architecture: `{meta.arch}` {json.dumps(meta.config)} — {meta.parameters:,} parameters (re-parameterised blocks
   fused); input space `{meta.input_space}`.
-- Recipe: `training/recipes/x{meta.scale}_kd_v2.json`, trained by `python -m training.lockstep` (command in
-  `{block["run"]}/config.json`): `L = α·L1(student, HR) + (1−α)·L1(student, teacher)`, α = {cfg["alpha"]}, teacher
+- Recipe: trained by `python -m training.lockstep` (the recipe in each run's `config.json`: {block["run"]}): `L = α·L1(student, HR) + (1−α)·L1(student, teacher)`, α = {cfg["alpha"]}, teacher
   `{", ".join(t["source"] for t in tr.get("teachers", []))}`, {tr["steps"]} steps, batch {cfg["batch"]}, LR patch
   {cfg["patch"]}, lr {cfg["lr"]} (warm-up {cfg["warmup"]}, cosine), EMA {cfg["ema"]}; zoom-out samples: {cfg["zoomout"]}
   HR images fed to the teacher as LR ({cfg["zoomout_share"]} of the crop pool).
@@ -185,7 +202,7 @@ def _others(block: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--run", required=True, type=Path, nargs="+", help="lock-step run folder(s): seeds may be split")
     p.add_argument("--install", help="bundled model name to replace if the best KD seed beats it on held-out")
     p.add_argument("--note", help="how the run deviated from its recipe (kept in the JSON and on the card)")
     args = p.parse_args(argv)

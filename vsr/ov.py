@@ -4,7 +4,8 @@
   straight from torch (``openvino.convert_model``; ~0.5 s for a student, no ONNX file on the way) with dynamic N, H, W.
   The uint8 <-> float conversions and the NHWC <-> NCHW transposes are added inside the graph by OpenVINO's
   pre/post-processing API (:func:`with_uint8_io`), so a frame goes in and out as the decoder/encoder's uint8 array
-  and no full-frame float pass runs in numpy or torch. A luma model takes and gives one channel (Y).
+  and no full-frame float pass runs in numpy or torch. A luma model's Y graph is wrapped in its colour work
+  (:func:`rgb_around_luma`), so it too takes and gives RGB.
 - int8: a post-training quantised IR written at export (``training.quantize``), stored in the artifact folder as
   ``model_int8.xml``/``.bin`` (levels in/out like :class:`LevelsNet`); loaded here, never made here.
 - Compiled once per input shape (a camera has one; uploads vary), static shapes, the last :data:`MAX_SHAPES` kept.
@@ -100,11 +101,12 @@ def levels_model(model: nn.Module, channels: int) -> ov.Model:
 
 
 def with_uint8_io(graph: ov.Model) -> ov.Model:
-    """uint8 NHWC in and out, inside the graph (``graph`` takes and gives float NCHW levels)."""
+    """uint8 NHWC in and out, inside the graph (``graph`` takes and gives float NCHW levels; it is not changed: the
+    pre/post-processor rewires the model it is given, and the runner builds several kernels from one graph)."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    ppp = PrePostProcessor(graph)
+    ppp = PrePostProcessor(graph.clone())
     ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
     ppp.input().model().set_layout(ov.Layout("NCHW"))
     ppp.input().preprocess().convert_element_type(ov.Type.f32)
@@ -116,6 +118,52 @@ def with_uint8_io(graph: ov.Model) -> ov.Model:
 def read_int8(xml: Path) -> ov.Model:
     """The artifact's int8 IR (float levels in/out, like :func:`levels_model`)."""
     return core(None).read_model(str(xml))
+
+
+def rgb_around_luma(graph: ov.Model, scale: int) -> ov.Model:
+    """A luma graph (float Y levels N x 1 x H x W in/out) as an RGB graph: float RGB levels N x 3 x H x W in, N x 3 x
+    sH x sW out, clamped and rounded; the colour work of :class:`vsr.luma.LumaAsRGB` inside OpenVINO's graph.
+
+    Y and Cb/Cr are 1x1 convolutions with ``vsr.luma``'s matrix; Y replaces the graph's input; Cb/Cr are upscaled by
+    Interpolate (linear, half-pixel centres: torch's bilinear with ``align_corners=False``); the net's Y, clamped
+    0..255 as the torch path's 8-bit Y plane is (:mod:`vsr.yuv`), and Cb/Cr go through the inverse matrix, clamp
+    0..255, round. Only RGB is rounded, at the end; the torch path also rounds Y before and after the net, so the two
+    differ by up to 2 levels, and this graph is within a level of the float reference (``LumaAsRGB``, whose Y is not
+    clamped) where the net's Y stays in 0..255 (tests/vsr/test_ov_luma.py). ``graph`` is not changed (a clone)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from vsr.luma import _RGB2YCC, _YCC2RGB
+
+    graph = graph.clone()
+    [y_param], [y_result] = graph.get_parameters(), graph.get_results()
+    rgb = ops.parameter([-1, 3, -1, -1], ov.Type.f32, name="rgb")
+    rgb.output(0).get_tensor().set_names({"lr"})
+
+    def mix(x: ov.Output, m: torch.Tensor) -> ov.Node:  # a colour matrix as a 1x1 convolution
+        w = ops.constant(m.numpy().astype(np.float32).reshape(m.shape[0], m.shape[1], 1, 1))
+        return ops.convolution(x, w, strides=[1, 1], pads_begin=[0, 0], pads_end=[0, 0], dilations=[1, 1])
+
+    y = mix(rgb.output(0), _RGB2YCC[:1])
+    for target in y_param.output(0).get_target_inputs():
+        target.replace_source_output(y.output(0))
+    cbcr = ops.interpolate(
+        mix(rgb.output(0), _RGB2YCC[1:]),
+        ops.constant(np.array([scale, scale], np.float32)),
+        mode="linear_onnx",
+        shape_calculation_mode="scales",
+        coordinate_transformation_mode="half_pixel",
+        axes=ops.constant(np.array([2, 3], np.int64)),
+    )
+    y_out = y_result.input_value(0)
+    if y_out.get_node().get_type_name() == "Round":  # round once, RGB at the end, as the float reference does
+        y_out = y_out.get_node().input_value(0)
+    # RGB = Y x the inverse's first column (ones) + Cb/Cr through the rest: no concatenated 4-channel frame (OpenVINO
+    # runs Concat as a reference op, ~10 ms at 720p here); the multiply, add, clamp and round fuse into one pass
+    y_rgb = ops.multiply(y_out, ops.constant(_YCC2RGB[:, :1].numpy().astype(np.float32).reshape(1, 3, 1, 1)))
+    rgb_out = ops.add(y_rgb, mix(cbcr.output(0), _YCC2RGB[:, 1:]))
+    out = ops.round(ops.clamp(rgb_out, 0.0, 255.0), "half_to_even")
+    return ov.Model([ops.result(out)], [rgb], "rgb_around_luma")
 
 
 class OvKernel:

@@ -10,13 +10,17 @@
 - Tiling by pixels (:mod:`vsr.tiling`): whole frames up to ~1 MP on CPU / 1080p on CUDA; batches larger than the
   budget run in chunks of frames, and only a frame larger than the budget is tiled.
 - Luma models (artifact ``input_space: "y"``, loaded wrapped in ``vsr.luma.LumaAsRGB``): the wrapper is opened
-  and the bare Y model runs on the kernel; RGB frames go through :mod:`vsr.yuv` (colour matrices, chroma bilinear).
+  and the bare Y model is built into each kernel. On OpenVINO the colour work runs inside the graph
+  (:func:`vsr.ov.rgb_around_luma`: RGB frames in and out, fused with the net); a torch kernel takes Y, and RGB frames
+  go through :mod:`vsr.yuv` around it (colour matrices and chroma bilinear as full-frame float passes in torch, which
+  cost about as much as a small luma net). Candidates are timed on RGB frames either way (:func:`rgb_fn`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -94,6 +98,20 @@ def candidates(device: torch.device, dtype: str, opts: RuntimeOptions) -> list[t
     return out or [("torch", "fp32" if dtype in ("auto", "int8") else dtype)]
 
 
+def needs_yuv(kernel: Kernel, luma: bool) -> bool:
+    """True when ``kernel`` of a luma model takes Y (torch), False when it takes RGB (OpenVINO's, or an RGB model's)."""
+    return luma and int(getattr(kernel, "channels", 1)) == 1
+
+
+def rgb_fn(kernel: Kernel, *, luma: bool, scale: int) -> Callable[[np.ndarray], np.ndarray]:
+    """RGB uint8 NHWC in -> out through ``kernel`` (with :mod:`vsr.yuv` around a Y kernel), untiled."""
+    if needs_yuv(kernel, luma):
+        from vsr import yuv
+
+        return partial(yuv.upscale_rgb_with_luma, kernel, scale=scale)
+    return kernel
+
+
 def _ov_available() -> bool:
     from vsr import ov
 
@@ -105,6 +123,7 @@ class _Builder:
 
     def __init__(self, model: nn.Module, *, scale: int, device: torch.device, opts: RuntimeOptions) -> None:
         self.model, self.scale, self.device, self.opts = model, scale, device, opts
+        self.luma = int(getattr(model, "colors", 3)) == 1
         self._graph: object | None = None
 
     def __call__(self, runtime: str, precision: str) -> Kernel:
@@ -120,6 +139,8 @@ class _Builder:
             if self._graph is None:
                 self._graph = ov.levels_model(self.model, int(getattr(self.model, "colors", 3)))
             graph = self._graph
+        if self.luma:  # RGB in and out: the colour work in the graph, not in torch around it
+            graph = ov.rgb_around_luma(graph, self.scale)
         return ov.OvKernel(graph, scale=self.scale, precision=precision, cache_dir=cache)
 
 
@@ -129,19 +150,20 @@ def choose_runtime(
     """The kernel of the fastest candidate (:func:`candidates`) on a probe frame, and what was measured.
 
     A candidate that fails to build or run (e.g. oneDNN refusing bf16 on an AVX2 CPU, a broken IR) is recorded as
-    None and skipped; a single candidate's error is raised."""
+    None and skipped; a single candidate's error is raised. The probe is an RGB frame for every model: a luma model's
+    torch candidates are timed with :mod:`vsr.yuv`'s colour work around them, as they run (:func:`rgb_fn`)."""
     opts = opts or RuntimeOptions()
     build = _Builder(model, scale=scale, device=device, opts=opts)
     cands = candidates(device, dtype, opts)
-    channels = int(getattr(model, "colors", 3))
-    probe = np.random.default_rng(0).integers(0, 256, (1, *PROBE_SIZE, channels), dtype=np.uint8)
+    probe = np.random.default_rng(0).integers(0, 256, (1, *PROBE_SIZE, 3), dtype=np.uint8)
     times: dict[str, float | None] = {}
     best: tuple[float, str, str, Kernel] | None = None
     error: Exception | None = None
     for rt, p in cands:
         try:
             kernel = build(rt, p)
-            ms = round(1000 * time_call(partial(kernel, probe)), 2)  # one candidate too: its cost is reported
+            fn = rgb_fn(kernel, luma=build.luma, scale=scale)
+            ms = round(1000 * time_call(partial(fn, probe)), 2)  # one candidate too: its cost is reported
         except (RuntimeError, ValueError, OSError) as e:  # oneDNN/OpenVINO: unsupported here; an unreadable IR
             if len(cands) == 1:
                 raise
@@ -217,6 +239,7 @@ class FrameRunner:
             model = model.to(device, cuda_dtype).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.kernel, self.info = choose_runtime(model, scale=scale, device=device, dtype=name, opts=options)
         self.info.kernel = type(self.kernel).__name__
+        self.yuv = needs_yuv(self.kernel, self.luma)  # a torch Y kernel: the colour work in torch around it
         self.dtype = self.kernel.dtype
         self.cost = Cost(self.info.ms, PROBE_SIZE[0] * PROBE_SIZE[1])
         self.pixel_budget = pixel_budget or max_pixels(device, bytes_per_pixel=self._bytes_per_pixel(model))
@@ -253,7 +276,7 @@ class FrameRunner:
         if n > per_call:
             return np.concatenate([self._run(frames[i : i + per_call], budget, overlap) for i in range(0, n, per_call)])
         grid = plan_grid(h, w, budget=budget, overlap=overlap, batch=n)
-        if self.luma:
+        if self.yuv:
             from vsr import yuv
 
             return yuv.upscale_rgb_with_luma(lambda y: run_tiled(self.kernel, y, grid, self.scale), frames, self.scale)

@@ -1,4 +1,5 @@
-"""Luma models (artifact ``input_space: "y"``) on the fast kernel, for RGB frames.
+"""Luma models (artifact ``input_space: "y"``) on a torch kernel, for RGB frames (an OpenVINO kernel does this
+colour work inside its graph: :func:`vsr.ov.rgb_around_luma`).
 
 The contract is ``vsr.luma``'s: the model sees and predicts full-range BT.601
 Y (JFIF, ``0.299 R + 0.587 G + 0.114 B``); chroma is upscaled bilinearly. Here Y runs through the uint8 kernel in

@@ -42,7 +42,11 @@ def run_of(n: int = 20, *, rss_step: int = 0, thread_step: float = 0, fps: tuple
         }
         for i in range(n)
     ]
-    return {"samples": samples, "exit_code": 0}
+    return {"samples": samples, "exit_code": 0, "sample_errors": []}
+
+
+def with_sample_error(run: dict) -> dict:
+    return run | {"sample_errors": [{"t": 12.0, "error": "ConnectError: connection refused"}]}
 
 
 def probes(uploads: list[tuple[float, int, bool]] | None = None, health: float = 0.01) -> Any:
@@ -70,6 +74,7 @@ def test_a_flat_fair_run_passes_every_check() -> None:
         (run_of(), probes([(12.0, 200, False)]), "uploads_answered_le_10s"),
         (run_of(), probes([(0.1, 503, False)]), "uploads_answered_le_10s"),  # 503 without Retry-After
         (run_of(), probes(health=0.3), "health_p99_le_100ms"),
+        (with_sample_error(run_of()), None, "every_sample_answered"),  # the server stopped answering for a while
     ],
 )
 def test_each_fault_fails_its_check(run: dict, p: Any, failing: str) -> None:

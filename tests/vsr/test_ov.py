@@ -64,14 +64,26 @@ def test_luma_model_takes_and_gives_y(tmp_path: Path) -> None:
     assert out.shape == (1, 46, 62, 1) and _diff(out, ref8).max() <= 1
 
 
-def test_runner_on_openvino_equals_torch_on_rgb_frames_of_a_luma_model(tmp_path: Path) -> None:
+def test_runner_on_openvino_matches_torch_on_rgb_frames_of_a_luma_model(tmp_path: Path) -> None:
     m = _student(4, colors=1)
     img = synthetic_image(np.random.default_rng(5), 20, 26)
     opts = RuntimeOptions("openvino", cache_dir=tmp_path)
     on_ov = FrameRunner(m, scale=2, device=CPU, dtype="fp32", options=opts)
     on_torch = FrameRunner(m, scale=2, device=CPU, dtype="fp32", options=RuntimeOptions("torch"))
     assert on_ov.info.runtime == "openvino" and on_torch.info.runtime == "torch"
-    assert _diff(on_ov(img), on_torch(img)).max() <= 1
+    assert on_ov.kernel.channels == 3 and not on_ov.yuv and on_torch.yuv  # the colour work in the graph, or in torch
+    # The graph rounds once (RGB at the end); vsr.yuv also rounds Y to 8 bits before and after the net: <= 2 levels
+    d = _diff(on_ov(img), on_torch(img))
+    assert d.max() <= 2 and d.mean() < 0.5
+
+
+def test_kernels_built_from_one_graph_leave_it_as_it_was(tmp_path: Path) -> None:
+    """The runner builds its f32 and bf16 candidates from one converted graph: the first must not rewire it."""
+    graph = vov.levels_model(_student(1), 3)
+    frames = np.stack([synthetic_image(np.random.default_rng(s), 13, 17) for s in range(2)])
+    first = vov.OvKernel(graph, scale=2, precision="fp32", threads=1, cache_dir=tmp_path)(frames)
+    assert graph.inputs[0].get_element_type() == ov.Type.f32 and str(graph.inputs[0].get_partial_shape()) == "[?,3,?,?]"
+    assert np.array_equal(vov.OvKernel(graph, scale=2, precision="fp32", threads=1, cache_dir=tmp_path)(frames), first)
 
 
 def test_compiled_models_go_to_the_cache_dir(tmp_path: Path) -> None:
