@@ -120,14 +120,57 @@ def read_int8(xml: Path) -> ov.Model:
     return core(None).read_model(str(xml))
 
 
+def bilinear_weights(scale: int) -> tuple[np.ndarray, int]:
+    """torch's bilinear (``align_corners=False``) as a 1-D filter: output ``o`` takes input ``j`` with weight
+    ``w[o - scale j - first]``; ``first`` is the smallest offset with a weight (-1 at x2, -2 at x4)."""
+    offsets = np.arange(-scale, 2 * scale)
+    w = np.maximum(0.0, 1.0 - np.abs((offsets + 0.5 - scale / 2) / scale))
+    used = np.nonzero(w)[0]
+    return w[used[0] : used[-1] + 1].astype(np.float32), int(offsets[used[0]])
+
+
+def _bilinear_up(x: ov.Output, scale: int, channels: int) -> ov.Node:
+    """``x`` (N x channels x H x W) upscaled ``scale`` times as torch's bilinear with ``align_corners=False``: a
+    depthwise transposed convolution (stride ``scale``, the 2-D tent filter) on the input edge-padded by a pixel, its
+    output cropped by the convolution's pads. The padding is torch's border clamp: the source coordinate of an edge
+    output pixel falls up to half a pixel outside, where torch takes the edge pixel's value."""
+    import openvino.opset13 as ops
+
+    w1, first = bilinear_weights(scale)
+    taps = len(w1)
+    w = np.broadcast_to(np.outer(w1, w1), (channels, 1, 1, taps, taps)).astype(np.float32)
+    one = ops.constant(np.array([0, 0, 1, 1], np.int64))
+    padded = ops.pad(x, one, one, "edge")
+    # padded input j + 1 holds input j; output o = scale j + d lands at scale (j + 1) + d - first before the crop,
+    # and scale (W + 1) + taps - begin - end = scale W
+    begin = scale - first
+    end = scale + taps - begin
+    return ops.group_convolution_backprop_data(
+        padded,
+        ops.constant(w),
+        strides=[scale, scale],
+        pads_begin=[begin, begin],
+        pads_end=[end, end],
+        dilations=[1, 1],
+    )
+
+
 def rgb_around_luma(graph: ov.Model, scale: int) -> ov.Model:
     """A luma graph (float Y levels N x 1 x H x W in/out) as an RGB graph: float RGB levels N x 3 x H x W in, N x 3 x
     sH x sW out, clamped and rounded; the colour work of :class:`vsr.luma.LumaAsRGB` inside OpenVINO's graph.
 
-    Y and Cb/Cr are 1x1 convolutions with ``vsr.luma``'s matrix; Y replaces the graph's input; Cb/Cr are upscaled by
-    Interpolate (linear, half-pixel centres: torch's bilinear with ``align_corners=False``); the net's Y, clamped
-    0..255 as the torch path's 8-bit Y plane is (:mod:`vsr.yuv`), and Cb/Cr go through the inverse matrix, clamp
-    0..255, round. Only RGB is rounded, at the end; the torch path also rounds Y before and after the net, so the two
+    ``LumaAsRGB`` computes ``RGB = Y_sr c + B up(C RGB_in)`` (``c``, ``B``: the inverse matrix's first column and the
+    rest; ``C``: the Cb/Cr rows). Matrices and the bilinear upscaling are linear and per-pixel/per-channel, and
+    ``B C = I - c m_y`` (``m_y``: the Y row), so this graph computes ``RGB = Y_sr c + up((I - c m_y) RGB_in)``: one 3x3
+    matrix at the input size, the upscaling of those 3 channels, then ``Y_sr`` (clamped 0..255, as the torch path's
+    8-bit Y plane is: :mod:`vsr.yuv`) times ``c`` (ones in BT.601) added, clamp 0..255, round. Why: the colour work
+    this replaces (a Cb/Cr convolution, Interpolate on Cb/Cr at the output size, a 2 -> 3 matrix there and a multiply)
+    cost more than a luma net saves over the RGB one; in OpenVINO's per-op profile (``PERF_COUNT``, x2 int8 at 720p
+    out, AVX2) Interpolate alone was as slow as the net's largest convolution. What is left: the 3x3 matrix and the
+    edge pad at the input size, the upscaling (:func:`_bilinear_up`: a depthwise transposed convolution, OpenVINO's
+    JIT depthwise kernel, about a tenth of Interpolate's time in that profile) and one fused add/clamp/round pass at
+    the output size; the upscaling runs 3 channels where Interpolate ran 2.
+    Only RGB is rounded, at the end; the torch path also rounds Y before and after the net, so the two
     differ by up to 2 levels, and this graph is within a level of the float reference (``LumaAsRGB``, whose Y is not
     clamped) where the net's Y stays in 0..255 (tests/vsr/test_ov_luma.py). ``graph`` is not changed (a clone)."""
     import openvino as ov
@@ -147,21 +190,13 @@ def rgb_around_luma(graph: ov.Model, scale: int) -> ov.Model:
     y = mix(rgb.output(0), _RGB2YCC[:1])
     for target in y_param.output(0).get_target_inputs():
         target.replace_source_output(y.output(0))
-    cbcr = ops.interpolate(
-        mix(rgb.output(0), _RGB2YCC[1:]),
-        ops.constant(np.array([scale, scale], np.float32)),
-        mode="linear_onnx",
-        shape_calculation_mode="scales",
-        coordinate_transformation_mode="half_pixel",
-        axes=ops.constant(np.array([2, 3], np.int64)),
-    )
+    column = _YCC2RGB[:, :1].double()
+    chroma = torch.eye(3, dtype=torch.float64) - column @ _RGB2YCC[:1].double()  # = B C, without B's rounding
     y_out = y_result.input_value(0)
     if y_out.get_node().get_type_name() == "Round":  # round once, RGB at the end, as the float reference does
         y_out = y_out.get_node().input_value(0)
-    # RGB = Y x the inverse's first column (ones) + Cb/Cr through the rest: no concatenated 4-channel frame (OpenVINO
-    # runs Concat as a reference op, ~10 ms at 720p here); the multiply, add, clamp and round fuse into one pass
-    y_rgb = ops.multiply(y_out, ops.constant(_YCC2RGB[:, :1].numpy().astype(np.float32).reshape(1, 3, 1, 1)))
-    rgb_out = ops.add(y_rgb, mix(cbcr.output(0), _YCC2RGB[:, 1:]))
+    y_rgb = ops.multiply(y_out, ops.constant(column.numpy().astype(np.float32).reshape(1, 3, 1, 1)))
+    rgb_out = ops.add(y_rgb, _bilinear_up(mix(rgb.output(0), chroma.float()).output(0), scale, 3))
     out = ops.round(ops.clamp(rgb_out, 0.0, 255.0), "half_to_even")
     return ov.Model([ops.result(out)], [rgb], "rgb_around_luma")
 
