@@ -89,7 +89,9 @@ def write_readme(folder: Path = RESULTS, path: Path = README) -> Path:
 
 def _section(title: str, res: dict[str, Any], table: str, extra: list[str]) -> list[str]:
     m = res.get("machine", {})
-    machine = ", ".join(f"{k} {m[k]}" for k in ("cpu", "gpu", "cpu_threads", "torch", "python", "platform") if k in m)
+    m = m | {"cpu_flags": " ".join(m["cpu_flags"]) or "none of avx2/avx512/vnni/amx"} if "cpu_flags" in m else m
+    keys = ("cpu", "cpu_flags", "gpu", "cpu_threads", "torch", "python", "platform")
+    machine = ", ".join(f"{k} {m[k]}" for k in keys if k in m)
     return [
         "",
         f"## {title}",

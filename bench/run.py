@@ -28,6 +28,9 @@ def machine() -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(0)
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    from bench.runtimes import cpu_flags  # the SIMD flags that decide which precisions are fast (lscpu's flags)
+
+    info["cpu_flags"] = cpu_flags().get("flags", [])
     return info
 
 
