@@ -199,17 +199,51 @@ def _others(block: dict[str, Any]) -> str:
     return ("\nSide-by-side variants (same seed, same batches):\n\n" + "".join(lines)) if lines else ""
 
 
+def arm_block(run: Path, block: dict[str, Any], scale: int, heldout: Any) -> dict[str, Any]:
+    """Another arm of the ablation trained later (a lock-step run of the same base recipe with other variants, e.g.
+    KD without the zoom-outs): each student scored like the twins, and its paired difference per seed to the KD and
+    the no-KD twin of that seed (same initial weights; batches from the same pool, not the same draws)."""
+    conf = json.loads((run / "config.json").read_text())
+    base = {k: v for k, v in conf["base"].items() if k != "name"}
+    if base != {k: v for k, v in block["recipe"].items() if k != "name"}:
+        raise SystemExit(f"error: {run} has another base recipe than the ablation")
+    out: dict[str, Any] = {}
+    for variant, over in conf["variants"].items():
+        keys = {s: run / f"{variant}-s{s}" / "artifact" for s in block["seeds"]}
+        sc = {s: score(d, scale, base["data_root"], heldout) for s, d in keys.items() if d.is_dir()}
+        seeds = sorted(sc)
+        set5 = [sc[s]["sets"]["Set5"]["psnr_y"] for s in seeds]
+        held = [sc[s]["heldout"]["heldout"]["psnr_y"] for s in seeds]
+        idx = [block["seeds"].index(s) for s in seeds]
+        out[variant] = {
+            "overrides": over,
+            "run": str(run),
+            "seeds": seeds,
+            "set5": set5,
+            "set14": [sc[s]["sets"]["Set14"]["psnr_y"] for s in seeds],
+            "heldout": held,
+            "set5_minus_kd": stats([a - block["kd"][i] for a, i in zip(set5, idx, strict=True)]),
+            "set5_minus_no_kd": stats([a - block["no_kd"][i] for a, i in zip(set5, idx, strict=True)]),
+            "heldout_minus_kd": stats([a - block["heldout"]["kd"][i] for a, i in zip(held, idx, strict=True)]),
+            "heldout_minus_no_kd": stats([a - block["heldout"]["no_kd"][i] for a, i in zip(held, idx, strict=True)]),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--run", required=True, type=Path, nargs="+", help="lock-step run folder(s): seeds may be split")
     p.add_argument("--install", help="bundled model name to replace if the best KD seed beats it on held-out")
     p.add_argument("--note", help="how the run deviated from its recipe (kept in the JSON and on the card)")
+    p.add_argument("--arm", type=Path, action="append", default=[], help="a later lock-step run of other variants")
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     block, scores, heldout = seeds_block(args.run, args.scale, " ".join(["python -m training.seeds", *argv]))
     if args.note:
         block["note"] = args.note
+    for run in args.arm:
+        block.setdefault("arms", {}).update(arm_block(run, block, args.scale, heldout))
     if args.install:
         block["install"] = install(args.install, scores, heldout, args.scale, block)
     allres = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

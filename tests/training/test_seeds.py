@@ -70,3 +70,30 @@ def test_seeds_block_and_install_rule(tmp_path: Path, monkeypatch: pytest.Monkey
     assert seeds_mod.main(["--scale", "2", "--run", str(tmp_path / "runs" / "abl"), "--install", "x2"]) == 0
     verdict = json.loads((tmp_path / "kd_ablation.json").read_text())["x2"]["seeds"]["install"]
     assert "NOT installed" in verdict and (bundled / "x2" / "model.safetensors").read_bytes() == before
+
+
+def test_a_later_arm_is_paired_with_each_seeds_twins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--arm``: every student of a later run of the same base recipe, minus the KD and no-KD twins of its seed."""
+    run = tmp_path / "arm"
+    for s in (0, 1):
+        (run / f"kdnz-s{s}" / "artifact").mkdir(parents=True)
+    recipe = {"name": "a", "data_root": "d", "steps": 10}
+    (run / "config.json").write_text(
+        json.dumps({"base": recipe | {"name": "b"}, "seeds": [0, 1], "variants": {"kdnz": {"zoomout": 0}}})
+    )
+    fake = {0: (37.0, 31.0), 1: (37.5, 31.2)}  # seed -> (Set5, held-out) of the arm's student
+
+    def score(d: Path, *_: object) -> dict:
+        s5, held = fake[int(d.parent.name.rsplit("-s", 1)[1])]
+        return {"sets": {"Set5": {"psnr_y": s5}, "Set14": {"psnr_y": 0.0}}, "heldout": {"heldout": {"psnr_y": held}}}
+
+    monkeypatch.setattr(seeds_mod, "score", score)
+    block = {"seeds": [0, 1], "recipe": recipe, "kd": [37.1, 37.4], "no_kd": [36.9, 37.2]}
+    block["heldout"] = {"kd": [31.1, 31.1], "no_kd": [30.9, 31.0]}
+    arm = seeds_mod.arm_block(run, block, 2, None)["kdnz"]
+    assert arm["set5_minus_kd"]["mean"] == pytest.approx(0.0)  # (-0.1 + 0.1) / 2
+    assert arm["set5_minus_no_kd"]["mean"] == pytest.approx(0.2)  # (0.1 + 0.3) / 2
+    assert arm["heldout_minus_no_kd"]["mean"] == pytest.approx(0.15)  # (0.1 + 0.2) / 2
+    (run / "config.json").write_text(json.dumps({"base": recipe | {"steps": 20}, "seeds": [0], "variants": {}}))
+    with pytest.raises(SystemExit, match="another base recipe"):
+        seeds_mod.arm_block(run, block, 2, None)
