@@ -123,8 +123,9 @@ def _train_locked(
             last = {k: evaluate(st, cfgs[k], device, val) for k, st in states.items()}
             log_row(metrics, {"step": step, "time_s": round(time.time() - t_start, 1), "eval": last})
         if step % base.ckpt_every == 0 or step == base.steps or stop.is_set():
+            done = step == base.steps  # the schedule is over: the optimiser's moments (half the file) are dead weight
             ck = {
-                "states": {k: _checkpoint(st) for k, st in states.items()},
+                "states": {k: _checkpoint(st, optimizer=not done) for k, st in states.items()},
                 "pool_draws": source.draws,
                 "elapsed_s": time.time() - t_start,
             }
@@ -165,12 +166,12 @@ def _train_locked(
     return summary
 
 
-def _checkpoint(st: State) -> dict[str, Any]:
+def _checkpoint(st: State, *, optimizer: bool = True) -> dict[str, Any]:
     return {
         "step": st.step,
         "model": st.model.state_dict(),
         "ema": st.ema.state_dict() if st.ema is not None else None,
-        "optimizer": st.optimizer.state_dict(),
+        "optimizer": st.optimizer.state_dict() if optimizer else None,
         "rng": st.rng.bit_generator.state,
     }
 
@@ -179,7 +180,8 @@ def _restore(st: State, ck: dict[str, Any]) -> None:
     st.model.load_state_dict(ck["model"])
     if st.ema is not None and ck["ema"] is not None:
         st.ema.load_state_dict(ck["ema"])
-    st.optimizer.load_state_dict(ck["optimizer"])
+    if ck["optimizer"] is not None:  # None in a finished run's checkpoint, where no step is left to take
+        st.optimizer.load_state_dict(ck["optimizer"])
     st.rng.bit_generator.state = ck["rng"]
     st.step = ck["step"]
 

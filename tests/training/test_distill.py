@@ -192,6 +192,17 @@ def test_lockstep_twins_share_init_and_batches(workdir: Path) -> None:
     assert diff == {"alpha", "name"}
     twins = train_lockstep(replace_name(cfg, "twins"), [0], progress=False)
     assert set(twins["artifacts"]) == {"kd-s0", "nokd-s0"}
+    # a finished run's checkpoint drops the optimiser (no step is left), and resuming it trains nothing
+    ck = torch.load(replace_name(cfg, "twins").run_dir / "checkpoint.pt", weights_only=False)
+    assert {k: (v["step"], v["optimizer"]) for k, v in ck["states"].items()} == {
+        "kd-s0": (3, None),
+        "nokd-s0": (3, None),
+    }
+    before = load_artifact(twins["artifacts"]["kd-s0"])[0].state_dict()
+    again = train_lockstep(replace_name(cfg, "twins"), [0], progress=False)
+    assert again["steps"] == 3
+    for k, v in load_artifact(again["artifacts"]["kd-s0"])[0].state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
 
 
 def replace_name(cfg: TrainConfig, name: str) -> TrainConfig:
