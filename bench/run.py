@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -26,11 +25,12 @@ def machine() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    from bench.runtimes import cpu_flags  # the SIMD flags that decide which precisions are fast (lscpu's flags)
+    from bench.runtimes import cpu_flags  # lscpu's model name and the SIMD flags that decide which precisions are fast
 
-    info["cpu_flags"] = cpu_flags().get("flags", [])
+    cpu = cpu_flags()
+    if "model" in cpu:
+        info["cpu"] = cpu["model"]
+    info["cpu_flags"] = cpu.get("flags", [])
     return info
 
 
