@@ -167,6 +167,7 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
         auto = AutoModel(
             camera_models(engine, default),
             lambda m, h, w: engine.runner(m).cost.frame_ms(h, w),
+            budget=settings.stream_budget,
             on_choice=lambda c: metrics.stream_budget.set(c.load),
         )
     manager = StreamManager(

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.sharding import Shard, resolve_shard
+from service.streams.auto import BUDGET as AUTO_BUDGET
 from service.streams.config import EncoderOptions, StreamOptions, StreamSpec, load_stream_specs
 from service.urlpolicy import parse_cidrs
 from service.videojobs import JobOptions
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
         default=None,
         description="default model of live streams: unset or auto = the best loaded camera model whose measured cost "
         "fits all live streams (service/streams/auto.py); a model name pins it",
+    )
+    stream_budget: float = Field(
+        default=AUTO_BUDGET,
+        gt=0,
+        le=2,
+        description="share of the worker's second that the auto streams' measured model time may fill: above 1 trades "
+        "a few dropped frames for a better model (1.1: ~90 % of frames at worst), 1.0 or less aims at every frame",
     )
     video_model: str | None = Field(
         default=None, description="default model of video jobs: x2-camera (codec/noise-trained) when loaded"

@@ -2,7 +2,7 @@
 
 One worker runs every stream's frames, so the budget is shared: a stream of ``fps`` frames per second at ``h x w``
 costs ``fps x ms_per_frame(model, h, w)`` ms of worker time per second; all streams together must stay within the
-worker's second times :data:`HEADROOM` (decoding, JPEG encoding and HTTP need the rest of the cores). Streams that
+worker's second times the budget share (:data:`BUDGET`, ``VSR_STREAM_BUDGET``). Streams that
 name a model keep it and their cost is counted first; the streams on ``auto`` all get the best candidate that fits
 (candidates are the loaded camera models, best first), or the cheapest one when none does.
 
@@ -24,7 +24,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
-HEADROOM = 0.75  # share of the worker's time the streams may fill
+BUDGET = 1.1  # share of the worker's second the live streams' measured model time may fill (see above)
 UPGRADE_MARGIN = 0.9  # a costlier model must fit in this share of the budget to replace a cheaper one
 INTERVAL_S = 2.0
 DEFAULT_FPS = 30.0  # a source that reports no rate yet
@@ -95,12 +95,12 @@ class AutoModel:
         candidates: Sequence[str],
         cost: CostFn,
         *,
-        headroom: float = HEADROOM,
+        budget: float = BUDGET,
         on_choice: Callable[[Choice], None] | None = None,
     ) -> None:
         if not candidates:
             raise ValueError("auto needs at least one candidate model")
-        self.candidates, self.cost, self.budget_ms = list(candidates), cost, 1000.0 * headroom
+        self.candidates, self.cost, self.budget_ms = list(candidates), cost, 1000.0 * budget
         self.on_choice = on_choice
         self.choice: Choice | None = None
         self._lock = threading.Lock()

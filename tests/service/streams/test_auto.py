@@ -64,7 +64,7 @@ def manager() -> Iterator[tuple[StreamManager, FakeBatcher, Metrics]]:
     silent.listen(4)
     metrics = Metrics(CollectorRegistry())
     batcher = FakeBatcher()
-    auto = AutoModel(["big", "small"], cost, headroom=1.5, on_choice=lambda c: metrics.stream_budget.set(c.load))
+    auto = AutoModel(["big", "small"], cost, budget=1.5, on_choice=lambda c: metrics.stream_budget.set(c.load))
     mgr = StreamManager(
         submit=batcher.submit,
         models={"big": 2, "small": 2, "x2": 2},

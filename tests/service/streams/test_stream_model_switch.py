@@ -41,7 +41,10 @@ def test_patch_switches_the_model_without_reconnecting(live_server: Callable[...
     refs = {name: reference(repo / name, frames) for name in ("site-a", "site-b")}
     assert not which(refs["site-a"][0], {"site-b": refs["site-b"]})  # the two models are told apart
 
-    srv = live_server(model_repository=str(repo), models=["site-b", "site-a"], stream_allow_file=True)
+    srv = live_server(
+        model_repository=str(repo), models=["site-b", "site-a"], stream_allow_file=True, stream_budget=0.8
+    )
+    assert srv.app.state.streams.auto.budget_ms == 800  # VSR_STREAM_BUDGET reaches the auto chooser
     r = srv.client.post("/stream", json={"url": f"file://{clip}", "name": "loop", "model": "site-a"})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
