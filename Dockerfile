@@ -10,7 +10,7 @@
 #             Older driver? Build against a CUDA 12 index of the same release, e.g.
 #             --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 #     cpu:    2.13.0+cpu from the PyTorch CPU index (~200 MB instead of ~4 GB).
-# The bundled models (vsr/models/*) are package data; the build fails without x2, x4, x2-camera and x2-camera-fast
+# The bundled models (vsr/models/*) are package data; the build fails without x2, x4, x2-camera, x2-camera-fast and x2-camera-lite
 # (all four load by default: x2 for stills, x2-camera for video jobs, streams choose between the camera models).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -46,7 +46,7 @@ COPY bench ./bench
 RUN pip install --no-cache-dir . "torch==${TORCH_VERSION}" \
     && python -c "import importlib.resources as r, sys; \
 m = r.files('vsr') / 'models'; \
-missing = [n for n in ('x2', 'x4', 'x2-camera', 'x2-camera-fast') if not (m / n / 'model.safetensors').is_file()]; \
+missing = [n for n in ('x2', 'x4', 'x2-camera', 'x2-camera-fast', 'x2-camera-lite') if not (m / n / 'model.safetensors').is_file()]; \
 sys.exit(f'bundled models missing: {missing}' if missing else 0)"
 
 # ---------------------------------------------------------------- runtime: the venv, a non-root user, nothing else

@@ -21,7 +21,7 @@ import torch
 
 from bench.realtime import HEIGHT, WIDTH, bench_frames, cv_rgb, interleaved, opencv_anchors
 
-MODELS = ["x2", "x2-camera", "x2-camera-fast"]
+MODELS = ["x2", "x2-camera", "x2-camera-fast", "x2-camera-lite"]
 CANDIDATES = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
 CAMERA_BUDGET_MS = 25.0  # model time per frame that leaves a 30 fps camera its decode/encode/HTTP share of 33 ms
 

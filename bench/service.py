@@ -47,6 +47,7 @@ CLIENTS = [1, 4, 16]
 DEFAULT_MALLOC = str(128 * 1024)
 VARIANTS: list[tuple[str, str, dict[str, str]]] = [
     ("jpeg", "max batch 8", {"VSR_MAX_BATCH_SIZE": "8"}),
+    ("jpeg", "max batch 1", {"VSR_MAX_BATCH_SIZE": "1"}),
     (
         "jpeg",
         "glibc + OpenMP defaults",

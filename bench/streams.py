@@ -117,6 +117,7 @@ def run_n(svc: ServiceProcess, n: int, p: Plan) -> dict[str, Any]:
         cpu = meter.stop()
         s1, t1 = _snapshot(client, ids)
         m1 = scrape(svc.base)
+        costs = _model_costs(client)
         viewer_fps = [round(v.frames_between(t0, t1) / (t1 - t0), 2) for v in viewers]
     finally:
         for v in viewers:
@@ -128,7 +129,13 @@ def run_n(svc: ServiceProcess, n: int, p: Plan) -> dict[str, Any]:
             srv.stop()
     row = _summarize(n, live, s0, s1, m0, m1, t1 - t0, cpu)
     row["viewer_fps"] = viewer_fps  # JPEG frames an MJPEG viewer received per second, per stream
+    row["model_ms_per_megapixel"] = costs  # what the stream model choice budgeted with at the window's end
     return row
+
+
+def _model_costs(client: httpx.Client) -> dict[str, float | None]:
+    names = [m["name"] for m in client.get("/v2/models").json()["models"]]
+    return {n: client.get(f"/v2/models/{n}").json().get("ms_per_megapixel") for n in names}
 
 
 class MjpegViewer:

@@ -38,7 +38,7 @@ def _split_commas(v: object) -> object:
 
 
 # Loaded by default; each use falls back to the first loaded model when its preferred one is not loaded.
-DEFAULT_MODELS = ("x2", "x4", "x2-camera", "x2-camera-fast")
+DEFAULT_MODELS = ("x2", "x4", "x2-camera", "x2-camera-fast", "x2-camera-lite")
 PREFERRED_MODEL = {"image": "x2", "stream": "x2-camera", "video": "x2-camera"}
 ModelUse = Literal["image", "stream", "video"]
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_MODELS),
-        description="artifact names (x2, x4, x2-camera, x2-camera-fast) or paths",
+        description="artifact names (x2, x4, x2-camera, x2-camera-fast, x2-camera-lite) or paths",
     )
     model_repository: str | None = Field(
         default=None,
@@ -96,8 +96,9 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=256,
-        description="unset (auto): 8 on CUDA, 1 on CPU (measured: on 2 cores a batch gains no throughput, and its burst of "
-        "response encodes preempts the model's OpenMP threads: 16 JPEG clients 6.7 fps at batch 8, 9.7 at batch 1)",
+        description="unset (auto): 8 on CUDA, 2 on CPU, where OpenVINO runs a batch's two frames side by side on "
+        "half the threads each (measured on 2 cores, vsr bench streams/service: two 30 fps cameras 21-25 fps each at "
+        "batch 2, 15 at batch 1; 16 JPEG clients 15.6 vs 16.1 fps, within run-to-run noise; batch 8 gains nothing)",
     )
     max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
     queue_limit: int = Field(default=64, ge=1, description="frames waiting for the worker; more get 503 + Retry-After")
@@ -377,7 +378,7 @@ class Settings(BaseSettings):
 
     def batch_size(self, device: torch.device) -> int:
         """``max_batch_size``, or its automatic value for ``device`` when unset."""
-        return self.max_batch_size or (8 if device.type == "cuda" else 1)
+        return self.max_batch_size or (8 if device.type == "cuda" else 2)
 
     def memory_budget_bytes(self) -> int:
         return self.memory_budget_mb * 1024 * 1024 if self.memory_budget_mb else default_budget_bytes()

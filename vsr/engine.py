@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MIN_OOM_TILE = 64  # LR pixels: below this, tiling costs more than it saves and OOM is re-raised
 WARMUP_SIZE = (64, 64)  # LR frame the warm-up runs per model (first-call kernel selection / allocation)
+# LR frame whose time seeds each model's cost at warm-up: measured per megapixel on OpenVINO int8 (2 Zen 3 cores),
+# x2-camera-fast costs 156 ms/MP at the runtime probe's 96x160, 124 here and 126 at 640x360 (fixed per-call work)
+COST_SIZE = (180, 320)
 COMPILE_SIZE = (360, 640)  # LR frame torch.compile specialises on when asked (static shapes; a camera's size)
 
 
@@ -244,6 +247,8 @@ class Engine:
         frame = np.zeros((1, *WARMUP_SIZE, 3), np.uint8)
         for lm in self.models.values():
             self._infer(lm, frame, self.tiles)
+            if self.device.type == "cpu":  # the stream model choice budgets with it (service/streams/auto.py)
+                self.runners[lm.name].calibrate_cost(COST_SIZE)
             if self.compile:
                 self.runners[lm.name].compile(COMPILE_SIZE)
         if self.device.type == "cuda":

@@ -28,7 +28,7 @@ def _models(tiny_artifact: dict[str, Any], camera: Path) -> list[str]:
 
 
 def test_a_default_install_loads_four_bundled_models() -> None:
-    assert Settings().models == list(DEFAULT_MODELS) == ["x2", "x4", "x2-camera", "x2-camera-fast"]
+    assert Settings().models == list(DEFAULT_MODELS) == ["x2", "x4", "x2-camera", "x2-camera-fast", "x2-camera-lite"]
     for name in DEFAULT_MODELS:
         assert (resolve(name) / "model.safetensors").is_file()
 
