@@ -74,3 +74,17 @@ def test_a_compiling_call_is_no_cost_sample_and_calibration_sets_the_cost(tmp_pa
     assert runner.cost.ms_per_megapixel < 1e6 and runner.cost.calls == 1
     ms = runner.calibrate_cost((40, 64))
     assert ms > 0 and runner.cost.frame_ms(40, 64) == pytest.approx(ms, rel=0.01)
+
+
+def test_warmup_calibrates_every_model_at_the_cost_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.env import export_tiny
+    from vsr.engine import COST_SIZE, Engine
+
+    arts = [export_tiny(_student(c), tmp_path / f"m{c}", name=f"m{c}") for c in (3, 1)]
+    engine = Engine.open([str(a) for a in arts], device="cpu", dtype="fp32")
+    seen: list[tuple[int, int]] = []
+    for name in engine.models:
+        runner = engine.runners[name]
+        monkeypatch.setattr(runner, "calibrate_cost", lambda size, r=runner: seen.append(size) or 1.0)
+    engine.warmup()
+    assert seen == [COST_SIZE, COST_SIZE]
