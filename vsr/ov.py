@@ -24,6 +24,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,20 +242,30 @@ class OvKernel:
         self.compiled = False  # torch.compile's flag on the torch kernels; not used here
         self.compiles = 0  # shapes compiled so far: a call that compiled is not a cost sample (vsr.runner.Cost)
 
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        req = self._compiled.get(shape)
-        if req is not None:
-            self._compiled.move_to_end(shape)
-            return req
+    def _compiled_for(
+        self,
+        cache: OrderedDict[tuple[int, ...], Any],
+        shape: tuple[int, ...],
+        config: dict[str, str],
+        build: Callable[[Any], Any],
+    ) -> Any:
+        """``cache[shape]``, or the graph compiled for ``shape`` with ``config`` and made into ``build(compiled)``;
+        the last :data:`MAX_SHAPES` kept."""
+        entry = cache.get(shape)
+        if entry is not None:
+            cache.move_to_end(shape)
+            return entry
         graph = self.graph.clone()
         graph.reshape({0: list(shape)})
-        req = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
-        self._compiled[shape] = req
+        entry = cache[shape] = build(self.core.compile_model(graph, "CPU", config))
         self.compiles += 1
-        while len(self._compiled) > MAX_SHAPES:
-            self._compiled.popitem(last=False)
-        log.debug("openvino %s: compiled for %s", self.precision, shape)
-        return req
+        while len(cache) > MAX_SHAPES:
+            cache.popitem(last=False)
+        log.debug("openvino %s: compiled for %s (%s)", self.precision, shape, config["PERFORMANCE_HINT"])
+        return entry
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        return self._compiled_for(self._compiled, shape, self.config, lambda c: c.create_infer_request())
 
     def _parallel(self, frames: np.ndarray) -> np.ndarray:
         """Each frame on its own request of a throughput compile (``streams`` streams sharing the threads), at most
@@ -262,26 +273,18 @@ class OvKernel:
         27.2 this way vs 30.9 one after the other on two threads (29.8 as one batch of 2); x2-camera-lite 14.0 vs
         14.1. The gain is under load: a one-thread request that loses its core to a decoder or a JPEG encode slows
         alone, where a two-thread request stalls both threads at its barrier."""
-        shape = (1, *frames.shape[1:])
-        entry = self._parallel_reqs.get(shape)
-        if entry is None:
-            graph = self.graph.clone()
-            graph.reshape({0: list(shape)})
-            compiled = self.core.compile_model(graph, "CPU", self.throughput)
-            entry = (tuple(compiled.output(0).shape), [compiled.create_infer_request() for _ in range(self.streams)])
-            self._parallel_reqs[shape] = entry
-            self.compiles += 1
-            while len(self._parallel_reqs) > MAX_SHAPES:
-                self._parallel_reqs.popitem(last=False)
-        else:
-            self._parallel_reqs.move_to_end(shape)
-        out_shape, reqs = entry
+        out_shape, reqs = self._compiled_for(
+            self._parallel_reqs,
+            (1, *frames.shape[1:]),
+            self.throughput,
+            lambda c: (tuple(c.output(0).shape), [c.create_infer_request() for _ in range(self.streams)]),
+        )
         out = np.empty((len(frames), *out_shape[1:]), np.uint8)
         for start in range(0, len(frames), len(reqs)):
-            group = list(zip(range(start, min(start + len(reqs), len(frames))), reqs, strict=False))
-            for i, req in group:
+            running = list(zip(reqs, range(start, min(start + len(reqs), len(frames))), strict=False))
+            for req, i in running:
                 req.start_async({0: np.ascontiguousarray(frames[i : i + 1])})
-            for i, req in group:
+            for req, i in running:
                 req.wait()
                 out[i] = req.get_output_tensor(0).data[0]
         return out

@@ -198,6 +198,10 @@ class Cost:
         self.ms_per_megapixel: float | None = None if probe_ms is None else round(probe_ms * 1e6 / probe_pixels, 2)
         self.calls = 0
 
+    def set(self, pixels: int, seconds: float) -> None:
+        """Replace the average by one measurement (a calibration)."""
+        self.ms_per_megapixel = round(seconds * 1e3 * 1e6 / pixels, 2)
+
     def observe(self, pixels: int, seconds: float) -> None:
         if pixels <= 0:
             return
@@ -277,7 +281,7 @@ class FrameRunner:
         run is never measured again. Returns the ms per frame."""
         frame = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
         seconds = time_call(partial(self._run, frame, self.pixel_budget, self.overlap))
-        self.cost.ms_per_megapixel = round(seconds * 1e3 * 1e6 / (size[0] * size[1]), 2)
+        self.cost.set(size[0] * size[1], seconds)
         return round(seconds * 1e3, 2)
 
     def _run(self, frames: np.ndarray, budget: int, overlap: int) -> np.ndarray:
