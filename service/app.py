@@ -169,6 +169,7 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
             lambda m, h, w: engine.runner(m).cost.frame_ms(h, w),
             budget=settings.stream_budget,
             on_choice=lambda c: metrics.stream_budget.set(c.load),
+            age=lambda m: engine.runner(m).cost.age_s(),
         )
     manager = StreamManager(
         submit=batcher.submit,

@@ -190,26 +190,44 @@ def choose_dtype(model: nn.Module, *, scale: int, device: torch.device) -> tuple
 
 class Cost:
     """What a megapixel of input costs this runner, in ms: the probe's figure until frames have run, then a moving
-    average of the frames it ran (what the stream model choice budgets with; written by the one inference thread)."""
+    average of the frames it ran (what the stream model choice budgets with; written by the one inference thread).
+
+    An average older than :data:`STALE_S` says little of now (load moves: streams came, another process took a core),
+    so the first call after such a gap restarts it: a plain mean of the calls since, until it has :data:`WEIGHT`'s
+    memory again. That is what lets a few probe frames re-time a model that ``auto`` stopped running."""
 
     WEIGHT = 0.1  # of each new call in the average: ~10 calls to follow a change (another process took a core)
+    STALE_S = 30.0
 
-    def __init__(self, probe_ms: float | None, probe_pixels: int) -> None:
+    def __init__(self, probe_ms: float | None, probe_pixels: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ms_per_megapixel: float | None = None if probe_ms is None else round(probe_ms * 1e6 / probe_pixels, 2)
         self.calls = 0
+        self._clock = clock
+        self._last: float | None = None  # when a call or a calibration last set the figure
+        self._fresh = 0  # calls averaged since the figure was last restarted
 
     def set(self, pixels: int, seconds: float) -> None:
         """Replace the average by one measurement (a calibration)."""
         self.ms_per_megapixel = round(seconds * 1e3 * 1e6 / pixels, 2)
+        self._last, self._fresh = self._clock(), 1
 
     def observe(self, pixels: int, seconds: float) -> None:
         if pixels <= 0:
             return
         ms = seconds * 1e3 * 1e6 / pixels
-        old = self.ms_per_megapixel
-        # an average, never the last call alone: a frame's first call may include compiling its shape
-        self.ms_per_megapixel = round(ms if old is None else old + self.WEIGHT * (ms - old), 2)
+        now, old = self._clock(), self.ms_per_megapixel
+        if old is None or self._last is None or now - self._last > self.STALE_S:
+            old, self._fresh = ms, 0
+        # a mean of the fresh calls, then a moving average: never the last call alone once there are several
+        # (a frame's first call may include compiling its shape)
+        weight = max(self.WEIGHT, 1.0 / (self._fresh + 1))
+        self.ms_per_megapixel = round(old + weight * (ms - old), 2)
+        self._last, self._fresh = now, self._fresh + 1
         self.calls += 1
+
+    def age_s(self) -> float:
+        """Seconds since a call or a calibration last set the figure (infinite: never)."""
+        return float("inf") if self._last is None else self._clock() - self._last
 
     def frame_ms(self, height: int, width: int) -> float | None:
         """The cost of one ``height`` x ``width`` frame, or None when nothing was measured."""
@@ -278,7 +296,7 @@ class FrameRunner:
     def calibrate_cost(self, size: tuple[int, int]) -> float:
         """Time one ``size`` frame (best of 3 after an untimed call) and make it the cost: the probe's tiny frame
         overstates a camera frame's cost per megapixel (fixed per-call work), and a model that ``auto`` does not
-        run is never measured again. Returns the ms per frame."""
+        run is measured only by its occasional probe frames. Returns the ms per frame."""
         frame = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
         seconds = time_call(partial(self._run, frame, self.pixel_budget, self.overlap))
         self.cost.set(size[0] * size[1], seconds)

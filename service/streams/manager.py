@@ -8,6 +8,8 @@ import math
 import threading
 from collections.abc import Mapping
 
+import numpy as np
+
 from service.batcher import SubmitFn
 from service.metrics import Metrics
 from service.sharding import Shard
@@ -17,6 +19,8 @@ from service.streams.pipeline import Stream, StreamDeps, StreamSetup
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, redact
 
 log = logging.getLogger(__name__)
+
+PROBE_SOURCE = "auto-probe"  # the batcher source of the frames that re-time idle candidates
 
 
 class TooManyStreams(Exception):
@@ -180,8 +184,25 @@ class StreamManager:
         while not self._stop.wait(INTERVAL_S):
             try:
                 self.decide()
+                self._probe()
             except Exception:  # noqa: BLE001 - a failed decision keeps the current models; never end the loop
                 log.exception("stream model auto: decision failed")
+
+    def _probe(self) -> None:
+        """Re-time an idle better candidate on one grey frame (``AutoModel.probe``) through the worker, as any frame
+        (its runner's cost takes the measured time). The result is not used; a full queue means no probe this time."""
+        assert self.auto is not None
+        target = self.auto.probe(self.all())
+        if target is None or target[0] not in self.models:
+            return
+        model, h, w = target
+        try:
+            fut = self.submit(np.full((h, w, 3), 128, np.uint8), model=model, source=PROBE_SOURCE)
+        except Exception as e:  # noqa: BLE001 - QueueFull, OverBudget, closing: the probe waits for the next turn
+            log.debug("stream model auto: no probe of %s (%s)", model, e)
+            return
+        fut.add_done_callback(lambda f: f.exception())  # retrieved: a failed probe is only a figure not taken
+        log.debug("stream model auto: probing %s on a %dx%d frame", model, w, h)
 
     def _check(self, spec: StreamSpec) -> CheckedUrl:
         """The URL policy, then the transport policy (UDP only to allow-listed cameras)."""

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.metrics import Metrics
-from service.streams.auto import AutoModel, Load, choose
+from service.streams.auto import PROBE_AFTER_S, AutoModel, Load, choose
 from service.streams.config import StreamOptions, StreamSpec
-from service.streams.manager import StreamManager
+from service.streams.manager import PROBE_SOURCE, StreamManager
 from service.urlpolicy import UrlPolicy, parse_cidrs
 from tests.service.streams.test_pipeline import WAIT_S, FakeBatcher
 from tests.support.live import wait_until
@@ -105,3 +105,70 @@ def test_streams_switch_as_cameras_come_and_go(manager: tuple[StreamManager, Fak
     assert r.get_sample_value("vsr_stream_model", {"stream": "a", "model": "big"}) == 1
     assert r.get_sample_value("vsr_stream_model", {"stream": "a", "model": "small"}) is None
     assert r.get_sample_value("vsr_stream_budget_ratio") == pytest.approx(0.8)
+
+
+class _Stream:
+    """What the chooser reads and sets on a stream (the AutoStream protocol), without a pipeline."""
+
+    def __init__(self, load: Load, auto: bool = True) -> None:
+        self.name, self.auto, self.model, self._load = "s", auto, "", load
+
+    def load(self) -> Load:
+        return self._load
+
+    def switch_model(self, model: str, reason: str) -> None:
+        self.model = model
+
+
+def test_an_idle_better_candidate_is_re_timed_and_taken_back() -> None:
+    """The better model's figure was taken under a load that has gone: it is probed on the stream's frame size
+    (not more often than PROBE_AFTER_S), and once the probe has re-timed it, it fits again."""
+    costs = dict(COST, big=60.0)  # big looked dear when it last ran (1800 ms/s of a 1500 budget)
+    ages = {"big": 0.0, "small": 0.0}
+    now = [0.0]
+    auto = AutoModel(
+        ["big", "small"],
+        lambda m, h, w: costs[m] * h * w / (360 * 640),
+        budget=1.5,
+        age=ages.__getitem__,
+        clock=lambda: now[0],
+    )
+    cams = [
+        _Stream(Load(None, 360, 640, 30.0)),
+        _Stream(Load(None, 180, 320, 30.0)),
+        _Stream(Load("x2", 180, 320, 30.0), auto=False),
+    ]
+    assert auto.decide(cams).model == "small"
+    assert auto.probe(cams) is None  # big's figure is fresh
+    ages["big"] = PROBE_AFTER_S + 1
+    assert auto.probe(cams) == ("big", 360, 640)  # the largest auto stream's size
+    assert auto.probe(cams) is None  # asked for already: not again before PROBE_AFTER_S
+    now[0] += PROBE_AFTER_S + 1
+    assert auto.probe(cams) == ("big", 360, 640)  # the first probe got lost (queue full): ask again
+    costs["big"], ages["big"] = 30.0, 0.0  # what the probe measured: 900 + 225 + 150 ms/s now
+    assert auto.decide(cams).model == "big"
+    assert auto.probe(cams) is None  # the best candidate runs: nothing to re-time
+    assert AutoModel(["big", "small"], cost).probe(cams) is None  # no ages: never probes
+
+
+def test_the_manager_sends_probe_frames_through_the_worker(manager: tuple[StreamManager, FakeBatcher, Metrics]) -> None:
+    mgr, batcher, _ = manager
+    assert mgr.auto is not None
+    mgr.auto.age = lambda m: 1e9  # every figure is old
+    a = mgr.add(StreamSpec(url=mgr.url, name="a"))  # type: ignore[attr-defined]
+    b = mgr.add(StreamSpec(url=mgr.url, name="b"))  # type: ignore[attr-defined]
+    a.sink.set_source(640, 360, 30.0)
+    b.sink.set_source(640, 360, 30.0)
+    mgr.decide()  # 2400 ms/s with big of 1500: small
+    assert a.model == "small"
+    mgr._probe()
+    frame, kw = batcher.calls[-1]
+    assert kw["model"] == "big" and kw["source"] == PROBE_SOURCE and frame.shape == (360, 640, 3)
+    batcher.futures[-1].set_exception(RuntimeError("worker fault"))  # a failed probe is only a figure not taken
+    n = len(batcher.calls)
+    mgr._probe()  # asked for already
+    assert len(batcher.calls) == n
+    batcher.full = True
+    mgr.auto._probed.clear()
+    mgr._probe()  # a full queue: no probe, no error
+    assert len(batcher.calls) == n
