@@ -179,6 +179,7 @@ def run_realtime(*, device: torch.device, quick: bool, parts: list[str]) -> dict
         peak = matmul_peak(device, runner.dtype, 512 if quick else 2048)
         res["conv_gflop_per_frame"] = round(flops / 1e9, 2)
         res["matmul_peak_gflops"] = round(peak / 1e9, 1)
+        res["matmul_dtype"] = str(runner.dtype).removeprefix("torch.")  # torch has no int8 matmul: fp32 under int8
         res["kernel_fraction_of_matmul_peak"] = round(flops * rows["kernel"]["fps"] / peak, 3)
     if "cli" in parts:
         res["file_to_file"] = file_to_file(frames, cv, quick)

@@ -62,7 +62,7 @@ def targets(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
             f"warm-up); OpenCV ESPCN file to file {espcn} fps. In memory on the same frames: "
             + ", ".join(f"{k} {v['fps']} fps" for k, v in mem.items())
             + f". Runner: {rt.get('runner')}. The kernel's convs: {rt.get('conv_gflop_per_frame')} GFLOP per frame at "
-            f"{rt.get('kernel_fraction_of_matmul_peak')} of this CPU's measured {rt.get('runner', {}).get('dtype')} "
+            f"{rt.get('kernel_fraction_of_matmul_peak')} of this CPU's measured {rt.get('matmul_dtype', 'float32')} "
             f"matmul rate ({rt.get('matmul_peak_gflops')} GFLOP/s)."
         )
     else:
