@@ -188,6 +188,10 @@ def choose_dtype(model: nn.Module, *, scale: int, device: torch.device) -> tuple
     return kernel.dtype, {k.split("/")[1]: v for k, v in info.dtype_ms.items()}
 
 
+def _ms_per_megapixel(pixels: int, seconds: float) -> float:
+    return seconds * 1e3 * 1e6 / pixels
+
+
 class Cost:
     """What a megapixel of input costs this runner, in ms: the probe's figure until frames have run, then a moving
     average of the frames it ran (what the stream model choice budgets with; written by the one inference thread).
@@ -208,13 +212,13 @@ class Cost:
 
     def set(self, pixels: int, seconds: float) -> None:
         """Replace the average by one measurement (a calibration)."""
-        self.ms_per_megapixel = round(seconds * 1e3 * 1e6 / pixels, 2)
+        self.ms_per_megapixel = round(_ms_per_megapixel(pixels, seconds), 2)
         self._last, self._fresh = self._clock(), 1
 
     def observe(self, pixels: int, seconds: float) -> None:
         if pixels <= 0:
             return
-        ms = seconds * 1e3 * 1e6 / pixels
+        ms = _ms_per_megapixel(pixels, seconds)
         now, old = self._clock(), self.ms_per_megapixel
         if old is None or self._last is None or now - self._last > self.STALE_S:
             old, self._fresh = ms, 0
