@@ -10,6 +10,7 @@ imports a ``conftest`` or a test module).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -95,6 +96,8 @@ def rtsp_server_factory() -> Iterator[Callable[..., RtspServer]]:
     yield make
     for srv in servers:
         srv.stop()
+        if srv.deaths:  # the test server itself crashed (it was restarted): worth seeing, not a failure of the code
+            warnings.warn(f"RTSP test server on port {srv.port} died and was restarted: {srv.deaths}", stacklevel=1)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+from collections import deque
 from pathlib import Path
+from typing import IO
 
 import av
 import numpy as np
@@ -52,36 +54,74 @@ def grab_frames(url: str, n: int = 1, timeout: float = 10.0) -> list[np.ndarray]
 
 class RtspServer:
     """One ``tests/rtsp_server.py`` process on a fixed port; ``stop()`` kills it, ``start()`` brings it back.
-    ``pattern``: GStreamer's videotestsrc pattern (:data:`STATIC_PATTERN` for tests that check pixels)."""
+    ``pattern``: GStreamer's videotestsrc pattern (:data:`STATIC_PATTERN` for tests that check pixels).
+
+    If the process dies while it should be serving (a GStreamer crash, seen once in CI as "connection refused" for a
+    whole test), a watchdog starts it again on the same port, like a camera that reboots, and keeps the exit status and
+    the last lines it wrote in ``deaths`` (the fixture reports them as a warning). Both pipes are drained all the time:
+    an unread stderr pipe that fills would stall the server's main loop."""
 
     def __init__(self, width: int = 160, height: int = 90, fps: int = 15, pattern: str = "smpte") -> None:
         self.port = free_port()
         self.args = ["--width", str(width), "--height", str(height), "--fps", str(fps), "--pattern", pattern]
         self.proc: subprocess.Popen[str] | None = None
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
+        self.deaths: list[str] = []
+        self._lines: deque[str] = deque(maxlen=40)
+        self._wanted = threading.Event()  # set while the server should be up: the watchdog restarts it then
+        self._lock = threading.Lock()
 
     def start(self, timeout: float = 15.0) -> None:
+        with self._lock:
+            self._spawn(timeout)
+            self._wanted.set()
+        threading.Thread(target=self._watch, args=(self.proc,), daemon=True).start()
+
+    def _spawn(self, timeout: float) -> None:
         cmd = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines: list[str] = []
-        done = threading.Event()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = proc
+        ready = threading.Event()
 
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.append(line)
+        def drain(pipe: IO[str]) -> None:
+            for line in pipe:
+                self._lines.append(line.rstrip())
                 if line.startswith(("READY", "FAILED")):
-                    break
-            done.set()
+                    ready.set()
+            ready.set()  # EOF: the process is gone
 
-        threading.Thread(target=read, daemon=True).start()
-        if not done.wait(timeout) or not lines or not lines[-1].startswith("READY"):
-            err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start: {lines} {err[-500:]}")
+        assert proc.stdout is not None and proc.stderr is not None
+        for pipe in (proc.stdout, proc.stderr):
+            threading.Thread(target=drain, args=(pipe,), daemon=True).start()
+        if not ready.wait(timeout) or not any(x.startswith("READY") for x in self._lines):
+            lines = list(self._lines)
+            self._kill(proc)
+            raise RuntimeError(f"RTSP server did not start: {lines[-10:]}")
+
+    def _watch(self, proc: subprocess.Popen[str]) -> None:
+        while True:
+            rc = proc.wait()
+            with self._lock:
+                if not self._wanted.is_set() or self.proc is not proc:
+                    return  # stopped on purpose, or already replaced by start()
+                self.deaths.append(f"exit status {rc}; last lines: {list(self._lines)[-10:]}")
+                try:
+                    self._spawn(15.0)
+                except RuntimeError as e:
+                    self.deaths.append(f"restart failed: {e}")
+                    return
+                assert self.proc is not None
+                proc = self.proc
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)  # like a camera losing power: no RTSP TEARDOWN
-            self.proc.wait(5)
-        self.proc = None
+        with self._lock:
+            self._wanted.clear()
+            if self.proc is not None:
+                self._kill(self.proc)
+            self.proc = None
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[str]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)  # like a camera losing power: no RTSP TEARDOWN
+            proc.wait(5)
