@@ -36,7 +36,9 @@ def load(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
-def render(results: dict[str, dict[str, Any]]) -> str:
+def render(results: dict[str, dict[str, Any]], others: dict[str, dict[str, dict[str, Any]]] | None = None) -> str:
+    """The README for one folder's results; ``others``: ``{subfolder: results}`` of the same benchmarks on other
+    CPUs (``VSR_BENCH_RESULTS=bench/results/NAME vsr bench ...``), whose target rows are listed here too."""
     kinds = {
         k: {n: r for n, r in results.items() if n.startswith(k + "-") and not r.get("dry_run")}
         for k in ("realtime", "runtimes", "engine", "service", "streams", "gpu")
@@ -60,6 +62,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         *notes,
         "",
         *RUNTIME_NOTES,
+        *_other_cpus(others or {}),
     ]
     for name, res in kinds["realtime"].items():
         out += _section(f"Frame path, one run on the same frames ({name})", res, realtime_table(res), [])
@@ -79,9 +82,31 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_readme(folder: Path = RESULTS, path: Path = README) -> Path:
-    path.write_text(render(load(folder)))
+def write_readme(folder: Path = RESULTS, path: Path | None = None) -> Path:
+    """``folder``'s README (bench/README.md for bench/results, else ``folder/README.md``), with the targets of every
+    subfolder holding results (the same benchmarks on another CPU)."""
+    others = {d.name: load(d) for d in sorted(folder.iterdir()) if d.is_dir() and any(d.glob("*.json"))}
+    path = path or (README if folder == RESULTS else folder / "README.md")
+    path.write_text(render(load(folder), others))
     return path
+
+
+def _other_cpus(others: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    out: list[str] = []
+    for name, results in others.items():
+        rows, _ = targets(results)
+        m = next((r["machine"] for r in results.values() if "machine" in r), {})
+        out += [
+            "",
+            f"## Targets on another CPU: {m.get('cpu', '?')} (`bench/results/{name}/`)",
+            "",
+            f"Flags: {' '.join(m.get('cpu_flags', [])) or '?'}. Every section: `bench/results/{name}/README.md`.",
+            "",
+            "| target | result | status |",
+            "|---|---|---|",
+            *rows,
+        ]
+    return out
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------

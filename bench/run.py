@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results"))  # the GPU dry run writes elsewhere
+# another folder: the GPU dry run, or the same benchmarks on another CPU (bench/results/NAME/, README there too,
+# its targets listed in bench/README.md)
+RESULTS = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results"))
 
 
 def machine() -> dict[str, Any]:
