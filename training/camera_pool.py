@@ -7,10 +7,12 @@ SR of it is the soft target) and ``variants`` degraded LR versions (the student'
 Caches are keyed by the image's pixels and every parameter that shapes the result (never by file name), so a
 renamed or moved image hits the cache and a changed recipe misses it:
 - ``clips-<key>.npz``: HR, clean LR and degraded LR of one image's clips (the codec runs once per clip, ever);
-- ``soft-<key>.npy``: the teacher's SR of the clean LR frames (fp16), keyed by those frames' bytes + teacher id.
+- ``soft-<key>.npy``: the teacher's SR of the clean LR frames (fp16), keyed by those frames' bytes + teacher id;
+  with ``teacher_input="degraded"`` also of the degraded frames (keyed by their bytes, the teacher id and the input).
 
 The pool becomes :class:`~training.data.Pair` objects, one per frame and input (clean or degraded), repeated so
-that uniform sampling by the training loop draws clean inputs with probability ``clean_share``.
+that uniform sampling by the training loop draws clean inputs with probability ``clean_share``. A degraded input's
+soft target is the teacher's SR of the clean frame, or of that degraded frame itself when the pool has those labels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from training.camera import degrade_clip, pan_zoom_clip
 from training.camera_config import CameraConfig
+from training.config import TeacherInput
 from training.data import Pair, load_cached
 from training.video_frames import clip_name
 from vsr.imageops import downscale
@@ -36,7 +39,7 @@ POOL_VERSION = (
     2  # bump when the pool code changes what it produces for the same parameters (2: small frames padded for x265)
 )
 
-Teacher = Callable[[np.ndarray], np.ndarray]  # clean LR frame (HWC uint8) -> SR (HWC float16 in [0, 1])
+Teacher = Callable[[np.ndarray], np.ndarray]  # LR frame (HWC uint8) -> SR (HWC float16 in [0, 1])
 
 
 def content_key(img: np.ndarray) -> str:
@@ -68,7 +71,8 @@ class ImageClips:
     hr: np.ndarray  # clips x T x H x W x 3
     clean: np.ndarray  # clips x T x h x w x 3
     degraded: np.ndarray  # clips x variants x T x h x w x 3
-    soft: np.ndarray | None = None  # clips x T x H x W x 3, float16
+    soft: np.ndarray | None = None  # clips x T x H x W x 3, float16: the teacher's SR of ``clean``
+    soft_degraded: np.ndarray | None = None  # clips x variants x T x H x W x 3: of ``degraded`` (teacher_input)
 
 
 def make_image_clips(img: np.ndarray, scale: int, cfg: CameraConfig, seed: int) -> ImageClips | None:
@@ -105,13 +109,19 @@ def _clips_cached(img: np.ndarray, scale: int, cfg: CameraConfig, seed: int, cac
     return clips
 
 
-def _soft_cached(clips: ImageClips, teacher: Teacher, teacher_id: str, cache: Path | None) -> np.ndarray:
-    key = hashlib.sha256(clips.clean.tobytes() + repr(clips.clean.shape).encode() + teacher_id.encode())
-    path = cache / f"soft-{key.hexdigest()[:20]}.npy" if cache else None
+def soft_key(frames: np.ndarray, teacher_id: str) -> str:
+    """Cache key of the teacher's SR of ``frames`` (any leading dims x h x w x 3): their bytes, shape and the id."""
+    return hashlib.sha256(frames.tobytes() + repr(frames.shape).encode() + teacher_id.encode()).hexdigest()[:20]
+
+
+def _soft_cached(frames: np.ndarray, teacher: Teacher, teacher_id: str, cache: Path | None) -> np.ndarray:
+    """The teacher's SR of every frame in ``frames`` (leading dims kept), from the cache where present."""
+    path = cache / f"soft-{soft_key(frames, teacher_id)}.npy" if cache else None
     if path is not None and path.is_file():
         return np.load(path)
-    n, t = clips.clean.shape[:2]
-    soft = np.stack([np.stack([teacher(clips.clean[i, j]) for j in range(t)]) for i in range(n)])
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([teacher(f) for f in flat])
+    soft = out.reshape(*frames.shape[:-3], *out.shape[1:])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
@@ -129,16 +139,20 @@ def build_pool(
     cache: Path | None,
     teacher: Teacher | None = None,
     teacher_id: str = "",
+    teacher_input: TeacherInput = "clean",
     progress: bool = True,
 ) -> list[ImageClips]:
-    """Clips of every image (from the cache where it matches), with soft targets when a teacher is given."""
+    """Clips of every image (from the cache where it matches), with soft targets when a teacher is given: of the
+    clean frames, and with ``teacher_input="degraded"`` of the degraded frames too."""
     out = []
     for p in track(paths, desc="camera pool", disable=not progress, leave=False):
         clips = _clips_cached(load_cached(p), scale, cfg, seed, cache)
         if clips is None:
             continue
         if teacher is not None:
-            clips.soft = _soft_cached(clips, teacher, teacher_id, cache)
+            clips.soft = _soft_cached(clips.clean, teacher, teacher_id, cache)  # the key of old caches too
+            if teacher_input == "degraded":
+                clips.soft_degraded = _soft_cached(clips.degraded, teacher, f"{teacher_id};input=degraded", cache)
         out.append(clips)
     return out
 
@@ -152,7 +166,9 @@ def pool_pairs(pool: Sequence[ImageClips], clean_share: float) -> list[Pair]:
             for t in range(c.hr.shape[1]):
                 soft = c.soft[i, t] if c.soft is not None else None
                 clean.append(Pair(hr=c.hr[i, t], lr=c.clean[i, t], soft=soft))
-                degraded += [Pair(hr=c.hr[i, t], lr=c.degraded[i, v, t], soft=soft) for v in range(c.degraded.shape[1])]
+                for v in range(c.degraded.shape[1]):
+                    soft_v = c.soft_degraded[i, v, t] if c.soft_degraded is not None else soft
+                    degraded.append(Pair(hr=c.hr[i, t], lr=c.degraded[i, v, t], soft=soft_v))
     share = Fraction(round(clean_share * 20), 20)
     if share == 0:
         return degraded

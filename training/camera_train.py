@@ -1,6 +1,7 @@
 """Camera training's three hooks into the one training loop (:mod:`training.loop`).
 
-- :func:`camera_pairs`: the pool of degraded clips (teacher on the clean LR) as the loop's training pairs;
+- :func:`camera_pairs`: the pool of degraded clips (teacher on the clean LR, or on the student's input with
+  ``teacher_input="degraded"``) as the loop's training pairs;
 - :func:`init_from_artifact`: start from a trained artifact (the bundled ``x2``) instead of from scratch;
 - :func:`validate_holdout`: PSNR-Y / tPSNR-Y of the model and of bicubic on the held-out training images made into
   clips, clean and libx264 at ``val_crfs`` — the figures a recipe is chosen by (never Set5/Set14).
@@ -21,7 +22,8 @@ from training.camera_pool import build_pool, holdout_by_content, pool_pairs
 from training.config import TrainConfig
 from training.data import Pair, list_images, load_cached
 from training.evaluate import model_upscaler
-from training.soft_targets import teacher_sr
+from training.soft_targets import teacher_sr, weights_hash
+from training.teachers import is_weight_file
 from training.video_eval import evaluate_clips
 from vsr.archs.student import RepConv
 from vsr.artifact import load_artifact
@@ -37,7 +39,6 @@ def camera_pairs(
     """Training pairs from the camera pool of the training images less the held-out slice."""
     train_paths, held = holdout_by_content(list_images(cfg.data_paths(cfg.train_sets)), cfg.camera.holdout_every)
     use_teacher = bool(teachers) and cfg.alpha < 1.0
-    teacher_id = ";".join(f"{d['source']}:{w}" for d, w in zip(descs, weights, strict=True))
     pool = build_pool(
         train_paths,
         cfg.scale,
@@ -45,12 +46,23 @@ def camera_pairs(
         seed=cfg.seed,
         cache=CACHE / f"x{cfg.scale}",
         teacher=(lambda lr: teacher_sr(teachers, weights, lr, device)) if use_teacher else None,
-        teacher_id=teacher_id,
+        teacher_id=teachers_id(teachers, weights, descs),
+        teacher_input=cfg.teacher_input,
     )
     pairs = pool_pairs(pool, cfg.camera.clean_share)
     frames = sum(c.hr.shape[0] * c.hr.shape[1] for c in pool)
     log.info("camera pool: %d images, %d frames, %d held out", len(pool), frames, len(held))
     return [p for p in pairs if min(p.lr.shape[:2]) >= cfg.patch]
+
+
+def teachers_id(teachers: list[nn.Module], weights: list[float], descs: list[dict[str, Any]]) -> str:
+    """The soft-label cache's name for the teachers: a published weight file by its name (the key the pool's caches
+    were written under), an artifact by a hash of its weights: our own teachers are retrained in place (a run's
+    ``artifact`` folder), and a retrained teacher must not reuse its predecessor's labels."""
+    names = [
+        d["source"] if is_weight_file(d["source"]) else weights_hash(t) for t, d in zip(teachers, descs, strict=True)
+    ]
+    return ";".join(f"{n}:{w}" for n, w in zip(names, weights, strict=True))
 
 
 @torch.no_grad()

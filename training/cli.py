@@ -102,7 +102,7 @@ def checked_config(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
     try:
         cfg = config_from_args(args, teacher=teacher)
     except ValueError as e:  # also JSONDecodeError and TrainConfig's own checks
-        if not teacher and "teacher" in str(e) and not (args.teachers or []):
+        if not teacher and "needs at least one teacher" in str(e) and not (args.teachers or []):
             raise UsageError("distill needs --teacher WEIGHTS (repeatable), or --alpha 1 to train without KD") from None
         raise UsageError(f"invalid training settings: {e}") from None
     except TypeError as e:  # an unknown field in --config
@@ -111,7 +111,23 @@ def checked_config(args: argparse.Namespace, *, teacher: bool) -> TrainConfig:
     for t in cfg.teachers:
         if not Path(t).exists():
             raise UsageError(f"teacher not found: {t}")
+    _check_init_weights(cfg)
     return cfg
+
+
+def _check_init_weights(cfg: TrainConfig) -> None:
+    """An ``init`` weight file that is missing or is another network, as a UsageError now, not after the data
+    (the camera pool takes tens of minutes to build)."""
+    from training.teachers import init_state, is_weight_file
+
+    if not cfg.init or not is_weight_file(cfg.init):
+        return
+    if not Path(cfg.init).is_file():
+        raise UsageError(f"init weights not found: {cfg.init}")
+    try:
+        init_state(cfg.init, cfg.arch, cfg.arch_config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _require_folders(folders: Iterable[Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from training.camera_config import CameraConfig
 from training.degrade import DegradeConfig
@@ -13,6 +13,8 @@ from training.degrade import DegradeConfig
 DEFAULT_DATA_ROOT = "../shared/datasets"
 DEFAULT_TEACHER = "../shared/teachers/RLFN_x2.pth"  # vsr adapt's teacher
 TEST_SET_NAMES = {"set5", "set14"}
+TeacherInput = Literal["clean", "degraded"]
+TEACHER_INPUTS: tuple[TeacherInput, ...] = get_args(TeacherInput)
 STUDENT_DEFAULTS: dict[int, dict[str, int]] = {
     # <= 30k inference parameters (RGB: x2 29,316; x3 27,363; x4 27,680 — its tail alone is 24->48 channels);
     # luma students (arch_config "colors": 1) are smaller at the same width (x2 27,148).
@@ -39,6 +41,10 @@ class TrainConfig:
     holdout: int = 10
     teachers: list[str] = field(default_factory=list)  # .pth weight files or artifacts
     teacher_weights: list[float] = field(default_factory=list)  # default: equal weights
+    # What the teacher labels in a camera run: "clean" (its SR of the clean bicubic LR, whatever the student sees) or
+    # "degraded" (its SR of the student's own input: a restoration teacher's de-blocking/denoising reaches the soft
+    # target; clean samples keep the clean label).
+    teacher_input: TeacherInput = "clean"
     alpha: float = 0.5
     loss: str = "l1"
     feat_beta: float = 0.0  # weight of affinity feature distillation (needs the teacher online)
@@ -47,7 +53,8 @@ class TrainConfig:
     zoomout_share: float = 0.25  # share of the crop pool they fill
     degradations: DegradeConfig = field(default_factory=DegradeConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)  # camera clips (codec/noise/blur) instead of crops
-    init: str = ""  # start from this artifact's weights (e.g. "x2"), not from scratch
+    # start from an artifact's weights (e.g. "x2") or a teacher weight file (.pth, same arch and arch_config)
+    init: str = ""
     steps: int = 20000
     batch: int = 32
     patch: int = 32  # LR crop size
@@ -84,6 +91,10 @@ class TrainConfig:
             raise ValueError("validation on a test set (Set5/Set14) is refused: use the held-out slice")
         if self.zoomout and (self.alpha >= 1.0 or not self.teachers):
             raise ValueError("zoom-out samples are teacher-labelled: they need a teacher and alpha < 1")
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise ValueError(f"teacher_input must be one of {TEACHER_INPUTS}")
+        if self.teacher_input == "degraded" and not (self.camera.enabled and self.teachers and self.alpha < 1.0):
+            raise ValueError('teacher_input "degraded" labels camera clips: it needs camera training and KD')
         if self.scale not in (2, 3, 4):
             raise ValueError("scale must be 2, 3 or 4")
         if self.arch == "rep_student" and not self.arch_config:

@@ -26,7 +26,7 @@ from training.evaluate import evaluate_pairs, model_upscaler
 from training.losses import FeatureAdapters, feature_loss, kd_loss, pick_layers
 from training.pool import CropPool
 from training.soft_targets import attach_soft_targets, zoom_out_pairs
-from training.teachers import load_teacher
+from training.teachers import init_state, is_weight_file, load_teacher
 from vsr.archs import build
 from vsr.luma import rgb_to_luma
 
@@ -77,7 +77,9 @@ def build_state(cfg: TrainConfig, device: torch.device, teacher: nn.Module | Non
     torch.manual_seed(cfg.seed)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build(cfg.arch, cfg.arch_config).to(device).to(memory_format=fmt)  # type: ignore[call-overload]
-    if cfg.init:
+    if cfg.init and is_weight_file(cfg.init):  # e.g. fine-tuning a published RLFN into a restoration teacher
+        model.load_state_dict(init_state(cfg.init, cfg.arch, cfg.arch_config), strict=True)
+    elif cfg.init:
         init_from_artifact(model, cfg.init)
     ema = build(cfg.arch, cfg.arch_config).to(device).requires_grad_(False) if cfg.ema > 0 else None
     if ema is not None:

@@ -1,7 +1,7 @@
 """Pretrained teachers from weight files (architecture code is ours, in ``vsr.archs``; weights load strict).
 
-Supported: RLFN and RLFN-S (bytedance/RLFN, Apache-2.0), detected from the state dict's keys. Our own EDSR teachers
-are artifacts and load through :func:`vsr.artifact.load_artifact`.
+Supported: RLFN and RLFN-S (bytedance/RLFN, Apache-2.0) and DCTLSA (zengkun301/DCTLSA, Apache-2.0), detected from the
+state dict's keys. Our own EDSR teachers are artifacts and load through :func:`vsr.artifact.load_artifact`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsr.archs.dctlsa import DCTLSA, dctlsa_config_from_state
 from vsr.archs.rlfn import RLFN, rlfn_config_from_state
 
 
@@ -37,9 +38,30 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             model = RLFN(**cfg)
             model.load_state_dict(state, strict=True)
             desc = {"source": p.name, "arch": "rlfn", "config": cfg, "scale": cfg["scale"]}
+        elif "fea_conv.weight" in state and "B1.body.0.transformer_body.0.blocks.0.attn.qkv.weight" in state:
+            cfg = dctlsa_config_from_state(state)
+            model = DCTLSA(**cfg)
+            model.load_state_dict(state, strict=True)
+            desc = {"source": p.name, "arch": "dctlsa", "config": cfg, "scale": cfg["scale"]}
         else:
-            raise ValueError(f"{p}: unrecognised teacher weights (supported: RLFN, RLFN-S, vsr artifacts)")
+            raise ValueError(f"{p}: unrecognised teacher weights (supported: RLFN, RLFN-S, DCTLSA, vsr artifacts)")
     model.eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
     return model, desc
+
+
+def is_weight_file(path: str | Path) -> bool:
+    """A ``.pth``/``.pt`` weight file (published teacher weights), not a vsr artifact (folder, ``.json``, name)."""
+    return Path(path).suffix in (".pth", ".pt")
+
+
+def init_state(path: str | Path, arch: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of the teacher file ``path`` for a run whose model is ``arch`` built with ``config``.
+
+    A fine-tune must start from exactly the file's network: the arch and the config derived from the weights' shapes
+    must equal the run's (``rgb_range`` is not in the weights, so a config that names it is refused, not guessed)."""
+    model, desc = load_teacher(path)
+    if desc["arch"] != arch or desc["config"] != config:
+        raise ValueError(f"init {path} is {desc['arch']} {desc['config']}; the run's model is {arch} {config}")
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -19,6 +19,13 @@ def tiny_workdir(root: Path) -> Path:
     return root
 
 
+def camera_workdir(root: Path) -> Path:
+    """Five 64x64 training images (``root/data/train/A``; big enough for camera clips) and the teacher artifact."""
+    write_images(root / "data" / "train" / "A", 5, height=64, width=64, seed=0)
+    tiny_teacher(root / "teacher")
+    return root
+
+
 def tiny_teacher(out: Path) -> Path:
     """A frozen x2 EDSR(channels=8, blocks=1) teacher (seed 0) exported as an artifact at ``out``."""
     import torch

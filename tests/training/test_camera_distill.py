@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from tests.support.env import SHARED, export_tiny, require_or_skip
 from tests.support.media import synthetic_image, write_images
-from tests.support.training import tiny_teacher
+from tests.support.training import camera_workdir
 from tests.training.test_distill import _cfg as distill_cfg
 from training.camera_train import init_from_artifact
 from training.config import TrainConfig
@@ -32,8 +32,7 @@ TEST_SETS = SHARED / "datasets" / "test"
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write_images(tmp_path / "data" / "train" / "A", 5, height=64, width=64, seed=0)
-    tiny_teacher(tmp_path / "teacher")
+    camera_workdir(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -1,4 +1,4 @@
-"""Every architecture on a tiny config: output shape per scale; RepConv fusion; RLFN weights load strict."""
+"""Every architecture on a tiny config: output shape per scale; RepConv fusion; RLFN and DCTLSA weights load strict."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from tests.support.env import SHARED, require_or_skip
 from vsr.archs import REGISTRY, build, count_parameters
+from vsr.archs.dctlsa import DCTLSA, LinearWindowAttention, dctlsa_config_from_state
 from vsr.archs.rlfn import RLFN, rlfn_config_from_state
 from vsr.archs.student import RepConv, RepStudent, fused_state_dict
 
@@ -19,6 +20,7 @@ TINY: dict[str, dict] = {
     "rep_student": {"channels": 8, "depth": 1, "expand": 2},
     "edsr": {"channels": 8, "blocks": 1},
     "rlfn": {"channels": 8, "mid_channels": 8, "esa_channels": 4, "blocks": 1},
+    "dctlsa": {"channels": 8, "blocks": 2, "mlp_channels": 12, "heads": 2, "window": 8},
 }
 
 
@@ -161,3 +163,67 @@ def test_unknown_teacher_weights_are_rejected(tmp_path: Path) -> None:
     torch.save({"foo.weight": torch.zeros(1)}, p)
     with pytest.raises(ValueError, match="unrecognised"):
         load_teacher(p)
+
+
+@pytest.mark.parametrize("scale, blocks", [(2, 1), (3, 2), (4, 3)])
+def test_dctlsa_config_derived_from_weights(scale: int, blocks: int) -> None:
+    cfg = {"scale": scale, "channels": 10, "blocks": blocks, "mlp_channels": 14}
+    state = DCTLSA(**cfg).state_dict()
+    assert dctlsa_config_from_state(state) == cfg
+    DCTLSA(**dctlsa_config_from_state(state)).load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("h, w", [(13, 17), (1, 1), (16, 16), (33, 20), (7, 40)])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_dctlsa_any_input_size(h: int, w: int, scale: int) -> None:
+    """Sides below the window (16) and off its multiples come out exactly ``scale`` times larger, features LR-sized."""
+    model = _randomize(DCTLSA(scale=scale, channels=10, blocks=2, mlp_channels=12)).eval()
+    x = torch.rand(1, 3, h, w)
+    with torch.inference_mode():
+        y = model(x)
+        feats = model.forward_features(x)
+    assert tuple(y.shape) == (1, 3, h * scale, w * scale) and torch.isfinite(y).all()
+    assert len(feats) == 3 and all(tuple(f.shape[-2:]) == (h, w) for f in feats)
+
+
+def _attention_window_by_window(attn: LinearWindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """DCTLSA's attention written out one window and one head at a time (the module does it in one reshape)."""
+    b, h, w, c = x.shape
+    ws, hd = attn.window, c // attn.heads
+    t = x.permute(0, 3, 1, 2)
+    local = (attn.local(t) + t).permute(0, 2, 3, 1)
+    qkv = attn.qkv(local)
+    out = torch.empty(b, h, w, c)
+    for i in range(0, h, ws):
+        for j in range(0, w, ws):
+            q, k, v = qkv[:, i : i + ws, j : j + ws].reshape(b, ws * ws, 3 * c).split(c, dim=-1)
+            heads = []
+            for n in range(attn.heads):
+                qn, kn, vn = (z[..., n * hd : (n + 1) * hd] for z in (q, k, v))
+                # linear attention: keys softmaxed over the window's tokens, then q (k^T v)
+                heads.append(qn * hd**-0.5 @ (kn.softmax(dim=1).transpose(1, 2) @ vn))
+            out[:, i : i + ws, j : j + ws] = torch.cat(heads, dim=-1).reshape(b, ws, ws, c)
+    return attn.proj(out) + local
+
+
+def test_dctlsa_attention_matches_a_window_by_window_reference() -> None:
+    attn = _randomize(LinearWindowAttention(channels=6, heads=3, window=4)).eval()
+    x = torch.randn(2, 8, 12, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), _attention_window_by_window(attn, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_dctlsa_pretrained_loads_strict(scale: int) -> None:
+    from training.teachers import load_teacher
+
+    path: Path = SHARED / "teachers" / f"DCTLSA_x{scale}.pt"
+    require_or_skip(path.is_file(), f"pretrained teacher {path} not present")
+    model, desc = load_teacher(path)  # load_state_dict(strict=True) inside
+    assert desc["arch"] == "dctlsa" and desc["scale"] == scale == model.scale
+    assert desc["config"] == {"scale": scale, "channels": 55, "blocks": 6, "mlp_channels": 110}
+    assert not any(p.requires_grad for p in model.parameters())
+    with torch.inference_mode():
+        y = model(torch.full((1, 3, 16, 16), 0.5))
+    assert tuple(y.shape) == (1, 3, 16 * scale, 16 * scale)
+    assert abs(float(y.mean()) - 0.5) < 0.05  # flat grey in, flat grey out: weights and [0, 1] range are right

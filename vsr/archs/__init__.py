@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from vsr.archs.dctlsa import DCTLSA
 from vsr.archs.edsr import EDSR
 from vsr.archs.rlfn import RLFN
 from vsr.archs.student import RepStudent
@@ -18,6 +19,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "rep_student": RepStudent,
     "edsr": EDSR,
     "rlfn": RLFN,
+    "dctlsa": DCTLSA,
 }
 
 
