@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,23 @@ def _runners(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         except RuntimeError as e:
             runners.pop(f"{rt}/{p}", None)
             notes[f"{rt}/{p}"] = f"cannot run here: {str(e).splitlines()[0]}"
+    if meta.input_space == "y" and int8 is not None:
+        runners["openvino/int8 Y only"] = _y_only(int8, meta.scale)
     auto = FrameRunner(model, scale=meta.scale, device=torch.device("cpu"), options=RuntimeOptions(int8=int8))
     runners["auto"] = auto
     notes["auto"] = f"{auto.info.runtime}/{auto.info.precision}"
     return runners, notes
+
+
+def _y_only(int8: Path, scale: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A luma model's int8 graph with uint8 Y in and out and none of the colour work that the RGB path puts around
+    it (:func:`vsr.ov.rgb_around_luma`): what the model would cost a path that took Y from the decoder's yuv420p
+    planes and encoded the output JPEG from the new Y and the source's chroma. Fed the frames' first channel (the
+    content does not change the cost; the copy is ~0.2 MB)."""
+    from vsr import ov
+
+    kernel = ov.OvKernel(ov.read_int8(int8), scale=scale, precision="int8")
+    return lambda frames: kernel(np.ascontiguousarray(frames[..., :1]))
 
 
 def _int8(meta: Any) -> dict[str, Any] | None:
@@ -139,6 +153,13 @@ def runtimes_notes(res: dict[str, Any]) -> list[str]:
         f"{res.get('rounds')} interleaved rounds of {res.get('per_round')} frames; load average at start/end "
         f"{res.get('loadavg', {}).get('start')} / {res.get('loadavg', {}).get('end')} (ratios, not absolute ms).",
     ]
+    if any(k.endswith(" Y only") for k in res.get("rows", {})):
+        out.append(
+            "- `openvino/int8 Y only`: a luma model's int8 graph with uint8 Y in and out, without the colour work "
+            "around it (RGB to Y at the input, the chroma's upscaling and the RGB sum at the output): the gap to its "
+            "`openvino/int8` row is what a stream path feeding Y from the decoder's planes and encoding the JPEG "
+            "from the new Y and the source's chroma would save on the model's side (not built)."
+        )
     if not any(k.startswith("opencv_") for k in res.get("rows", {})):
         out.append("- OpenCV ESPCN: not run (needs opencv-contrib, the `bench` extra, and ../shared/anchors).")
     for name, n in res.get("models", {}).items():
