@@ -73,7 +73,8 @@ def test_a_compiling_call_is_no_cost_sample_and_calibration_sets_the_cost(tmp_pa
     runner(frame)  # compiled already: a sample
     assert runner.cost.ms_per_megapixel < 1e6 and runner.cost.calls == 1
     ms = runner.calibrate_cost((40, 64))
-    assert ms > 0 and runner.cost.frame_ms(40, 64) == pytest.approx(ms, rel=0.01)
+    # the returned ms is rounded to 0.01 ms: on a fast CPU this tiny frame takes ~0.2 ms, where that is 2-3 %
+    assert ms > 0 and runner.cost.frame_ms(40, 64) == pytest.approx(ms, rel=0.01, abs=0.006)
 
 
 def test_warmup_calibrates_every_model_at_the_cost_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
