@@ -95,7 +95,11 @@ def test_source_loss_and_return(live_server: Callable[..., Server], rtsp_server:
 def test_two_streams_share_batches(live_server, rtsp_server: RtspServer) -> None:
     # Both streams read the same (shared) server pipeline, so their frames arrive together and batch together.
     svc = live_server(max_batch_delay_ms=30.0, max_batch_size=8)  # the CPU default is 1 (service.settings)
-    a, b = add(svc, rtsp_server.url, name="left"), add(svc, rtsp_server.url, name="right")
+    a = add(svc, rtsp_server.url, name="left")
+    # the second client joins once the shared pipeline runs: in CI, two clients setting up a shared gst-rtsp-server
+    # media at the same moment twice left one of them refused ("Invalid data found" on every retry, or a dead server)
+    svc.wait_stream(a["id"], lambda i: i["frames_out"] >= 1, stretch(10.0))
+    b = add(svc, rtsp_server.url, name="right")
     for s in (a, b):
         svc.wait_stream(s["id"], lambda i: i["frames_out"] >= 15, stretch(10.0))
     count = svc.sample("vsr_batch_size_count")
