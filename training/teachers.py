@@ -6,14 +6,22 @@ state dict's keys. Our own EDSR teachers are artifacts and load through :func:`v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vsr.archs.dctlsa import DCTLSA, dctlsa_config_from_state
-from vsr.archs.rlfn import RLFN, rlfn_config_from_state
+from vsr.archs import build
+from vsr.archs.dctlsa import dctlsa_config_from_state
+from vsr.archs.rlfn import rlfn_config_from_state
+
+# published weight files: (registry arch, keys that identify its state dict, its config from the weights' shapes)
+PUBLISHED: list[tuple[str, tuple[str, ...], Callable[[dict[str, torch.Tensor]], dict[str, Any]]]] = [
+    ("rlfn", ("conv_1.weight", "block_1.esa.conv1.weight"), rlfn_config_from_state),
+    ("dctlsa", ("fea_conv.weight", "B1.body.0.transformer_body.0.blocks.0.attn.qkv.weight"), dctlsa_config_from_state),
+]
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -33,18 +41,14 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         desc = {"source": str(p), "arch": meta.arch, "config": meta.config, "scale": meta.scale}
     else:
         state = _read_state(p)
-        if "conv_1.weight" in state and "block_1.esa.conv1.weight" in state:
-            cfg = rlfn_config_from_state(state)
-            model = RLFN(**cfg)
-            model.load_state_dict(state, strict=True)
-            desc = {"source": p.name, "arch": "rlfn", "config": cfg, "scale": cfg["scale"]}
-        elif "fea_conv.weight" in state and "B1.body.0.transformer_body.0.blocks.0.attn.qkv.weight" in state:
-            cfg = dctlsa_config_from_state(state)
-            model = DCTLSA(**cfg)
-            model.load_state_dict(state, strict=True)
-            desc = {"source": p.name, "arch": "dctlsa", "config": cfg, "scale": cfg["scale"]}
-        else:
+        known = next((k for k in PUBLISHED if all(key in state for key in k[1])), None)
+        if known is None:
             raise ValueError(f"{p}: unrecognised teacher weights (supported: RLFN, RLFN-S, DCTLSA, vsr artifacts)")
+        arch, _, config_from_state = known
+        cfg = config_from_state(state)
+        model = build(arch, cfg)
+        model.load_state_dict(state, strict=True)
+        desc = {"source": p.name, "arch": arch, "config": cfg, "scale": cfg["scale"]}
     model.eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
