@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.engine import engine_table
 from bench.gpu import gpu_table
+from bench.planes import planes_table
 from bench.realtime import realtime_table
 from bench.runtimes import runtimes_notes, runtimes_table
 from bench.service import service_table
@@ -41,7 +42,7 @@ def render(results: dict[str, dict[str, Any]], others: dict[str, dict[str, dict[
     CPUs (``VSR_BENCH_RESULTS=bench/results/NAME vsr bench ...``), whose target rows are listed here too."""
     kinds = {
         k: {n: r for n, r in results.items() if n.startswith(k + "-") and not r.get("dry_run")}
-        for k in ("realtime", "runtimes", "engine", "service", "streams", "gpu")
+        for k in ("realtime", "runtimes", "engine", "service", "streams", "planes", "gpu")
     }
     rows, notes = targets(results)
     out = [
@@ -75,6 +76,10 @@ def render(results: dict[str, dict[str, Any]], others: dict[str, dict[str, dict[
         out += _section(f"Service ({name})", res, service_table(res), _service_notes(res))
     for name, res in kinds["streams"].items():
         out += _section(f"Streams ({name})", res, streams_table(res), _streams_notes(res))
+    for name, res in kinds["planes"].items():
+        out += _section(
+            f"Stream frames as planes vs RGB, luma models ({name})", res, planes_table(res), _planes_notes()
+        )
     for name, res in kinds["gpu"].items():
         out += _section(f"GPU ({name})", res, gpu_table(res), [])
     if "kd_ablation" in results:
@@ -127,6 +132,16 @@ def _section(title: str, res: dict[str, Any], table: str, extra: list[str]) -> l
         table,
         "",
         *extra,
+    ]
+
+
+def _planes_notes() -> list[str]:
+    return [
+        "In memory: per frame, the frame to the model's input (RGB: `to_ndarray(\"rgb24\")`; planes: the decoder's",
+        "yuv420p planes, limited range mapped to full), the model (the runtime the engine picked; RGB: the graph with",
+        "its colour work, planes: the bare Y graph), the output (planes: the source chroma upscaled x2) and the JPEG",
+        "(Pillow from RGB; libjpeg-turbo from the planes). Live: the service with the model pinned,",
+        "`VSR_STREAM_PLANES` false then true, the streams benchmark's window; CPU of the service process only.",
     ]
 
 

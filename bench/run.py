@@ -98,6 +98,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         res = run_streams(device=device, quick=args.quick)
         print(streams_table(res))
         print(_write("streams", meta | res, device))
+    if "planes" in args.what:  # luma models' stream frames as decoder planes vs RGB, same frames / same cameras
+        meta["loadavg_start"] = _loadavg()
+        from bench.planes import planes_table, run_planes
+
+        res = run_planes(quick=args.quick)
+        print(planes_table(res))
+        print(_write("planes", meta | res, device))
     if "gpu" in args.what:
         meta["loadavg_start"] = _loadavg()
         from bench.gpu import gpu_table, run_gpu

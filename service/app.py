@@ -36,6 +36,7 @@ from service.streams.manager import StreamManager
 from service.streams.record import ClipStore
 from service.urlpolicy import policy_from
 from service.videojobs import JobManager
+from vsr.runner import Cost
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,21 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
     import the stream config): ``auto`` model choice over the camera models, the cameras of ``VSR_STREAMS`` /
     ``VSR_STREAMS_FILE`` started."""
     default = settings.model_for("stream", engine.names)
+
+    def takes_y(model: str) -> bool:  # a luma model gets a stream frame's Y from the decoder's planes
+        return settings.stream_planes and model in engine.models and engine.runner(model).luma
+
+    def cost(model: str) -> Cost:  # of the frames its streams send
+        return engine.runner(model).costs[1 if takes_y(model) else 3]
+
     auto = None
     if settings.stream_model in (None, AUTO):
         auto = AutoModel(
             camera_models(engine, default),
-            lambda m, h, w: engine.runner(m).cost.frame_ms(h, w),
+            lambda m, h, w: cost(m).frame_ms(h, w),
             budget=settings.stream_budget,
             on_choice=lambda c: metrics.stream_budget.set(c.load),
-            age=lambda m: engine.runner(m).cost.age_s(),
+            age=lambda m: cost(m).age_s(),
         )
     manager = StreamManager(
         submit=batcher.submit,
@@ -181,6 +189,7 @@ def start_streams(settings: Settings, engine: Engine, batcher: Batcher, metrics:
         default_model=default,
         shard=settings.shard(),
         auto=auto,
+        takes_y=takes_y,
     )
     manager.start_configured(load_stream_specs(settings.streams, settings.streams_file))
     return manager

@@ -151,9 +151,9 @@ class Batcher:
     def submit(
         self, frame: np.ndarray, *, model: str, source: str, deadline: float | None = None
     ) -> Future[np.ndarray]:
-        """Queue one uint8 RGB HWC frame; ``deadline`` is absolute ``time.monotonic()``. Raises ``QueueFull``."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
+        """Queue one uint8 HWC frame (RGB; HxWx1: a luma model's Y); ``deadline``: ``time.monotonic()``."""
+        if frame.ndim != 3 or frame.shape[2] not in (1, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 HxWx3 (or HxWx1) frame, got {frame.dtype} {frame.shape}")
         self.gate.check(model)
         cost = self.engine.frame_bytes(model, frame.shape) if self.budget else 0
         if self.budget and cost > self.budget:

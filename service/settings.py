@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         description="share of the worker's second that the auto streams' measured model time may fill: above 1 trades "
         "a few dropped frames for a better model (1.1: ~90 % of frames at worst), 1.0 or less aims at every frame",
     )
+    stream_planes: bool = Field(
+        default=True,
+        description="luma models get a stream frame's Y straight from the decoder's yuv420p planes and their JPEG is "
+        "encoded from the planes (no RGB round trip: ~1/3 less time a frame); false: RGB for every model",
+    )
     video_model: str | None = Field(
         default=None, description="default model of video jobs: x2-camera (codec/noise-trained) when loaded"
     )

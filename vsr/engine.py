@@ -16,7 +16,8 @@ upscale`` (``vsr_cli.upscale``) and the benchmarks. So the choices below are mad
   caps a call at ``tile**2`` input pixels instead.
 - CUDA out of memory: the batch is split in halves, then a single frame is tiled ever smaller, and retried.
 
-Frames in and out are uint8 RGB NHWC numpy arrays. The models and the device belong to the thread that calls
+Frames in and out are uint8 RGB NHWC numpy arrays (a luma model also takes Y alone: N x H x W x 1, see
+:mod:`vsr.planes`). The models and the device belong to the thread that calls
 :meth:`Engine.run` (in the service: the batcher's worker thread).
 """
 
@@ -230,6 +231,7 @@ class Engine:
             "ms_per_frame": info.ms,
             "probe": list(info.probe),
             "ms_per_megapixel": self.runners[name].cost.ms_per_megapixel,
+            "ms_per_megapixel_y": self.runners[name].costs[1].ms_per_megapixel if self.runners[name].luma else None,
             "candidates_ms": dict(info.dtype_ms),
             "device": str(self.device),
             "scores": m.scores,
@@ -248,7 +250,10 @@ class Engine:
         for lm in self.models.values():
             self._infer(lm, frame, self.tiles)
             if self.device.type == "cpu":  # the stream model choice budgets with it (service/streams/auto.py)
-                self.runners[lm.name].calibrate_cost(COST_SIZE)
+                runner = self.runners[lm.name]
+                runner.calibrate_cost(COST_SIZE)
+                if runner.luma:  # and with this one for streams whose frames come as planes (vsr/planes.py)
+                    runner.calibrate_cost(COST_SIZE, channels=1)
             if self.compile:
                 self.runners[lm.name].compile(COMPILE_SIZE)
         if self.device.type == "cuda":

@@ -14,6 +14,9 @@
   (:func:`vsr.ov.rgb_around_luma`: RGB frames in and out, fused with the net); a torch kernel takes Y, and RGB frames
   go through :mod:`vsr.yuv` around it (colour matrices and chroma bilinear as full-frame float passes in torch, which
   cost about as much as a small luma net). Candidates are timed on RGB frames either way (:func:`rgb_fn`).
+- A luma model also takes Y alone: uint8 N x H x W x 1 in, Y ``scale`` x out (a stream's frame as decoder planes,
+  :mod:`vsr.planes`). On OpenVINO that runs the bare Y graph (built on first use, same precision: no colour work);
+  a torch Y kernel runs as it is. Its cost is kept apart (``costs[1]``): a Y frame costs about 2/3 of an RGB one.
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class _Builder:
         self.luma = int(getattr(model, "colors", 3)) == 1
         self._graph: object | None = None
 
-    def __call__(self, runtime: str, precision: str) -> Kernel:
+    def __call__(self, runtime: str, precision: str, *, rgb: bool = True) -> Kernel:
+        """The kernel; ``rgb`` False: a luma model's bare Y graph (uint8 Y in and out, no colour work)."""
         if runtime == "torch":
             return make_kernel(self.model, scale=self.scale, device=self.device, dtype=DTYPES[precision])
         from vsr import ov
@@ -139,7 +143,7 @@ class _Builder:
             if self._graph is None:
                 self._graph = ov.levels_model(self.model, int(getattr(self.model, "colors", 3)))
             graph = self._graph
-        if self.luma:  # RGB in and out: the colour work in the graph, not in torch around it
+        if self.luma and rgb:  # RGB in and out: the colour work in the graph, not in torch around it
             graph = ov.rgb_around_luma(graph, self.scale)
         return ov.OvKernel(graph, scale=self.scale, precision=precision, cache_dir=cache)
 
@@ -240,7 +244,8 @@ class Cost:
 
 
 class FrameRunner:
-    """uint8 RGB NHWC (or HWC) in -> uint8 RGB ``scale`` x out, through the kernel chosen for this machine."""
+    """uint8 RGB NHWC (or HWC) in -> uint8 RGB ``scale`` x out, through the kernel chosen for this machine (a luma
+    model: also Y N x H x W x 1 in -> Y out)."""
 
     def __init__(
         self,
@@ -267,7 +272,11 @@ class FrameRunner:
         self.info.kernel = type(self.kernel).__name__
         self.yuv = needs_yuv(self.kernel, self.luma)  # a torch Y kernel: the colour work in torch around it
         self.dtype = self.kernel.dtype
-        self.cost = Cost(self.info.ms, PROBE_SIZE[0] * PROBE_SIZE[1])
+        # what a megapixel costs, by input channels: RGB frames (the probe's figure) and a luma model's Y frames
+        self.costs = {3: Cost(self.info.ms, PROBE_SIZE[0] * PROBE_SIZE[1]), 1: Cost(None, 1)}
+        self._y_kernel: Kernel | None = self.kernel if self.yuv else None
+        self._options = options or RuntimeOptions()
+        self._model = model
         self.pixel_budget = pixel_budget or max_pixels(device, bytes_per_pixel=self._bytes_per_pixel(model))
 
     @staticmethod
@@ -288,22 +297,43 @@ class FrameRunner:
         self, frames: np.ndarray, *, pixel_budget: int | None = None, overlap: int | None = None
     ) -> np.ndarray:
         """``pixel_budget``/``overlap`` override the runner's (e.g. the engine's OOM retry asks for smaller tiles)."""
+        """Frames with 3 channels are RGB; with 1, a luma model's Y (:mod:`vsr.planes`): Y ``scale`` x comes back."""
         single = frames.ndim == 3
         if single:
             frames = frames[None]
-        compiles, t0 = getattr(self.kernel, "compiles", 0), time.perf_counter()
+        channels = frames.shape[-1]
+        if channels not in (1, 3) or (channels == 1 and not self.luma):
+            raise ValueError(f"expected RGB frames{' or Y' if self.luma else ''}, got frames of shape {frames.shape}")
+        kernel = self.kernel if channels == 3 else self.y_kernel
+        compiles, t0 = getattr(kernel, "compiles", 0), time.perf_counter()
         out = self._run(frames, pixel_budget or self.pixel_budget, self.overlap if overlap is None else overlap)
-        if getattr(self.kernel, "compiles", 0) == compiles:  # a call that compiled a new shape says nothing of cost
-            self.cost.observe(frames.shape[0] * frames.shape[1] * frames.shape[2], time.perf_counter() - t0)
+        if getattr(kernel, "compiles", 0) == compiles:  # a call that compiled a new shape says nothing of cost
+            self.costs[channels].observe(frames.shape[0] * frames.shape[1] * frames.shape[2], time.perf_counter() - t0)
         return out[0] if single else out
 
-    def calibrate_cost(self, size: tuple[int, int]) -> float:
+    @property
+    def cost(self) -> Cost:
+        """The cost of RGB frames (what ``/v2/models`` reports); :attr:`costs` has the Y frames' too."""
+        return self.costs[3]
+
+    @property
+    def y_kernel(self) -> Kernel:
+        """A luma model's kernel on Y frames: the torch kernel itself, or OpenVINO's bare Y graph (built now)."""
+        if self._y_kernel is None:
+            if not self.luma:
+                raise ValueError("this model takes RGB frames, not Y")
+            build = _Builder(self._model, scale=self.scale, device=self.device, opts=self._options)
+            self._y_kernel = build(self.info.runtime, self.info.precision, rgb=False)
+        return self._y_kernel
+
+    def calibrate_cost(self, size: tuple[int, int], channels: int = 3) -> float:
         """Time one ``size`` frame (best of 3 after an untimed call) and make it the cost: the probe's tiny frame
         overstates a camera frame's cost per megapixel (fixed per-call work), and a model that ``auto`` does not
-        run is measured only by its occasional probe frames. Returns the ms per frame."""
-        frame = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+        run is measured only by its occasional probe frames. ``channels`` 1: a luma model's Y frames. Returns the
+        ms per frame."""
+        frame = np.random.default_rng(0).integers(0, 256, (1, *size, channels), dtype=np.uint8)
         seconds = time_call(partial(self._run, frame, self.pixel_budget, self.overlap))
-        self.cost.set(size[0] * size[1], seconds)
+        self.costs[channels].set(size[0] * size[1], seconds)
         return round(seconds * 1e3, 2)
 
     def _run(self, frames: np.ndarray, budget: int, overlap: int) -> np.ndarray:
@@ -312,6 +342,8 @@ class FrameRunner:
         if n > per_call:
             return np.concatenate([self._run(frames[i : i + per_call], budget, overlap) for i in range(0, n, per_call)])
         grid = plan_grid(h, w, budget=budget, overlap=overlap, batch=n)
+        if frames.shape[-1] == 1:  # a luma model's Y: the bare Y kernel, no colour work
+            return run_tiled(self.y_kernel, frames, grid, self.scale)
         if self.yuv:
             from vsr import yuv
 

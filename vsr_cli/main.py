@@ -120,10 +120,11 @@ def _parser() -> argparse.ArgumentParser:
         "what",
         nargs="*",
         default=["kernel", "engine", "cli", "service", "streams"],
-        choices=["kernel", "engine", "cli", "runtimes", "sizes", "service", "streams", "gpu"],
+        choices=["kernel", "engine", "cli", "runtimes", "sizes", "service", "streams", "planes", "gpu"],
         help="kernel/engine/cli: one run on the same 640x360 frames (+ OpenCV ESPCN/FSRCNN); sizes: the engine "
         "across sizes and batches; service: vsr serve at 1/4/16 JPEG clients; streams: a live RTSP camera to an "
-        "MJPEG viewer; runtimes: torch fp32/bf16 vs OpenVINO f32/bf16/int8 vs OpenCV ESPCN on the same frames; gpu: "
+        "MJPEG viewer; runtimes: torch fp32/bf16 vs OpenVINO f32/bf16/int8 vs OpenCV ESPCN on the same frames; planes: "
+        "luma models' stream frames as decoder planes vs RGB (in memory and live); gpu: "
         "540p->1080p on CUDA (scripts/gpu_check.sh)",
     )
     bn.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")

@@ -168,10 +168,10 @@ async def frame_jpg(
 async def source_jpg(stream_id: str, manager: StreamsDep) -> Response:
     """The newest source frame sent to the model (before upscaling), for a side-by-side comparison."""
     stream = manager.get(stream_id)
-    rgb = stream.last_source
-    if rgb is None:
+    picture = stream.last_source
+    if picture is None:
         raise ApiError(503, "no_frame", f"stream is {stream.state}; no frame yet", headers={"Retry-After": "1"})
-    jpeg = await asyncio.to_thread(encode_jpeg, rgb, stream.opts.jpeg_quality)
+    jpeg = await asyncio.to_thread(encode_jpeg, picture, stream.opts.jpeg_quality)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 

@@ -54,6 +54,13 @@ class ModelChoice(BaseModel):
     reason: str
 
 
+class FramePath(BaseModel):
+    """How the last frame went to the model: the decoder's planes (a luma model's Y, no RGB round trip) or RGB."""
+
+    kind: Literal["planes", "rgb"]
+    reason: str
+
+
 class StreamInfo(BaseModel):
     id: str
     name: str
@@ -76,6 +83,7 @@ class StreamInfo(BaseModel):
         default=None, description="this stream's fraction of the inference worker's time over the last 10 s"
     )
     publish: PublishInfo | None = Field(None, description="set when the stream is published (H.264 out)")
+    frame_path: FramePath | None = None
     mjpeg_url: str
     frame_url: str
 
@@ -98,6 +106,7 @@ def build_info(
     observer: StreamObserver,
     latest: EncodedFrame | None,
     publish: dict[str, Any] | None,
+    frame_path: FramePath | None = None,
 ) -> StreamInfo:
     """The API's view of one stream now: rates over the last 2 s, latency percentiles over the last 512 frames.
     ``model``: the model it runs now; ``choice``: how it got it (named, or ``auto``'s reason)."""
@@ -130,6 +139,7 @@ def build_info(
         last_error=s.last_error,
         latency_seconds=Latency(p50=pct(0.5), p90=pct(0.9), p99=pct(0.99)),
         publish=PublishInfo(**publish) if publish is not None else None,
+        frame_path=frame_path,
         mjpeg_url=f"/stream/{head.id}/mjpeg",
         frame_url=f"/stream/{head.id}/frame.jpg",
     )

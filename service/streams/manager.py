@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from service.metrics import Metrics
 from service.sharding import Shard
 from service.streams.auto import AUTO, INTERVAL_S, AutoModel
 from service.streams.config import StreamOptions, StreamSpec
-from service.streams.pipeline import Stream, StreamDeps, StreamSetup
+from service.streams.pipeline import Stream, StreamDeps, StreamSetup, never
 from service.urlpolicy import CheckedUrl, UnresolvableHost, UrlPolicy, UrlRejected, redact
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,15 @@ class StreamManager:
         default_model: str | None = None,
         shard: Shard | None = None,
         auto: AutoModel | None = None,
+        takes_y: Callable[[str], bool] = never,
     ) -> None:
-        """``auto``: the chooser of streams that name no model (or ``auto``); without it they get ``default_model``."""
+        """``auto``: the chooser of streams that name no model (or ``auto``); without it they get ``default_model``.
+        ``takes_y``: models that get a frame's Y from the decoder's planes (:class:`StreamDeps`)."""
         self.submit, self.models, self.metrics = submit, dict(models), metrics
         self.auto = auto
         self.policy, self.opts, self.max_streams = policy, opts, max_streams
         self._default_model = default_model
-        self._deps = StreamDeps(submit, metrics, opts)
+        self._deps = StreamDeps(submit, metrics, opts, takes_y)
         self.shard = shard or Shard()
         self._streams: dict[str, Stream] = {}
         # Removed streams whose reader has not ended yet (it may sit in a network open/read up to its timeout).
@@ -197,7 +199,8 @@ class StreamManager:
             return
         model, h, w = target
         try:
-            fut = self.submit(np.full((h, w, 3), 128, np.uint8), model=model, source=PROBE_SOURCE)
+            channels = 1 if self._deps.takes_y(model) else 3  # the frames its streams would send
+            fut = self.submit(np.full((h, w, channels), 128, np.uint8), model=model, source=PROBE_SOURCE)
         except Exception as e:  # noqa: BLE001 - QueueFull, OverBudget, closing: the probe waits for the next turn
             log.debug("stream model auto: no probe of %s (%s)", model, e)
             return

@@ -21,15 +21,30 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from vsr.planes import Planes
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+# A frame as a stream carries it: uint8 RGB HWC, or a luma model's frame as planes (vsr.planes: no RGB round trip)
+Picture = np.ndarray | Planes
+
+
+def encode_jpeg(picture: Picture, quality: int = 80) -> bytes:
+    """JPEG of an RGB frame (Pillow) or of planes (libjpeg-turbo's raw-planes encoder: no colour conversion)."""
+    if isinstance(picture, Planes):
+        return picture.jpeg(quality)
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    Image.fromarray(picture).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
+def picture_size(picture: Picture) -> tuple[int, int]:
+    """(width, height)."""
+    if isinstance(picture, Planes):
+        return picture.width, picture.height
+    return int(picture.shape[1]), int(picture.shape[0])
+
+
 class EncodedFrame:
-    """One output frame: its JPEG, or the RGB frame and how to encode it on first access (then cached)."""
+    """One output frame: its JPEG, or the frame (RGB or planes) and how to encode it on first access (then cached)."""
 
     def __init__(
         self,
@@ -39,20 +54,20 @@ class EncodedFrame:
         height: int,
         t_emitted: float,  # time.monotonic()
         *,
-        rgb: np.ndarray | None = None,
-        encode: Callable[[np.ndarray], bytes] | None = None,
+        picture: Picture | None = None,
+        encode: Callable[[Picture], bytes] | None = None,
     ) -> None:
-        if jpeg is None and (rgb is None or encode is None):
-            raise ValueError("an EncodedFrame needs its JPEG or an RGB frame and an encoder")
+        if jpeg is None and (picture is None or encode is None):
+            raise ValueError("an EncodedFrame needs its JPEG or a frame and an encoder")
         self.seq, self.width, self.height, self.t_emitted = seq, width, height, t_emitted
         self.index = 0  # position among the frames published (set by FrameBroadcast.publish): gaps = skipped
-        self._jpeg, self._rgb, self._encode = jpeg, rgb, encode
+        self._jpeg, self._picture, self._encode = jpeg, picture, encode
         self._lock = threading.Lock()
 
     @classmethod
-    def lazy(cls, seq: int, rgb: np.ndarray, encode: Callable[[np.ndarray], bytes], t_emitted: float) -> EncodedFrame:
-        h, w = rgb.shape[:2]
-        return cls(seq, None, w, h, t_emitted, rgb=rgb, encode=encode)
+    def lazy(cls, seq: int, picture: Picture, encode: Callable[[Picture], bytes], t_emitted: float) -> EncodedFrame:
+        w, h = picture_size(picture)
+        return cls(seq, None, w, h, t_emitted, picture=picture, encode=encode)
 
     @property
     def encoded(self) -> bool:
@@ -64,16 +79,22 @@ class EncodedFrame:
         if self._jpeg is None:
             with self._lock:
                 if self._jpeg is None:
-                    assert self._rgb is not None and self._encode is not None
-                    self._jpeg = self._encode(self._rgb)
+                    assert self._picture is not None and self._encode is not None
+                    self._jpeg = self._encode(self._picture)
         return self._jpeg
 
     @property
-    def rgb(self) -> np.ndarray:
+    def picture(self) -> Picture:
         """The raw upscaled frame (kept: a publisher encodes it as H.264). Frames built from JPEG have none."""
-        if self._rgb is None:
+        if self._picture is None:
             raise ValueError("this frame carries only its JPEG")
-        return self._rgb
+        return self._picture
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The raw upscaled frame as RGB (planes are converted: a copy)."""
+        p = self.picture
+        return p.rgb() if isinstance(p, Planes) else p
 
 
 class FrameBroadcast:

@@ -19,9 +19,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import numpy as np
 
@@ -30,14 +30,15 @@ from service.metrics import Metrics
 from service.streams.auto import Load
 from service.streams.capture import Capture
 from service.streams.config import StreamOptions, StreamSpec
-from service.streams.info import ModelChoice, StreamHead, StreamInfo, build_info
-from service.streams.output import FrameBroadcast
+from service.streams.info import FramePath, ModelChoice, StreamHead, StreamInfo, build_info
+from service.streams.output import FrameBroadcast, Picture
 from service.streams.publish import Publisher
-from service.streams.pump import Pump
+from service.streams.pump import Pump, Sent, to_rgb
 from service.streams.record import Recorder
 from service.streams.stats import StreamObserver, StreamStats
 from service.urlpolicy import CheckedUrl, redact
 from vsr.frames import Frame
+from vsr.planes import Planes, from_video_frame
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,19 @@ class StreamSetup:
     publish: CheckedUrl | None = None
 
 
+def never(model: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class StreamDeps:
-    """What every stream of the service shares: the batcher's ``submit``, the metrics, the stream options."""
+    """What every stream of the service shares: the batcher's ``submit``, the metrics, the stream options, and
+    which models take a frame's Y from the decoder's planes (luma models, unless turned off: ``VSR_STREAM_PLANES``)."""
 
     submit: SubmitFn
     metrics: Metrics
     opts: StreamOptions
+    takes_y: Callable[[str], bool] = never
 
 
 class ReaderSink:
@@ -103,7 +110,8 @@ class Stream:
         self.spec, self.name, self.model, self.scale = setup.spec, setup.name, setup.model, setup.scale
         self.auto, self.model_reason = False, "named by the stream"  # service.streams.auto switches auto streams
         self._switching = threading.Lock()
-        self.opts, self._submit = deps.opts, deps.submit
+        self.opts, self._submit, self._takes_y = deps.opts, deps.submit, deps.takes_y
+        self.frame_path = FramePath(kind="rgb", reason="no frame sent yet")  # how the last frame went to the model
         self.source = f"stream:{setup.name}"  # its frames' label in the batcher and vsr_frames_total
         self.created = time.time()
         self.head = StreamHead(self.id, self.name, redact(self.spec.url), self.scale, self.spec.transport)
@@ -125,9 +133,27 @@ class Stream:
             on_dropped=partial(self.observer.dropped, "publish"),
         )
 
-    def _send(self, frame: np.ndarray, *, deadline: float) -> Future[np.ndarray]:
-        """The pump's way to the batcher: the model this stream runs now (``auto`` may switch it between frames)."""
-        return self._submit(frame, model=self.model, source=self.source, deadline=deadline)
+    def _send(self, frame: Frame, *, deadline: float) -> Sent:
+        """The pump's way to the batcher: the model this stream runs now (``auto`` may switch it between frames),
+        given Y from the decoder's planes when it is a luma model and the frame allows (:mod:`vsr.planes`), else
+        RGB."""
+        model = self.model
+        reason = "the model takes RGB"
+        if self._takes_y(model):
+            planes = "not a decoded video frame" if isinstance(frame, np.ndarray) else from_video_frame(frame)
+            if isinstance(planes, Planes):
+                self._path("planes", "a luma model: Y straight from the decoder's yuv420p planes")
+                return Sent(
+                    self._submit(planes.y[..., None], model=model, source=self.source, deadline=deadline), planes
+                )
+            reason = planes
+        self._path("rgb", reason)
+        rgb = to_rgb(frame)
+        return Sent(self._submit(rgb, model=model, source=self.source, deadline=deadline), rgb)
+
+    def _path(self, kind: Literal["planes", "rgb"], reason: str) -> None:
+        if (self.frame_path.kind, self.frame_path.reason) != (kind, reason):  # a new object only when it changes
+            self.frame_path = FramePath(kind=kind, reason=reason)
 
     # -- the model (service.streams.auto.AutoStream) --
 
@@ -163,14 +189,14 @@ class Stream:
         return self.observer.stats
 
     @property
-    def last_source(self) -> np.ndarray | None:
+    def last_source(self) -> Picture | None:
         """The newest frame sent to the model (for ``GET /stream/{id}/source.jpg``; a reference, no copy)."""
         return self.pump.last_source
 
     def info(self) -> StreamInfo:
         publish = self.publisher.info() if self.publisher is not None else None
         choice = ModelChoice(mode="auto" if self.auto else "named", reason=self.model_reason)
-        return build_info(self.head, self.model, choice, self.observer, self.output.latest, publish)
+        return build_info(self.head, self.model, choice, self.observer, self.output.latest, publish, self.frame_path)
 
     # -- lifecycle --
 

@@ -28,6 +28,7 @@ import av
 from service.streams.config import EncoderOptions
 from service.streams.output import EncodedFrame, FrameBroadcast
 from service.urlpolicy import CheckedUrl
+from vsr.planes import Planes
 from vsr.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,11 @@ class Publisher:
         return last_index
 
     def _push(self, out: av.container.OutputContainer, stream: av.VideoStream, frame: EncodedFrame, pts: int) -> int:
-        vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+        picture = frame.picture  # planes go to the encoder as they are (no RGB -> YUV conversion)
+        if isinstance(picture, Planes):
+            vf = av.VideoFrame.from_ndarray(picture.yuv420p(), format="yuv420p")
+        else:
+            vf = av.VideoFrame.from_ndarray(picture, format="rgb24")
         vf.pts, vf.time_base = pts, TIME_BASE
         for packet in stream.encode(vf):
             out.mux(packet)

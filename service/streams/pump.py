@@ -14,21 +14,30 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from service.batcher import DeadlineExceeded, QueueFull
 from service.streams.config import StreamOptions
-from service.streams.output import EncodedFrame, FrameBroadcast, encode_jpeg
+from service.streams.output import EncodedFrame, FrameBroadcast, Picture, encode_jpeg
 from service.streams.stats import StreamObserver
 from vsr.frames import Frame
+from vsr.planes import Planes
+
+
+class Sent(NamedTuple):
+    """A frame handed to the batcher: its future, and the frame as sent (RGB, or planes whose Y was sent)."""
+
+    future: Future[np.ndarray]
+    source: Picture
 
 
 class SendFn(Protocol):
-    """The batcher's ``submit`` with this stream's model and source bound: one RGB frame in, its future out."""
+    """The batcher's ``submit`` with this stream's model and source bound: one decoded frame in (converted to what
+    the model takes: RGB, or a luma model's Y from the decoder's planes), its future out."""
 
-    def __call__(self, frame: np.ndarray, *, deadline: float) -> Future[np.ndarray]: ...
+    def __call__(self, frame: Frame, *, deadline: float) -> Sent: ...
 
 
 def to_rgb(frame: Frame) -> np.ndarray:
@@ -36,21 +45,27 @@ def to_rgb(frame: Frame) -> np.ndarray:
     return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
+def finished(source: Picture, out: np.ndarray) -> Picture:
+    """The model's output as a frame: RGB as it came, or the new Y with the source planes' chroma upscaled."""
+    return source.upscaled(out) if isinstance(source, Planes) else out
+
+
 @dataclass
 class Pending:
-    frame: Frame | None  # converted to RGB only when sent; None once sent (its buffers go back to the decoder)
+    frame: Frame | None  # converted only when sent; None once sent (its buffers go back to the decoder)
     t_decoded: float
     seq: int
+    source: Picture | None = None  # the frame as sent (what the output is built on for planes)
 
 
 class Pump:
-    """The thread between a stream's reader and the batcher. ``send(rgb, deadline=...)`` submits one frame."""
+    """The thread between a stream's reader and the batcher. ``send(frame, deadline=...)`` submits one frame."""
 
     def __init__(
         self, name: str, send: SendFn, opts: StreamOptions, output: FrameBroadcast, observer: StreamObserver
     ) -> None:
         self.send, self.opts, self.output, self.observer = send, opts, output, observer
-        self.last_source: np.ndarray | None = None  # the newest frame sent (GET /stream/{id}/source.jpg)
+        self.last_source: Picture | None = None  # the newest frame sent (GET /stream/{id}/source.jpg)
         self._cond = threading.Condition()
         self._slot: Pending | None = None
         self._inflight = 0
@@ -121,10 +136,9 @@ class Pump:
             return
         assert item.frame is not None  # sent once
         try:
-            rgb = to_rgb(item.frame)
+            fut, item.source = self.send(item.frame, deadline=deadline)
             item.frame = None  # the decoded frame's buffers go back to the decoder now
-            self.last_source = rgb  # a reference: no copy, no encode
-            fut = self.send(rgb, deadline=deadline)
+            self.last_source = item.source  # a reference: no copy, no encode
         except QueueFull:
             self._release()
             self.observer.dropped("overloaded")
@@ -160,8 +174,14 @@ class Pump:
             self.observer.dropped("late")
             return
         self._last_shown = item.seq
+        assert item.source is not None  # set when sent
+        try:
+            picture = finished(item.source, out)
+        except ValueError as e:  # an output that does not fit its source (a model switched mid-flight): skip it
+            self.observer.failed("error", f"output: {e}")
+            return
         now = time.monotonic()
-        frame = EncodedFrame.lazy(item.seq, out, partial(encode_jpeg, quality=self.opts.jpeg_quality), now)
+        frame = EncodedFrame.lazy(item.seq, picture, partial(encode_jpeg, quality=self.opts.jpeg_quality), now)
         if self.output.viewers:
             frame.jpeg  # noqa: B018 - encode here, once for every viewer, off the event loop
         self.output.publish(frame)

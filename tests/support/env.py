@@ -33,3 +33,18 @@ def export_tiny(
 
     fields = {"name": out_dir.name, "training": {}, "data": {}, "scores": {}} | meta
     return export_artifact(model, out_dir=out_dir, arch=arch, config=config, **fields)
+
+
+def perturbed_student(colors: int, seed: int = 5) -> Any:
+    """A tiny x2 RepStudent (8 channels, 2 blocks; ``colors`` 3 = RGB, 1 = luma) with every weight perturbed: its
+    tail starts at zero (a pure anchor), and the tests need an output that depends on the body."""
+    import torch
+
+    from vsr.archs.student import RepStudent
+
+    torch.manual_seed(seed)
+    m = RepStudent(scale=2, channels=8, depth=2, expand=0, colors=colors)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.support.env import perturbed_student
 from tests.support.media import synthetic_image
-from vsr.archs.student import RepStudent
 from vsr.inference import upscale_frames
 from vsr.runner import FrameRunner, RuntimeOptions
 
@@ -22,12 +22,7 @@ CPU = torch.device("cpu")
 
 
 def _student(colors: int) -> nn.Module:
-    torch.manual_seed(5)
-    m = RepStudent(scale=2, channels=8, depth=2, expand=0, colors=colors)
-    with torch.no_grad():  # the tail starts at zero (pure anchor): perturb everything so the body matters
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m.eval()
+    return perturbed_student(colors)
 
 
 def _kernel(model: nn.Module, tmp_path: Path, threads: int) -> Any:
@@ -83,9 +78,12 @@ def test_warmup_calibrates_every_model_at_the_cost_size(tmp_path: Path, monkeypa
 
     arts = [export_tiny(_student(c), tmp_path / f"m{c}", name=f"m{c}") for c in (3, 1)]
     engine = Engine.open([str(a) for a in arts], device="cpu", dtype="fp32")
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, tuple[int, int], int]] = []
     for name in engine.models:
         runner = engine.runners[name]
-        monkeypatch.setattr(runner, "calibrate_cost", lambda size, r=runner: seen.append(size) or 1.0)
+        monkeypatch.setattr(
+            runner, "calibrate_cost", lambda size, channels=3, n=name: seen.append((n, size, channels)) or 1.0
+        )
     engine.warmup()
-    assert seen == [COST_SIZE, COST_SIZE]
+    # the luma model also on Y frames: the cost of a stream whose frames come as planes (vsr/planes.py)
+    assert seen == [("m3", COST_SIZE, 3), ("m1", COST_SIZE, 3), ("m1", COST_SIZE, 1)]

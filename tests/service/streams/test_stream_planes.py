@@ -1,0 +1,136 @@
+"""A luma model's stream frames as decoder planes (vsr/planes.py): Y to the model, the output built on the source's
+chroma and encoded from the planes; frames that cannot go that way take RGB and say why."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from service.metrics import Metrics
+from service.streams.config import StreamOptions, StreamSpec
+from service.streams.pipeline import Stream, StreamDeps, StreamSetup
+from service.urlpolicy import CheckedUrl
+from tests.service.streams.test_pipeline import WAIT_S, FakeBatcher
+from tests.support.env import export_tiny
+from tests.support.live import Server, read_mjpeg, wait_until
+from tests.support.reference import assert_model_output, decode_rgb, textured
+from tests.support.rtsp import STATIC_PATTERN, RtspServer, grab_frames
+from tests.support.timing import stretch
+from vsr.planes import Planes, from_video_frame
+
+
+@pytest.fixture(scope="module")
+def luma_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny x2 luma student (one channel in and out) whose output is far from nearest and bicubic."""
+    from vsr.archs.student import RepStudent
+
+    torch.manual_seed(5)
+    model = RepStudent(scale=2, channels=8, depth=1, expand=0, colors=1)
+    with torch.no_grad():  # as tests/conftest.py's tiny_artifact: a smooth residual a codec keeps
+        for p in model.tail.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        w = model.tail.conv3.weight  # (scale * scale, channels, 3, 3)
+        w.add_((0.1 * torch.randn(1, *w.shape[1:])).expand_as(w))
+    return export_tiny(model, tmp_path_factory.mktemp("luma") / "x2-luma-tiny")
+
+
+def _yuv(rgb: np.ndarray, colorspace: int | None = None) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    if colorspace is not None:
+        frame.colorspace = colorspace
+    return frame
+
+
+@pytest.fixture
+def rig():
+    batcher = FakeBatcher()
+    src = CheckedUrl("rtsp://h/x", "rtsp://h/x", "rtsp", "h", "1.2.3.4", {}, "rtsp://h/x")
+    deps = StreamDeps(batcher.submit, Metrics(CollectorRegistry()), StreamOptions(max_pending=1), lambda m: m == "luma")
+    stream = Stream(StreamSetup(StreamSpec(url="rtsp://h/x"), "t", "luma", 2, src=src), deps)
+    stream.pump.start()
+    yield stream, batcher
+    stream.stop()
+    stream.join(2)
+
+
+def test_luma_model_gets_y_and_the_output_is_built_on_the_source_chroma(rig) -> None:
+    stream, batcher = rig
+    frame = _yuv(textured(26, 32))
+    planes = from_video_frame(frame)
+    assert isinstance(planes, Planes)
+    stream.sink.offer(frame, time.monotonic())
+    assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
+    sent, kw = batcher.calls[0]
+    assert sent.shape == (26, 32, 1) and kw["model"] == "luma"
+    np.testing.assert_array_equal(sent[..., 0], planes.y)
+    assert stream.info().frame_path.kind == "planes"
+
+    y_out = np.random.default_rng(1).integers(0, 256, (52, 64, 1), dtype=np.uint8)
+    batcher.futures[0].set_result(y_out)
+    assert wait_until(lambda: stream.output.latest is not None, WAIT_S, step=0.005)
+    latest = stream.output.latest
+    out = latest.picture
+    assert isinstance(out, Planes) and (latest.width, latest.height) == (64, 52)
+    np.testing.assert_array_equal(out.y, y_out[..., 0])  # the model's Y as it came
+    assert out.cb.shape == (26, 32)  # the source chroma (13 x 16: rows of half a line) upscaled to the output's 4:2:0
+    with Image.open(io.BytesIO(latest.jpeg)) as im:  # encoded from the planes
+        assert im.size == (64, 52)
+        y_jpeg = np.asarray(im.convert("YCbCr"))[..., 0].astype(int)
+    assert np.abs(y_jpeg - y_out[..., 0].astype(int)).mean() < 12  # random Y: JPEG's error, not another image
+    assert isinstance(stream.last_source, Planes)
+
+
+def test_frames_that_cannot_go_as_planes_go_as_rgb_and_say_why(rig) -> None:
+    stream, batcher = rig
+    stream.sink.offer(_yuv(textured(24, 32), colorspace=1), time.monotonic())  # BT.709: another matrix
+    assert wait_until(lambda: len(batcher.calls) == 1, WAIT_S, step=0.005)
+    assert batcher.calls[0][0].shape == (24, 32, 3)
+    path = stream.info().frame_path
+    assert path.kind == "rgb" and "bt709" in path.reason
+    batcher.futures[0].set_result(np.zeros((48, 64, 3), np.uint8))
+    assert wait_until(lambda: stream.output.latest is not None, WAIT_S, step=0.005)
+    assert isinstance(stream.output.latest.picture, np.ndarray)
+
+    stream.switch_model("rgb-model", "named")  # a model that does not take Y
+    stream.sink.offer(_yuv(textured(24, 32)), time.monotonic())
+    assert wait_until(lambda: len(batcher.calls) == 2, WAIT_S, step=0.005)
+    assert batcher.calls[1][0].shape == (24, 32, 3) and stream.info().frame_path.reason == "the model takes RGB"
+
+
+def _watch(svc: Server, url: str) -> tuple[list[bytes], dict]:
+    r = svc.client.post("/stream", json={"url": url, "name": "cam"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        frames = read_mjpeg(svc.base, sid, 6, timeout=stretch(10.0))
+    except httpx.TimeoutException:
+        pytest.fail(f"no frames: {svc.client.get(f'/stream/{sid}').json()}")
+    return frames, svc.client.get(f"/stream/{sid}").json()
+
+
+@pytest.mark.parametrize("planes", [True, False])
+def test_luma_stream_end_to_end(
+    planes: bool,
+    luma_artifact: Path,
+    live_server: Callable[..., Server],
+    rtsp_server_factory: Callable[..., RtspServer],
+) -> None:
+    """Through the real service: the luma model's output of the camera's frame either way (planes or RGB), within
+    the codecs' error and clearly not nearest, bicubic or a flat frame."""
+    camera_server = rtsp_server_factory(pattern=STATIC_PATTERN)
+    (camera,) = grab_frames(camera_server.url)
+    svc = live_server(models=[str(luma_artifact)], stream_planes=planes)
+    frames, info = _watch(svc, camera_server.url)
+    assert info["frame_path"]["kind"] == ("planes" if planes else "rgb"), info["frame_path"]
+    for f in frames[-3:]:
+        assert_model_output(decode_rgb(f), camera, luma_artifact, tol=12.0)
