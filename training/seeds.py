@@ -237,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--install", help="bundled model name to replace if the best KD seed beats it on held-out")
     p.add_argument("--note", help="how the run deviated from its recipe (kept in the JSON and on the card)")
     p.add_argument("--arm", type=Path, action="append", default=[], help="a later lock-step run of other variants")
+    p.add_argument(
+        "--key",
+        default="seeds",
+        help="where the block goes under x<scale> (seeds: the ablation of record; e.g. seeds_16k for another length)",
+    )
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     block, scores, heldout = seeds_block(args.run, args.scale, " ".join(["python -m training.seeds", *argv]))
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         block["install"] = install(args.install, scores, heldout, args.scale, block)
     allres = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    allres.setdefault(f"x{args.scale}", {})["seeds"] = block
+    allres.setdefault(f"x{args.scale}", {})[args.key] = block
     RESULTS.write_text(json.dumps(allres, indent=2) + "\n")
     print(json.dumps({k: v for k, v in block.items() if k != "recipe"}, indent=2))
     return 0

@@ -233,6 +233,7 @@ class Engine:
             "ms_per_megapixel": self.runners[name].cost.ms_per_megapixel,
             "ms_per_megapixel_y": self.runners[name].costs[1].ms_per_megapixel if self.runners[name].luma else None,
             "candidates_ms": dict(info.dtype_ms),
+            "refined_ms": dict(info.refine_ms),  # the close candidates again, on a larger frame
             "device": str(self.device),
             "scores": m.scores,
             "created": m.created,
