@@ -39,7 +39,9 @@ def expected_figures() -> list[str]:
 
 def amx_figures() -> list[str]:
     """The README's paragraph on the Intel Xeon with AMX (``bench/results/xeon-amx/``)."""
-    rt, svc, streams = (results(n, "xeon-amx") for n in ("realtime-cpu", "service-cpu", "streams-cpu"))
+    rt, svc, streams, planes = (
+        results(n, "xeon-amx") for n in ("realtime-cpu", "service-cpu", "streams-cpu", "planes-cpu")
+    )
     rows = results("runtimes-cpu", "xeon-amx")["rows"]
     cli = rt["file_to_file"]["vsr_upscale"]["fps_steady"]
     espcn = rt["file_to_file"]["opencv_espcn"]["fps"]
@@ -55,6 +57,20 @@ def amx_figures() -> list[str]:
         f"{fast} vs {x2} ms a frame ({x2 / fast:.2f}×)",
         f"x2-camera-fast {rows['x2-camera-fast openvino/int8 Y only']['ms_per_frame']} ms and x2 "
         f"{rows['x2 openvino/int8 Y only']['ms_per_frame']} ms with uint8 Y in and out",
+        *_planes_figures(planes),
+    ]
+
+
+def _planes_figures(planes: dict) -> list[str]:
+    pipe = {m: planes["pipeline"][m] for m in ("x2-camera-fast", "x2")}
+    live = {(r["planes"], r["streams"]): r for r in planes["live"]}
+    rgb3, yuv3 = live[(False, 3)], live[(True, 3)]
+    return [
+        *(f"{m} {p['rgb']['total']} → {p['planes']['total']} ms ({p['planes_over_rgb']}×)" for m, p in pipe.items()),
+        f"three cameras at once reach {yuv3['viewer_fps'][0]}, {yuv3['viewer_fps'][1]} and {yuv3['viewer_fps'][2]} fps "
+        f"at the viewers (p99 {yuv3['latency_p99_s_max']:.2f} s) against {rgb3['viewer_fps'][0]}, "
+        f"{rgb3['viewer_fps'][1]} and {rgb3['viewer_fps'][2]} fps the RGB way",
+        f"falls from {rgb3['cpu_ms_per_output_frame']['service']} to {yuv3['cpu_ms_per_output_frame']['service']} ms",
     ]
 
 
