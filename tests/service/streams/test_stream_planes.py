@@ -134,3 +134,38 @@ def test_luma_stream_end_to_end(
     assert info["frame_path"]["kind"] == ("planes" if planes else "rgb"), info["frame_path"]
     for f in frames[-3:]:
         assert_model_output(decode_rgb(f), camera, luma_artifact, tol=12.0)
+
+
+def test_a_luma_stream_publishes_its_planes(
+    luma_artifact: Path,
+    live_server: Callable[..., Server],
+    rtsp_server_factory: Callable[..., RtspServer],
+    tmp_path: Path,
+) -> None:
+    """Planes go to the H.264 encoder as yuv420p (limited range, no RGB): an independent receiver (FFmpeg) decodes
+    the luma model's output of the camera's frame."""
+    from tests.service.streams.test_publish import start_receiver
+    from tests.support.live import free_port
+
+    camera_server = rtsp_server_factory(pattern=STATIC_PATTERN)
+    (camera,) = grab_frames(camera_server.url)
+    svc = live_server(models=[str(luma_artifact)])
+    port, out = free_port(), tmp_path / "received.mkv"
+    receiver = start_receiver(port, out)
+    spec = {"url": camera_server.url, "name": "pub", "publish": f"rtsp://127.0.0.1:{port}/out"}
+    r = svc.client.post("/stream", json=spec | {"publish_options": {"encoder": "libx264", "preset": "ultrafast"}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    info = svc.wait_stream(sid, lambda i: (i["publish"] or {}).get("frames", 0) >= 30, timeout=30)
+    assert info["frame_path"]["kind"] == "planes"
+    svc.app.state.streams.remove(sid, join_timeout=10)
+    try:
+        assert receiver.wait(30) == 0, receiver.stderr.read() if receiver.stderr else ""
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert frames[-1].shape == (180, 320, 3)
+    for f in frames[-3:]:  # within two H.264 passes' error of the model's output, and not an impostor
+        assert_model_output(f, camera, luma_artifact, tol=12.0)
