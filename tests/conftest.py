@@ -66,6 +66,24 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_luma_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny x2 luma student (one channel in and out, ``input_space: "y"``) whose output is far from nearest and
+    bicubic, as :func:`tiny_artifact`'s."""
+    import torch
+
+    from vsr.archs.student import RepStudent
+
+    torch.manual_seed(5)
+    model = RepStudent(scale=2, channels=8, depth=1, expand=0, colors=1)
+    with torch.no_grad():  # as tiny_artifact: a smooth residual that a codec keeps
+        for p in model.tail.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        w = model.tail.conv3.weight  # (scale * scale, channels, 3, 3)
+        w.add_((0.1 * torch.randn(1, *w.shape[1:])).expand_as(w))
+    return export_tiny(model, tmp_path_factory.mktemp("luma") / "x2-luma-tiny")
+
+
 # -- live servers --------------------------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from vsr.errors import UsageError
 from vsr.imageops import bicubic_resize
+from vsr.planes import Planes
 
 # Input format (PIL's name) -> default output format. MPO (phones' and stereo cameras' multi-picture JPEG) is a
 # JPEG followed by more JPEGs: the first image is the photo, and the one decoded.
@@ -100,15 +101,19 @@ class DecodedImage:
     format: str  # PIL's name of the input format
     icc_profile: bytes | None = None  # describes ``rgb`` (sRGB after a CMYK conversion), or the grey of a grey input
     notes: tuple[str, ...] = ()  # what the decode changed beyond orientation (16 -> 8 bits, CMYK -> sRGB)
+    # JFIF YCbCr HWC as the JPEG decoder gave it (chroma upsampled, no colour conversion), when asked for and the
+    # image is a plain colour JPEG: a luma model's input without an RGB round trip (:func:`planes_output`)
+    ycc: np.ndarray | None = None
 
     @property
     def pixels(self) -> int:
         return int(self.rgb.shape[0] * self.rgb.shape[1])
 
 
-def decode(data: bytes, limits: DecodeLimits = NO_LIMITS) -> DecodedImage:
+def decode(data: bytes, limits: DecodeLimits = NO_LIMITS, *, ycc: bool = False) -> DecodedImage:
     """Encoded bytes -> :class:`DecodedImage`. Raises :class:`EmptyImage`, :class:`UndecodableImage`,
-    :class:`UnsupportedImageFormat`, or an :class:`ImageOverLimit` (before any pixel is decoded)."""
+    :class:`UnsupportedImageFormat`, or an :class:`ImageOverLimit` (before any pixel is decoded). ``ycc``: also
+    keep a colour JPEG's YCbCr as decoded (``DecodedImage.ycc``; RGB is then converted from it)."""
     if not data:
         raise EmptyImage("no image data received")
     try:
@@ -127,14 +132,14 @@ def decode(data: bytes, limits: DecodeLimits = NO_LIMITS) -> DecodedImage:
             raise UndecodableImage(f"image has no pixels ({w}x{h})")
         check_decode_cost(data, img.format or "", w, h, limits)
         try:
-            return _pixels(img, sixteen_bit=_png_bit_depth(data) == 16)
+            return _pixels(img, sixteen_bit=_png_bit_depth(data) == 16, ycc=ycc)
         except (OSError, SyntaxError, ValueError, EOFError):
             raise UndecodableImage("the image data is corrupt or truncated") from None
 
 
-def read_image(path: Path, limits: DecodeLimits = NO_LIMITS) -> DecodedImage:
+def read_image(path: Path, limits: DecodeLimits = NO_LIMITS, *, ycc: bool = False) -> DecodedImage:
     """:func:`decode` of a file (``OSError`` when it cannot be read)."""
-    return decode(path.read_bytes(), limits)
+    return decode(path.read_bytes(), limits, ycc=ycc)
 
 
 def check_decode_cost(data: bytes, fmt: str, w: int, h: int, limits: DecodeLimits) -> None:
@@ -155,12 +160,16 @@ def _png_bit_depth(data: bytes) -> int | None:
     return data[24] if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 24 else None
 
 
-def _pixels(img: Image.Image, *, sixteen_bit: bool) -> DecodedImage:
+def _pixels(img: Image.Image, *, sixteen_bit: bool, ycc: bool = False) -> DecodedImage:
     fmt = img.format or ""
     icc: bytes | None = img.info.get("icc_profile") or None
     notes: list[str] = ["16 bits per channel reduced to 8"] if sixteen_bit else []
+    if ycc and fmt in ("JPEG", "MPO") and img.mode == "RGB":
+        img.draft("YCbCr", img.size)  # libjpeg stops before its colour conversion (full size: no DCT scaling)
     img.load()
     img = ImageOps.exif_transpose(img)  # a no-op without an EXIF orientation
+    if img.mode == "YCbCr":
+        return DecodedImage(np.asarray(img.convert("RGB")), None, False, fmt, icc, tuple(notes), np.asarray(img))
     if img.mode == "CMYK":
         img, icc, note = _cmyk_to_rgb(img, icc)
         notes.append(note)
@@ -232,11 +241,30 @@ def _kept_icc(decoded: DecodedImage, fmt: str) -> bytes | None:
     return icc if icc_color_space(icc) == want else None
 
 
-def encode(sr: np.ndarray, decoded: DecodedImage, fmt: str, *, quality: int | None = None) -> bytes:
+def planes_output(decoded: DecodedImage, fmt: str, scale: int) -> bool:
+    """True when a luma model's output of ``decoded`` can be written from planes (:func:`encode` given
+    :class:`vsr.planes.Planes`): a colour JPEG decoded as YCbCr, out as a JPEG with nothing else to carry (no alpha,
+    no ICC profile to keep, no note), at an even output size (4:2:0)."""
+    h, w = decoded.rgb.shape[:2]
+    return (
+        decoded.ycc is not None
+        and fmt == "jpeg"
+        and decoded.alpha is None
+        and not decoded.icc_profile
+        and not decoded.notes
+        and (scale * h) % 2 == 0
+        and (scale * w) % 2 == 0
+    )
+
+
+def encode(sr: np.ndarray | Planes, decoded: DecodedImage, fmt: str, *, quality: int | None = None) -> bytes:
     """The model's uint8 RGB HWC output (+ the input's alpha, grey and ICC profile) -> encoded ``fmt`` bytes
-    (``png``, ``jpeg``, ``webp``, ``bmp``). ``quality``: JPEG/WebP, default :data:`DEFAULT_QUALITY`."""
+    (``png``, ``jpeg``, ``webp``, ``bmp``). ``quality``: JPEG/WebP, default :data:`DEFAULT_QUALITY`. Planes (a luma
+    model's output where :func:`planes_output` allows) are written as a 4:2:0 JPEG without a colour conversion."""
     if fmt not in OUTPUT_FORMATS:
         raise UsageError(f"unsupported output format {fmt!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    if isinstance(sr, Planes):
+        return sr.jpeg(quality if quality is not None else DEFAULT_QUALITY)
     mode = _output_mode(decoded, fmt)
     out = Image.fromarray(sr, "RGB")
     if decoded.gray:

@@ -12,15 +12,21 @@ What the frame must be for this to equal the RGB path: 4:2:0 (``yuv420p``/``yuvj
 and BT.601 colour (``smpte170m``/``bt470bg``, or unspecified, which FFmpeg converts as BT.601). Limited range (or
 unspecified: FFmpeg's default) is mapped to full range by a table, as the RGB conversion would. Anything else
 (BT.709, 4:2:2, NV12 from a hardware decoder, odd sizes) takes the RGB path: :func:`from_video_frame` says why.
+
+``vsr upscale`` does the same for a luma model, JPEG in and out: the JPEG decoder's YCbCr (``vsr.images``, chroma
+already upsampled to full size, which is the 4:2:0 chroma of a x2 output) and a planes JPEG (:func:`with_chroma`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:  # only the type: the image path imports this module and need not pay for PyAV
+    import av
 
 FORMATS = {"yuv420p": False, "yuvj420p": True}  # pixel format -> full range whatever the frame's range flag says
 # FFmpeg's AVColorSpace numbers that are BT.601's matrix (2 = unspecified: FFmpeg's conversions take BT.601)
@@ -56,17 +62,10 @@ class Planes:
     def width(self) -> int:
         return int(self.y.shape[1])
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """As the RGB frame's (H, W, 3): what callers that size a frame read."""
-        return self.height, self.width, 3
-
     def upscaled(self, y: np.ndarray) -> Planes:
         """The frame with ``y`` (the model's output, ``scale`` x this size; H x W or H x W x 1) as luma and this
         frame's chroma upscaled bilinearly to match (what :class:`vsr.luma.LumaAsRGB` does to Cb/Cr)."""
-        y = y.reshape(y.shape[0], y.shape[1])
-        size = (y.shape[1] // 2, y.shape[0] // 2)
-        return Planes(y, upscale_plane(self.cb, size), upscale_plane(self.cr, size))
+        return with_chroma(y, self.cb, self.cr)
 
     def jpeg(self, quality: int = 80) -> bytes:
         """A baseline JFIF JPEG, 4:2:0, encoded from the planes as they are (no colour conversion)."""
@@ -90,6 +89,14 @@ class Planes:
         np.take(C_TO_LIMITED, self.cb.reshape(-1), out=out[n : n + q])
         np.take(C_TO_LIMITED, self.cr.reshape(-1), out=out[n + q :])
         return out.reshape(h * 3 // 2, w)
+
+
+def with_chroma(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> Planes:
+    """``y`` (H x W or H x W x 1, H and W even) with ``cb``/``cr`` (any size) resized to its 4:2:0 chroma. A JPEG's
+    full-size decoded chroma under a x2 output is that size already: no resize."""
+    y = y.reshape(y.shape[0], y.shape[1])
+    size = (y.shape[1] // 2, y.shape[0] // 2)
+    return Planes(y, *(np.ascontiguousarray(upscale_plane(c, size)) for c in (cb, cr)))
 
 
 def from_video_frame(frame: av.VideoFrame) -> Planes | str:
@@ -123,6 +130,8 @@ def upscale_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     ``align_corners=False``, to within a level). Twice the size has a fast path: 0.23 ms vs Pillow's 0.57 for a
     320x180 plane (Xeon, one thread)."""
     h, w = plane.shape
+    if size == (w, h):
+        return plane
     if size == (2 * w, 2 * h):
         return _twice(plane)
     return np.asarray(Image.fromarray(plane).resize(size, Image.Resampling.BILINEAR))

@@ -19,6 +19,7 @@ import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,17 @@ import numpy as np
 from vsr.artifact import ArtifactError
 from vsr.engine import DeviceError, Engine
 from vsr.errors import UsageError
-from vsr.images import SUFFIX_FORMATS, DecodedImage, ImageError, encode, format_for_path, output_notes, read_image
+from vsr.images import (
+    SUFFIX_FORMATS,
+    DecodedImage,
+    ImageError,
+    encode,
+    format_for_path,
+    output_notes,
+    planes_output,
+    read_image,
+)
+from vsr.planes import Planes, with_chroma
 from vsr.progress import track
 from vsr.tiling import TileSpec
 from vsr.video import VideoError
@@ -39,7 +50,7 @@ TILE_OVERLAP = 16  # LR pixels on each side: covers the student's receptive fiel
 QUALITY = 95  # JPEG/WebP: offline, so a little more size for less loss than the service's default (90)
 
 
-def save_image(sr: np.ndarray, decoded: DecodedImage, path: Path) -> None:
+def save_image(sr: np.ndarray | Planes, decoded: DecodedImage, path: Path) -> None:
     """Encode the model's output as ``path``'s extension asks, carrying the input's alpha, grey and ICC profile
     (:mod:`vsr.images`, the service's code too); what the output loses is logged."""
     fmt = format_for_path(path)
@@ -129,23 +140,31 @@ def run(args: argparse.Namespace) -> Outcome:
     name, scale = engine.default_model, engine.scale(engine.default_model)
     done = Outcome()
 
-    def up(rgb: np.ndarray) -> np.ndarray:
-        out: np.ndarray = engine.run(name, rgb[None])[0]
+    luma = engine.runner(name).luma
+
+    def up(decoded: DecodedImage, dst: Path) -> np.ndarray | Planes:
+        """The model's output: RGB, or for a luma model and a JPEG in and out, the new Y with the decoder's chroma
+        (no colour conversion either side: vsr.images.planes_output)."""
+        ycc = decoded.ycc
+        if ycc is not None and planes_output(decoded, format_for_path(dst) or "", scale):
+            y: np.ndarray = engine.run(name, ycc[None, :, :, :1])[0]
+            return with_chroma(y, ycc[..., 1], ycc[..., 2])
+        out: np.ndarray = engine.run(name, decoded.rgb[None])[0]
         return out
 
     # Decode of the next image and encode of the previous one run in two I/O threads while the model runs (PIL
     # releases the GIL in both): on 2 cores they fill the gaps between the model's parallel regions.
     with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
-        nxt = _prefetch(reader, jobs, 0)
+        nxt = _prefetch(reader, jobs, 0, luma)
         saves: list[tuple[Path, Future[None]]] = []
         for i, (src, dst) in enumerate(track(jobs, desc=f"upscale x{scale}", unit="file")):
-            cur, nxt = nxt, _prefetch(reader, jobs, i + 1)
+            cur, nxt = nxt, _prefetch(reader, jobs, i + 1, luma)
             try:
                 if cur is None:
                     _upscale_video(engine, src, dst)
                 else:
                     decoded = cur.result()
-                    saves.append((dst, writer.submit(save_image, up(decoded.rgb), decoded, dst)))
+                    saves.append((dst, writer.submit(save_image, up(decoded, dst), decoded, dst)))
             except (OSError, ImageError, VideoError) as e:  # unreadable or corrupt input
                 if not inp.is_dir():
                     raise UsageError(f"cannot read {src}: {e}") from None
@@ -161,11 +180,14 @@ def run(args: argparse.Namespace) -> Outcome:
     return done
 
 
-def _prefetch(reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int) -> Future[DecodedImage] | None:
-    """The ``i``-th image, read in the background (None past the end and for videos, which stream themselves)."""
+def _prefetch(
+    reader: ThreadPoolExecutor, jobs: list[tuple[Path, Path]], i: int, ycc: bool
+) -> Future[DecodedImage] | None:
+    """The ``i``-th image, read in the background (None past the end and for videos, which stream themselves);
+    ``ycc``: keep a JPEG's YCbCr too (a luma model's input)."""
     if i >= len(jobs) or jobs[i][0].suffix.lower() in VIDEO_EXTS:
         return None
-    return reader.submit(read_image, jobs[i][0])  # the user's own file: no decode caps (NO_LIMITS)
+    return reader.submit(partial(read_image, ycc=ycc), jobs[i][0])  # the user's own file: no decode caps
 
 
 def _saved(dst: Path, f: Future[None]) -> None:

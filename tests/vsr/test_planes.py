@@ -111,7 +111,7 @@ def test_a_limited_range_frame_is_mapped_to_full_range() -> None:
     want = Planes(_u8((y - 16) * 255 / 219), _u8((cb - 128) * 255 / 224 + 128), _u8((cr - 128) * 255 / 224 + 128))
     got = from_video_frame(frame)
     _assert_planes_equal(got, want)
-    assert isinstance(got, Planes) and (got.height, got.width, got.shape) == (48, 64, (48, 64, 3))
+    assert isinstance(got, Planes) and (got.height, got.width) == (48, 64)
 
 
 @pytest.mark.parametrize("how", ["color_range", "yuvj420p"])
@@ -244,7 +244,7 @@ def test_upscaled_takes_the_new_y_and_upscales_the_chroma(scale: int, y_shape: s
     rng = np.random.default_rng(10)
     y = rng.integers(0, 256, (32 * scale, 64 * scale), dtype=np.uint8)
     out = p.upscaled(y if y_shape == "hw" else y[..., None])
-    assert out.shape == (32 * scale, 64 * scale, 3)
+    assert (out.height, out.width) == (32 * scale, 64 * scale)
     assert out.y.shape == y.shape and np.array_equal(out.y, y)
     half = (32 * scale, 16 * scale)  # (width, height) of the chroma at the new size
     for name in ("cb", "cr"):

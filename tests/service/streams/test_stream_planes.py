@@ -12,7 +12,6 @@ import av
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
@@ -21,7 +20,6 @@ from service.streams.config import StreamOptions, StreamSpec
 from service.streams.pipeline import Stream, StreamDeps, StreamSetup
 from service.urlpolicy import CheckedUrl
 from tests.service.streams.test_pipeline import WAIT_S, FakeBatcher
-from tests.support.env import export_tiny
 from tests.support.live import Server, read_mjpeg, wait_until
 from tests.support.reference import assert_model_output, decode_rgb, textured
 from tests.support.rtsp import STATIC_PATTERN, RtspServer, grab_frames
@@ -30,18 +28,8 @@ from vsr.planes import Planes, from_video_frame
 
 
 @pytest.fixture(scope="module")
-def luma_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny x2 luma student (one channel in and out) whose output is far from nearest and bicubic."""
-    from vsr.archs.student import RepStudent
-
-    torch.manual_seed(5)
-    model = RepStudent(scale=2, channels=8, depth=1, expand=0, colors=1)
-    with torch.no_grad():  # as tests/conftest.py's tiny_artifact: a smooth residual a codec keeps
-        for p in model.tail.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-        w = model.tail.conv3.weight  # (scale * scale, channels, 3, 3)
-        w.add_((0.1 * torch.randn(1, *w.shape[1:])).expand_as(w))
-    return export_tiny(model, tmp_path_factory.mktemp("luma") / "x2-luma-tiny")
+def luma_artifact(tiny_luma_artifact: Path) -> Path:
+    return tiny_luma_artifact
 
 
 def _yuv(rgb: np.ndarray, colorspace: int | None = None) -> av.VideoFrame:
