@@ -23,12 +23,12 @@ class DecodeDeadline(Exception):
 
 
 async def decode_async(
-    data: bytes, *, limits: DecodeLimits, deadline: float, limiter: anyio.CapacityLimiter
+    data: bytes, *, limits: DecodeLimits, deadline: float, limiter: anyio.CapacityLimiter, ycc: bool = False
 ) -> DecodedImage:
     """:func:`vsr.images.decode` on a worker thread, at most ``limiter`` at once (decoding is CPU: more threads than
     cores only slow each other and the event loop down); :class:`DecodeDeadline` at ``deadline``
-    (``time.monotonic()``)."""
-    work = partial(decode, data, limits)
+    (``time.monotonic()``). ``ycc``: keep a JPEG's YCbCr too (a luma model's input)."""
+    work = partial(decode, data, limits, ycc=ycc)
     try:
         return await asyncio.wait_for(
             anyio.to_thread.run_sync(work, limiter=limiter, abandon_on_cancel=True),

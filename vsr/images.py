@@ -28,7 +28,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from vsr.errors import UsageError
 from vsr.imageops import bicubic_resize
-from vsr.planes import Planes
+from vsr.planes import Planes, with_chroma
 
 # Input format (PIL's name) -> default output format. MPO (phones' and stereo cameras' multi-picture JPEG) is a
 # JPEG followed by more JPEGs: the first image is the photo, and the one decoded.
@@ -255,6 +255,22 @@ def planes_output(decoded: DecodedImage, fmt: str, scale: int) -> bool:
         and (scale * h) % 2 == 0
         and (scale * w) % 2 == 0
     )
+
+
+def model_input(decoded: DecodedImage, fmt: str, scale: int, *, luma: bool) -> np.ndarray:
+    """What the model gets for ``decoded`` written as ``fmt``: a luma model's Y (H x W x 1) where
+    :func:`planes_output` allows, else RGB. :func:`model_output` turns the model's answer into what
+    :func:`encode` takes."""
+    if luma and decoded.ycc is not None and planes_output(decoded, fmt, scale):
+        return decoded.ycc[..., :1]
+    return decoded.rgb
+
+
+def model_output(out: np.ndarray, decoded: DecodedImage) -> np.ndarray | Planes:
+    """The model's answer to :func:`model_input`: RGB as it is, Y with the decoder's chroma (:func:`with_chroma`)."""
+    if out.shape[-1] == 1 and decoded.ycc is not None:
+        return with_chroma(out, decoded.ycc[..., 1], decoded.ycc[..., 2])
+    return out
 
 
 def encode(sr: np.ndarray | Planes, decoded: DecodedImage, fmt: str, *, quality: int | None = None) -> bytes:

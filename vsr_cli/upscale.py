@@ -33,11 +33,12 @@ from vsr.images import (
     ImageError,
     encode,
     format_for_path,
+    model_input,
+    model_output,
     output_notes,
-    planes_output,
     read_image,
 )
-from vsr.planes import Planes, with_chroma
+from vsr.planes import Planes
 from vsr.progress import track
 from vsr.tiling import TileSpec
 from vsr.video import VideoError
@@ -144,13 +145,9 @@ def run(args: argparse.Namespace) -> Outcome:
 
     def up(decoded: DecodedImage, dst: Path) -> np.ndarray | Planes:
         """The model's output: RGB, or for a luma model and a JPEG in and out, the new Y with the decoder's chroma
-        (no colour conversion either side: vsr.images.planes_output)."""
-        ycc = decoded.ycc
-        if ycc is not None and planes_output(decoded, format_for_path(dst) or "", scale):
-            y: np.ndarray = engine.run(name, ycc[None, :, :, :1])[0]
-            return with_chroma(y, ycc[..., 1], ycc[..., 2])
-        out: np.ndarray = engine.run(name, decoded.rgb[None])[0]
-        return out
+        (no colour conversion either side: vsr.images.model_input)."""
+        x = model_input(decoded, format_for_path(dst) or "", scale, luma=luma)
+        return model_output(engine.run(name, x[None])[0], decoded)
 
     # Decode of the next image and encode of the previous one run in two I/O threads while the model runs (PIL
     # releases the GIL in both): on 2 cores they fill the gaps between the model's parallel regions.

@@ -16,7 +16,7 @@ from service.imaging import OUTPUT_MEDIA_TYPES, decode_async
 from service.modelrefs import pick_model
 from service.submit import admit, count_too_large, infer
 from service.uploads import read_image_bytes
-from vsr.images import DecodedImage, default_output_format, encode, output_notes
+from vsr.images import DecodedImage, default_output_format, encode, model_input, model_output, output_notes
 
 router = APIRouter(tags=["upscale"])
 
@@ -91,13 +91,16 @@ async def upscale(
     name = pick_model(settings, engine, model, "image")
     admit(batcher, SOURCE, metrics)  # a full queue: 503 before the upload is read
     data = await read_image_bytes(request, settings.max_upload_bytes, metrics)
+    luma = engine.runner(name).luma  # a luma model takes a JPEG's Y as decoded, and JPEG goes out from planes
+    limits, ycc = settings.image_limits(), luma and format in (None, "jpeg")
     decoded = await count_too_large(
-        metrics, decode_async(data, limits=settings.image_limits(), deadline=deadline, limiter=limiter)
+        metrics, decode_async(data, limits=limits, deadline=deadline, limiter=limiter, ycc=ycc)
     )
     del data
-    sr = await infer(batcher, decoded.rgb, model=name, deadline=deadline, metrics=metrics, source=SOURCE)
     fmt = format or default_output_format(decoded)
-    body = await run_in_threadpool(encode, sr, decoded, fmt, quality=quality)
+    x = model_input(decoded, fmt, engine.scale(name), luma=luma)
+    out = await infer(batcher, x, model=name, deadline=deadline, metrics=metrics, source=SOURCE)
+    body = await run_in_threadpool(lambda: encode(model_output(out, decoded), decoded, fmt, quality=quality))
     return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers=image_headers(engine, name, decoded, fmt))
 
 

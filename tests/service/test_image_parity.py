@@ -12,6 +12,7 @@ from PIL import Image
 
 from tests.support.awkward import AWKWARD, exif_rotated_jpeg, srgb_icc
 from tests.support.live import ClientFactory
+from tests.support.reference import textured
 from vsr.artifact import load_artifact
 from vsr.inference import upscale_frames
 from vsr_cli.main import main
@@ -33,6 +34,7 @@ EXPECTED = {
     "rgba-webp": ("RGBA", False),
     "icc-png": ("RGB", True),
     "bmp": ("RGB", False),
+    "plain-jpeg": ("RGB", False),
 }
 # Some files to other formats: alpha dropped for JPEG, grey as RGB in WebP (and a grey profile then dropped).
 CROSS = [
@@ -69,14 +71,26 @@ def assert_same(cli_out: Image.Image, svc_out: Image.Image, size: tuple[int, int
     np.testing.assert_array_equal(np.asarray(cli_out), np.asarray(svc_out))
 
 
-def test_every_awkward_file_comes_out_the_same(make_client: ClientFactory, tiny_artifact, tmp_path: Path) -> None:
-    files = {name: make() for name, make in AWKWARD.items()}
+def _plain_jpeg() -> tuple[bytes, str]:
+    """A colour JPEG with nothing to carry: a luma model's way through both paths is the planes one."""
+    buf = io.BytesIO()
+    Image.fromarray(textured(20, 28, seed=2)).save(buf, "JPEG", quality=92)
+    return buf.getvalue(), "jpg"
+
+
+@pytest.mark.parametrize("kind", ["rgb", "luma"])
+def test_every_awkward_file_comes_out_the_same(
+    make_client: ClientFactory, tiny_artifact, tiny_luma_artifact, tmp_path: Path, kind: str
+) -> None:
+    """RGB and luma models (whose JPEG-to-JPEG way is planes in both: vsr.images.model_input)."""
+    files = {name: make() for name, make in {**AWKWARD, "plain-jpeg": _plain_jpeg}.items()}
     src = tmp_path / "in"
     src.mkdir()
     for name, (data, ext) in files.items():
         (src / f"{name}.{ext}").write_bytes(data)
-    cli(src, tmp_path / "out", tiny_artifact["x2"])  # a folder: each file keeps its format
-    client = make_client()
+    artifact = tiny_artifact["x2"] if kind == "rgb" else tiny_luma_artifact
+    cli(src, tmp_path / "out", artifact)  # a folder: each file keeps its format
+    client = make_client(models=[str(artifact)])
     for name, (data, ext) in files.items():
         r = service(client, data, FORMAT[ext])
         with Image.open(src / f"{name}.{ext}") as im:

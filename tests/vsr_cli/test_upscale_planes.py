@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-import vsr_cli.upscale as cli
 from tests.support.reference import assert_model_output, textured
 from vsr_cli.main import main
 
@@ -21,15 +20,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """The output sizes the planes way built (``with_chroma`` wrapped)."""
+    """The output sizes the planes way built (``vsr.images.with_chroma`` wrapped)."""
+    import vsr.images
+
     seen: list[tuple[int, ...]] = []
-    real = cli.with_chroma
+    real = vsr.images.with_chroma
 
     def spy(y: np.ndarray, cb: np.ndarray, cr: np.ndarray):  # type: ignore[no-untyped-def]
         seen.append(tuple(y.shape))
         return real(y, cb, cr)
 
-    monkeypatch.setattr(cli, "with_chroma", spy)
+    monkeypatch.setattr(vsr.images, "with_chroma", spy)
     return seen
 
 
@@ -56,7 +57,9 @@ def test_jpeg_to_jpeg_goes_as_planes_and_is_the_model(
     planes = _read(tmp_path / "planes.jpg")
     assert_model_output(planes, lr, tiny_luma_artifact, tol=10.0)  # JPEG q95 (+ 4:2:0) of the model's output
 
-    monkeypatch.setattr(cli, "planes_output", lambda *a: False)  # the RGB way, same input
+    import vsr.images
+
+    monkeypatch.setattr(vsr.images, "planes_output", lambda *a: False)  # the RGB way, same input
     assert main(["upscale", str(src), str(tmp_path / "rgb.jpg"), *model]) == 0
     rgb = _read(tmp_path / "rgb.jpg")
     luma = np.array([0.299, 0.587, 0.114])
