@@ -48,9 +48,10 @@ MUTANTS = (
         "cli-bicubic",
         "`vsr upscale` writes bicubic instead of the model's output",
         "vsr_cli/upscale.py",
-        "        out: np.ndarray = engine.run(name, rgb[None])[0]\n",
+        "        return model_output(engine.run(name, x[None])[0], decoded)\n",
         "        from vsr.imageops import bicubic_resize\n\n"
-        "        out: np.ndarray = bicubic_resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale))\n",
+        "        rgb = decoded.rgb\n"
+        "        return bicubic_resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale))\n",
         ("tests/vsr_cli/test_upscale.py::test_file",),
     ),
     Mutant(
