@@ -26,18 +26,24 @@ class JobStore:
     def __init__(self, path: Path | str = MEMORY) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self.path != MEMORY:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
 
     def save(self, doc: dict[str, Any]) -> None:
+        """Record ``doc``; after :meth:`close`, nothing: a worker that outlived the shutdown's wait for it (a slow
+        machine) must not fail on the closed database, and its job's last recorded state is what the next start
+        resumes from."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO jobs (id, doc) VALUES (?, ?)", (doc["id"], json.dumps(doc)))
+            if not self._closed:
+                self._db.execute("INSERT OR REPLACE INTO jobs (id, doc) VALUES (?, ?)", (doc["id"], json.dumps(doc)))
 
     def delete(self, job_id: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if not self._closed:
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def load(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -46,6 +52,7 @@ class JobStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
 

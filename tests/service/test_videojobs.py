@@ -249,3 +249,19 @@ def audio_samples(path: Path) -> int:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_a_worker_that_outlives_the_shutdown_wait_writes_nothing(tmp_path: Path) -> None:
+    """The job store after close (a worker that outlived ``JobManager.close``'s join on a slow machine): saves and
+    deletes are dropped, no "closed database" error in the worker, and what was recorded before stays."""
+    from service.jobstore import JobStore
+
+    path = tmp_path / "jobs.sqlite"
+    store = JobStore(path)
+    store.save({"id": "a", "state": "running"})
+    store.close()
+    store.save({"id": "a", "state": "done"})  # raised sqlite3.ProgrammingError before
+    store.delete("a")
+    again = JobStore(path)
+    assert again.load() == [{"id": "a", "state": "running"}]
+    again.close()
