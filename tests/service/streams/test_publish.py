@@ -44,6 +44,17 @@ def start_receiver(port: int, out: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def received_frames(receiver: subprocess.Popen[bytes], out: Path) -> list[av.VideoFrame]:
+    """Once the stream is removed (RTSP TEARDOWN): the receiver exits cleanly, and the frames it wrote, decoded."""
+    try:
+        assert receiver.wait(30) == 0, receiver.stderr.read() if receiver.stderr else ""
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    with av.open(str(out)) as c:
+        return list(c.decode(video=0))
+
+
 def test_published_stream_reaches_an_rtsp_receiver(
     live_server: Callable[..., Server],
     rtsp_server_factory: Callable[..., RtspServer],
@@ -69,13 +80,7 @@ def test_published_stream_reaches_an_rtsp_receiver(
     assert svc.sample("vsr_stream_frames_total", {"stream": "pub", "direction": "published"}) > 0
     stream = svc.app.state.streams.get(sid)
     svc.app.state.streams.remove(sid, join_timeout=10)  # stops reader, pump and publisher (TEARDOWN)
-    try:
-        assert receiver.wait(30) == 0, receiver.stderr.read() if receiver.stderr else ""
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-    with av.open(str(out)) as c:
-        frames = list(c.decode(video=0))
+    frames = received_frames(receiver, out)
     sent_in = stream.stats.frames_in
     print(f"published: {len(frames)} frames received of {sent_in} decoded, {frames[0].width}x{frames[0].height}")
     assert (frames[0].width, frames[0].height) == (320, 180)  # the 160x90 camera, upscaled x2

@@ -132,7 +132,7 @@ def test_a_luma_stream_publishes_its_planes(
 ) -> None:
     """Planes go to the H.264 encoder as yuv420p (limited range, no RGB): an independent receiver (FFmpeg) decodes
     the luma model's output of the camera's frame."""
-    from tests.service.streams.test_publish import start_receiver
+    from tests.service.streams.test_publish import received_frames, start_receiver
     from tests.support.live import free_port
 
     camera_server = rtsp_server_factory(pattern=STATIC_PATTERN)
@@ -147,13 +147,7 @@ def test_a_luma_stream_publishes_its_planes(
     info = svc.wait_stream(sid, lambda i: (i["publish"] or {}).get("frames", 0) >= 30, timeout=30)
     assert info["frame_path"]["kind"] == "planes"
     svc.app.state.streams.remove(sid, join_timeout=10)
-    try:
-        assert receiver.wait(30) == 0, receiver.stderr.read() if receiver.stderr else ""
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-    with av.open(str(out)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    frames = [f.to_ndarray(format="rgb24") for f in received_frames(receiver, out)]
     assert frames[-1].shape == (180, 320, 3)
     for f in frames[-3:]:  # within two H.264 passes' error of the model's output, and not an impostor
         assert_model_output(f, camera, luma_artifact, tol=12.0)
