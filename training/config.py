@@ -97,6 +97,9 @@ class TrainConfig:
             raise ValueError('teacher_input "degraded" labels camera clips: it needs camera training and KD')
         if self.scale not in (2, 3, 4):
             raise ValueError("scale must be 2, 3 or 4")
+        if self.feat_beta > 0 and int(self.arch_config.get("unshuffle", 1)) > 1:
+            # its features are 1/unshuffle the teacher's size: the affinity maps would compare different grids
+            raise ValueError("feature distillation (feat_beta > 0) needs a student without unshuffle")
         if self.arch == "rep_student" and not self.arch_config:
             self.arch_config = dict(STUDENT_DEFAULTS[self.scale])
         self.arch_config.setdefault("scale", self.scale)

@@ -23,6 +23,8 @@ def inference_layout(model: nn.Module, arch: str) -> tuple[dict[str, torch.Tenso
         cfg = {"scale": model.scale, "channels": channels, "depth": len(model.body), "fused": True}
         if model.colors != 3:
             cfg["colors"] = model.colors
+        if model.unshuffle > 1:
+            cfg["unshuffle"] = model.unshuffle
         # a model built already fused (e.g. fine-tuned from a bundled artifact) has no RepConv left to fuse
         return fused_state_dict(model) or {k: v.detach().clone() for k, v in model.state_dict().items()}, cfg
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, cfg

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsr.tiling import TileGrid, TileSpec, plan_grid, run_tiled
+from vsr.tiling import TileGrid, TileSpec, model_alignment, plan_grid, run_tiled
 
 
 def to_tensor(frames: np.ndarray, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -66,6 +66,6 @@ def upscale_frames(
         with torch.autocast(device.type, dtype=ac or torch.float32, enabled=ac is not None and device.type == "cpu"):
             h, w = x.shape[2:]
             grid = plan_grid(h, w, budget=budget, overlap=overlap) if budget else TileGrid(1, 1)
-            y = run_tiled(model, x, grid, scale)
+            y = run_tiled(model, x, grid, scale, model_alignment(model))
         out = to_frames(y)
     return out[0] if single else out

@@ -45,8 +45,8 @@ def student_layers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] 
     """(weight, bias) of head, body..., tail of an anchored plain-conv student, or None for another architecture."""
     from vsr.archs.student import RepConv, RepStudent
 
-    if not isinstance(model, RepStudent):
-        return None
+    if not isinstance(model, RepStudent) or model.unshuffle > 1:
+        return None  # a space-to-depth student runs the reference path on torch (OpenVINO takes its graph as is)
     layers = []
     for blk in [model.head, *model.body, model.tail]:
         if isinstance(blk, RepConv):

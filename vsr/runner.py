@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from vsr.kernel import Kernel, ReferenceKernel, StudentKernel, student_layers, time_call
-from vsr.tiling import DEFAULT_OVERLAP, max_pixels, plan_grid, run_tiled
+from vsr.tiling import DEFAULT_OVERLAP, max_pixels, model_alignment, plan_grid, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ class FrameRunner:
         self._y_kernel: Kernel | None = self.kernel if self.yuv else None
         self._options = options or RuntimeOptions()
         self._model = model
+        self.align = model_alignment(model)
         self.pixel_budget = pixel_budget or max_pixels(device, bytes_per_pixel=self._bytes_per_pixel(model))
 
     @staticmethod
@@ -362,9 +363,12 @@ class FrameRunner:
             return np.concatenate([self._run(frames[i : i + per_call], budget, overlap) for i in range(0, n, per_call)])
         grid = plan_grid(h, w, budget=budget, overlap=overlap, batch=n)
         if frames.shape[-1] == 1:  # a luma model's Y: the bare Y kernel, no colour work
-            return run_tiled(self.y_kernel, frames, grid, self.scale)
+            return run_tiled(self.y_kernel, frames, grid, self.scale, self.align)
         if self.yuv:
             from vsr import yuv
 
-            return yuv.upscale_rgb_with_luma(lambda y: run_tiled(self.kernel, y, grid, self.scale), frames, self.scale)
-        return run_tiled(self.kernel, frames, grid, self.scale)
+            def tiled(y: np.ndarray) -> np.ndarray:
+                return run_tiled(self.kernel, y, grid, self.scale, self.align)
+
+            return yuv.upscale_rgb_with_luma(tiled, frames, self.scale)
+        return run_tiled(self.kernel, frames, grid, self.scale, self.align)

@@ -105,9 +105,10 @@ def _empty(like: Frames, n: int, h: int, w: int) -> Frames:
     return np.empty((n, h, w, like.shape[3]), like.dtype)
 
 
-def run_tiled(fn: Callable[[Frames], Frames], frames: Frames, grid: TileGrid, scale: int) -> Frames:
+def run_tiled(fn: Callable[[Frames], Frames], frames: Frames, grid: TileGrid, scale: int, align: int = 1) -> Frames:
     """Apply ``fn`` (``scale`` x larger out) tile by tile; the result equals the untiled one wherever the receptive
-    field fits in the margin. ``frames``: uint8 NHWC numpy frames, or float NCHW tensors."""
+    field fits in the margin. ``frames``: uint8 NHWC numpy frames, or float NCHW tensors. ``align``: each tile
+    starts on a multiple of it (a space-to-depth model, :func:`model_alignment`, sees the frame's own grid)."""
     if not grid.tiled:
         return fn(frames)
     nchw = isinstance(frames, torch.Tensor)
@@ -117,6 +118,7 @@ def run_tiled(fn: Callable[[Frames], Frames], frames: Frames, grid: TileGrid, sc
     for y0, y1 in _spans(h, grid.rows):
         for x0, x1 in _spans(w, grid.cols):
             py0, py1, px0, px1 = max(y0 - m, 0), min(y1 + m, h), max(x0 - m, 0), min(x1 + m, w)
+            py0, px0 = py0 - py0 % align, px0 - px0 % align
             tile = frames[_window(frames, slice(py0, py1), slice(px0, px1))]
             if isinstance(tile, np.ndarray):
                 tile = np.ascontiguousarray(tile)  # a kernel reads a plain buffer
@@ -128,3 +130,9 @@ def run_tiled(fn: Callable[[Frames], Frames], frames: Frames, grid: TileGrid, sc
             out[_window(out, slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))] = core
     assert out is not None  # a tiled grid has at least two tiles
     return out
+
+
+def model_alignment(model: object) -> int:
+    """The multiple a tile must start on for ``model`` (its largest space-to-depth factor; 1 for most nets)."""
+    modules = model.modules() if isinstance(model, torch.nn.Module) else []
+    return max((int(getattr(m, "unshuffle", 1)) for m in modules), default=1)
