@@ -1,6 +1,7 @@
 """``vsr.planes``: decoder frames as full-range BT.601 planes, against independent references: the range mapping
-against its formula, the chroma upscaling against torch's bilinear, the RGB conversion against the float JFIF matrix,
-the JPEG against Pillow's own encoder, and the whole against PyAV/swscale's conversion of the same frame."""
+against its formula, BT.709 frames against the published matrices in float, the chroma upscaling against torch's
+bilinear, the RGB conversion against the float JFIF matrix, the JPEG against Pillow's own encoder, and the whole
+against PyAV/swscale's conversion of the same frame."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from tests.support.media import synthetic_image
-from vsr.planes import Planes, from_video_frame, upscale_plane
+from vsr.planes import BT709_TO_BT601, Planes, from_video_frame, upscale_plane
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch is the bilinear reference here
 
@@ -44,19 +45,23 @@ def _jfif_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([r, g, b], axis=-1), 0, 255)
 
 
+# Full-range R'G'B' -> Y'CbCr (rows Y, Cb, Cr; chroma centred at 0): JFIF's (BT.601's) and BT.709's, and BT.709's
+# inverse, as published (not derived from Kr/Kb, as vsr.planes derives its matrix)
+JFIF = np.array([[0.299, 0.587, 0.114], [-0.168735892, -0.331264108, 0.5], [0.5, -0.418687589, -0.081312411]])
+RGB_TO_BT709 = np.array([[0.2126, 0.7152, 0.0722], [-0.114572, -0.385428, 0.5], [0.5, -0.454153, -0.045847]])
+BT709_TO_RGB = np.array([[1, 0, 1.5748], [1, -0.187324, -0.468124], [1, 1.8556, 0]])
+
+
+def _quarter(c: np.ndarray) -> np.ndarray:
+    """A full-size plane's 4:2:0 chroma: the mean of each 2 x 2 block."""
+    h, w = c.shape
+    return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
 def _planes_of(rgb: np.ndarray) -> Planes:
     """Float JFIF RGB -> YCbCr, chroma averaged over 2 x 2 blocks, rounded: planes made without ``vsr``."""
-    f = rgb.astype(np.float64)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128 - 0.168735892 * r - 0.331264108 * g + 0.5 * b
-    cr = 128 + 0.5 * r - 0.418687589 * g - 0.081312411 * b
-    h, w = y.shape
-
-    def sub(c: np.ndarray) -> np.ndarray:
-        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-
-    return Planes(_u8(y), _u8(sub(cb)), _u8(sub(cr)))
+    ycc = rgb.astype(np.float64) @ JFIF.T
+    return Planes(_u8(ycc[..., 0]), _u8(_quarter(ycc[..., 1]) + 128), _u8(_quarter(ycc[..., 2]) + 128))
 
 
 def _smooth(seed: int, height: int, width: int) -> np.ndarray:
@@ -132,9 +137,90 @@ def test_frames_tagged_bt601_are_taken(colorspace: int) -> None:
     _assert_planes_equal(from_video_frame(frame), src)
 
 
-def _bt709() -> av.VideoFrame:
+# -- BT.709 frames: converted to BT.601 planes -----------------------------------------------------------------------
+
+
+def _bt709_frame(rgb: np.ndarray, full_range: bool) -> av.VideoFrame:
+    """``rgb`` as an HD camera's frame, made here by the float formulas: BT.709 Y, Cb, Cr (chroma the mean of each
+    2 x 2 block), limited range (Y 16..235, Cb/Cr 16..240) or full, rounded; tagged BT.709 and its range."""
+    ycc = rgb.astype(np.float64) @ RGB_TO_BT709.T
+    y, cb, cr = ycc[..., 0], _quarter(ycc[..., 1]), _quarter(ycc[..., 2])
+    if not full_range:
+        y, cb, cr = 16 + y * 219 / 255, cb * 224 / 255, cr * 224 / 255
+    frame = av.VideoFrame.from_ndarray(_yuv420p_array(Planes(_u8(y), _u8(cb + 128), _u8(cr + 128))), format="yuv420p")
+    frame.colorspace, frame.color_range = 1, (2 if full_range else 1)  # AVCOL_SPC_BT709; AVCOL_RANGE_JPEG or MPEG
+    return frame
+
+
+@pytest.mark.parametrize("full_range", [False, True], ids=["limited", "full"])
+def test_a_bt709_frame_becomes_the_bt601_planes_of_its_rgb(full_range: bool) -> None:
+    """A camera's BT.709 frame of smooth RGB comes out as the float JFIF planes of that RGB. Y within 2 levels (0.6
+    mean): the frame's own rounding (x255/219 in limited range), the range table's, and Y's chroma term taken from
+    4:2:0 chroma (measured 1.71 max, 0.44 mean); chroma within 2 levels, 0.6 mean (the frame's rounding, x255/224 in
+    limited range, the table's and ours: 1.53 max, 0.41 mean).
+    Taken as BT.601 (the planes as they are) Y would be 7 levels mean off here (20 at worst); swapped or dropped
+    terms, or no range table, fail it too."""
+    rgb = _smooth(12, 48, 64)
+    want = rgb.astype(np.float64) @ JFIF.T
+    assert _diff(rgb @ RGB_TO_BT709[0], want[..., 0]).mean() > 5  # guard: the two Ys differ on this content
+    p = from_video_frame(_bt709_frame(rgb, full_range))
+    assert isinstance(p, Planes) and (p.height, p.width) == (48, 64)
+    d = _diff(p.y, want[..., 0])
+    assert d.max() <= 2 and d.mean() < 0.6, (d.max(), d.mean())
+    for i, name in ((1, "cb"), (2, "cr")):
+        d = _diff(getattr(p, name), _quarter(want[..., i]) + 128)
+        assert d.max() <= 2 and d.mean() < 0.6, (name, d.max(), d.mean())
+
+
+@pytest.mark.parametrize("full_range", [False, True], ids=["limited", "full"])
+def test_bt709_conversion_is_the_float_formula_at_every_level(full_range: bool) -> None:
+    """Random planes holding every level (footroom, headroom, chroma extremes that clip): the range formula rounded
+    (the tables, as for BT.601), then JFIF . BT.709^-1 in float, Y's chroma term at chroma size upscaled by torch's
+    bilinear, clipped. The fixed point keeps Y's term to 1/8 level before the final rounding, so every pixel is
+    within 0.625 of the unrounded value (chroma 0.5, + coefficients to 2^-15)."""
+    t = JFIF @ BT709_TO_RGB
+    np.testing.assert_allclose(BT709_TO_BT601, t, atol=1e-5)  # derived from Kr/Kb = the published matrices
+    assert np.allclose(t[:, 0], (1, 0, 0))  # Y from Y alone, chroma without Y: what the Y row as Y + term relies on
+    src = _random_planes(13)
+    frame = av.VideoFrame.from_ndarray(_yuv420p_array(src), format="yuv420p")
+    frame.colorspace, frame.color_range = 1, (2 if full_range else 1)
+    y, cb, cr = (getattr(src, n).astype(np.float64) for n in ("y", "cb", "cr"))
+    if not full_range:
+        y = _u8((y - 16) * 255 / 219).astype(np.float64)
+        cb, cr = (_u8((c - 128) * 255 / 224 + 128).astype(np.float64) for c in (cb, cr))
+    p = from_video_frame(frame)
+    assert isinstance(p, Planes)
+    cb, cr = cb - 128, cr - 128
+    want_y = y + _bilinear(t[0, 1] * cb + t[0, 2] * cr, (64, 48))
+    for name, got, want in (
+        ("y", p.y, want_y),
+        ("cb", p.cb, 128 + t[1, 1] * cb + t[1, 2] * cr),
+        ("cr", p.cr, 128 + t[2, 1] * cb + t[2, 2] * cr),
+    ):
+        assert got.dtype == np.uint8 and got.shape == want.shape, name
+        d = _diff(got, np.clip(want, 0, 255))
+        assert d.max() <= (0.63 if name == "y" else 0.51), (name, d.max())
+
+
+def test_a_bt709_frames_rgb_is_close_to_swscales() -> None:
+    """Our planes' RGB vs PyAV/swscale's ``to_ndarray(format="rgb24")`` of the same BT.709 frame (which honours the
+    frame's colourspace and range). swscale replicates chroma and rounds its own way: 2.03 levels mean apart here
+    (10 at worst), so under 2.5 mean; the same frame tagged BT.601 (what swscale gives then) is 6.5 mean from ours.
+    Ours is the closer to the RGB the frame was made from (0.86 vs 2.19 levels mean)."""
+    src = _smooth(12, 48, 64)
+    frame = _bt709_frame(src, full_range=False)
+    p = from_video_frame(frame)
+    assert isinstance(p, Planes)
+    ours, swscale = p.rgb().astype(np.float64), frame.to_ndarray(format="rgb24").astype(np.float64)
+    assert _diff(ours, swscale).mean() < 2.5
+    assert _diff(ours, src).mean() < 1.2 and _diff(ours, src).mean() < _diff(swscale, src).mean()
+    frame.colorspace = 6  # smpte170m: the same planes as BT.601
+    assert _diff(ours, frame.to_ndarray(format="rgb24")).mean() > 4
+
+
+def _bt2020() -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(_yuv420p_array(_random_planes(4)), format="yuv420p")
-    frame.colorspace = 1  # AVCOL_SPC_BT709
+    frame.colorspace = 9  # AVCOL_SPC_BT2020_NCL: a matrix planes do not convert
     return frame
 
 
@@ -150,13 +236,13 @@ def _odd_size() -> av.VideoFrame:
 @pytest.mark.parametrize(
     ("make", "cause"),
     [
-        (_bt709, "bt709"),
+        (_bt2020, "bt2020nc"),
         (_odd_size, "63x49"),
         (_rgb24, "rgb24"),
         (lambda: av.VideoFrame(64, 48, "yuv422p"), "yuv422p"),
         (lambda: av.VideoFrame(64, 48, "nv12"), "nv12"),  # a hardware decoder's layout
     ],
-    ids=["bt709", "odd-size", "rgb24", "yuv422p", "nv12"],
+    ids=["bt2020", "odd-size", "rgb24", "yuv422p", "nv12"],
 )
 def test_other_frames_take_the_rgb_path_with_the_reason(make: Callable[[], av.VideoFrame], cause: str) -> None:
     reason = from_video_frame(make())
