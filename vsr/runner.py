@@ -130,7 +130,8 @@ class _Builder:
     def __init__(self, model: nn.Module, *, scale: int, device: torch.device, opts: RuntimeOptions) -> None:
         self.model, self.scale, self.device, self.opts = model, scale, device, opts
         self.luma = int(getattr(model, "colors", 3)) == 1
-        self._graph: object | None = None
+        self._graph: object | None = None  # the float graph, converted once for every candidate
+        self._int8: object | None = None  # the int8 IR, read once (a luma model's Y kernel reuses it)
 
     def __call__(self, runtime: str, precision: str, *, rgb: bool = True) -> Kernel:
         """The kernel; ``rgb`` False: a luma model's bare Y graph (uint8 Y in and out, no colour work)."""
@@ -141,7 +142,9 @@ class _Builder:
         cache = self.opts.cache_dir or ov.default_cache_dir()
         if precision == "int8":
             assert self.opts.int8 is not None
-            graph = ov.read_int8(self.opts.int8)
+            if self._int8 is None:
+                self._int8 = ov.read_int8(self.opts.int8)
+            graph = self._int8
         else:
             if self._graph is None:
                 self._graph = ov.levels_model(self.model, int(getattr(self.model, "colors", 3)))
@@ -152,7 +155,13 @@ class _Builder:
 
 
 def choose_runtime(
-    model: nn.Module, *, scale: int, device: torch.device, dtype: str = "auto", opts: RuntimeOptions | None = None
+    model: nn.Module,
+    *,
+    scale: int,
+    device: torch.device,
+    dtype: str = "auto",
+    opts: RuntimeOptions | None = None,
+    build: _Builder | None = None,
 ) -> tuple[Kernel, RunnerInfo]:
     """The kernel of the fastest candidate (:func:`candidates`) on a probe frame, and what was measured.
 
@@ -160,7 +169,7 @@ def choose_runtime(
     None and skipped; a single candidate's error is raised. The probe is an RGB frame for every model: a luma model's
     torch candidates are timed with :mod:`vsr.yuv`'s colour work around them, as they run (:func:`rgb_fn`)."""
     opts = opts or RuntimeOptions()
-    build = _Builder(model, scale=scale, device=device, opts=opts)
+    build = build or _Builder(model, scale=scale, device=device, opts=opts)
     cands = candidates(device, dtype, opts)
     probe = np.random.default_rng(0).integers(0, 256, (1, *PROBE_SIZE, 3), dtype=np.uint8)
     times: dict[str, float | None] = {}
@@ -287,15 +296,17 @@ class FrameRunner:
         if device.type == "cuda":
             cuda_dtype = DTYPES["fp16" if name == "auto" else name]
             model = model.to(device, cuda_dtype).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.kernel, self.info = choose_runtime(model, scale=scale, device=device, dtype=name, opts=options)
+        # one builder for the runtime choice and a luma model's Y kernel: the graph is converted (or read) once
+        self._build = _Builder(model, scale=scale, device=device, opts=options or RuntimeOptions())
+        self.kernel, self.info = choose_runtime(
+            model, scale=scale, device=device, dtype=name, opts=options, build=self._build
+        )
         self.info.kernel = type(self.kernel).__name__
         self.yuv = needs_yuv(self.kernel, self.luma)  # a torch Y kernel: the colour work in torch around it
         self.dtype = self.kernel.dtype
         # what a megapixel costs, by input channels: RGB frames (the probe's figure) and a luma model's Y frames
         self.costs = {3: Cost(self.info.ms, PROBE_SIZE[0] * PROBE_SIZE[1]), 1: Cost(None, 1)}
         self._y_kernel: Kernel | None = self.kernel if self.yuv else None
-        self._options = options or RuntimeOptions()
-        self._model = model
         self.align = model_alignment(model)
         self.pixel_budget = pixel_budget or max_pixels(device, bytes_per_pixel=self._bytes_per_pixel(model))
 
@@ -342,8 +353,7 @@ class FrameRunner:
         if self._y_kernel is None:
             if not self.luma:
                 raise ValueError("this model takes RGB frames, not Y")
-            build = _Builder(self._model, scale=self.scale, device=self.device, opts=self._options)
-            self._y_kernel = build(self.info.runtime, self.info.precision, rgb=False)
+            self._y_kernel = self._build(self.info.runtime, self.info.precision, rgb=False)
         return self._y_kernel
 
     def calibrate_cost(self, size: tuple[int, int], channels: int = 3) -> float:

@@ -173,3 +173,16 @@ def test_the_y_kernel(runtime: str, tmp_path: Path) -> None:
         assert (type(y_kernel).__name__, y_kernel.precision) == ("OvKernel", runner.kernel.precision)
     else:
         assert y_kernel is runner.kernel and runner.yuv
+
+
+@_ov
+def test_the_y_kernel_reuses_the_graph_of_the_runtime_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float graph is converted once per model: for the runtime choice's candidates and the bare Y kernel."""
+    from vsr import ov
+
+    calls = []
+    real = ov.levels_model
+    monkeypatch.setattr(ov, "levels_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    runner = _runner(LumaAsRGB(_student(1), 2), "openvino", tmp_path)
+    assert runner.y_kernel is not runner.kernel and len(calls) == 1
+    assert runner(np.zeros((1, 8, 8, 1), np.uint8)).shape == (1, 16, 16, 1)
