@@ -9,7 +9,7 @@ tail / the rest (pixel shuffle, anchor, rounding, conversions).
 
 Why this exists: on CPUs with AMX an int8 conv's time follows the number of positions more than the channels
 (issue 18: x2-camera-fast's ratio to x2 fell from 1.89x on an AVX2 Zen 3 to 1.44x here), so a candidate's FLOPs do
-not predict its speed; measure before spending a training run. Writes ``arch-speed-cpu.json`` under
+not predict its speed; measure before spending a training run. Writes ``arch-speed-t<threads>-cpu.json`` under
 ``bench/results`` (or ``VSR_BENCH_RESULTS``). Needs the ``train`` extra (NNCF). Run it with nothing else loading the
 CPU (``scripts/quiet.sh``).
 """
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     res = run(args.candidates, threads=args.threads, size=(h, w), rounds=args.rounds, profile=args.profile)
-    out = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results")) / "arch-speed-cpu.json"
+    out = Path(os.environ.get("VSR_BENCH_RESULTS", "bench/results")) / f"arch-speed-t{args.threads}-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(table(res))
