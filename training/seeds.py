@@ -199,24 +199,32 @@ def _others(block: dict[str, Any]) -> str:
     return ("\nSide-by-side variants (same seed, same batches):\n\n" + "".join(lines)) if lines else ""
 
 
+ARM_MAY_CHANGE = {"teachers", "teacher_weights"}  # base fields a later arm may change: the teacher's side of KD
+
+
 def arm_block(run: Path, block: dict[str, Any], scale: int, heldout: Any) -> dict[str, Any]:
     """Another arm of the ablation trained later (a lock-step run of the same base recipe with other variants, e.g.
-    KD without the zoom-outs): each student scored like the twins, and its paired difference per seed to the KD and
-    the no-KD twin of that seed (same initial weights; batches from the same pool, not the same draws)."""
+    KD without the zoom-outs, or the same twins with another teacher: :data:`ARM_MAY_CHANGE`): each student scored like
+    the twins, and its paired difference per seed to the KD and the no-KD twin of that seed (same initial weights; a
+    seed's batches are drawn alike from the same crop pool, whose crops do not depend on the teacher)."""
     conf = json.loads((run / "config.json").read_text())
     base = {k: v for k, v in conf["base"].items() if k != "name"}
-    if base != {k: v for k, v in block["recipe"].items() if k != "name"}:
-        raise SystemExit(f"error: {run} has another base recipe than the ablation")
+    recipe = {k: v for k, v in block["recipe"].items() if k != "name"}
+    differs = {k: base.get(k) for k in base.keys() | recipe.keys() if base.get(k) != recipe.get(k)}
+    if set(differs) - ARM_MAY_CHANGE:
+        raise SystemExit(f"error: {run} has another base recipe than the ablation ({', '.join(sorted(differs))})")
     out: dict[str, Any] = {}
     for variant, over in conf["variants"].items():
+        # an arm with another teacher: its own key (its "kd" is not the ablation's), the teacher recorded
+        key = f"{variant} ({run.name})" if differs else variant
         keys = {s: run / f"{variant}-s{s}" / "artifact" for s in block["seeds"]}
         sc = {s: score(d, scale, base["data_root"], heldout) for s, d in keys.items() if d.is_dir()}
         seeds = sorted(sc)
         set5 = [sc[s]["sets"]["Set5"]["psnr_y"] for s in seeds]
         held = [sc[s]["heldout"]["heldout"]["psnr_y"] for s in seeds]
         idx = [block["seeds"].index(s) for s in seeds]
-        out[variant] = {
-            "overrides": over,
+        out[key] = {
+            "overrides": over | ({"base": differs} if differs else {}),
             "run": str(run),
             "seeds": seeds,
             "set5": set5,

@@ -97,3 +97,16 @@ def test_a_later_arm_is_paired_with_each_seeds_twins(tmp_path: Path, monkeypatch
     (run / "config.json").write_text(json.dumps({"base": recipe | {"steps": 20}, "seeds": [0], "variants": {}}))
     with pytest.raises(SystemExit, match="another base recipe"):
         seeds_mod.arm_block(run, block, 2, None)
+    # another teacher is an arm of its own: keyed by its run, the teacher recorded, paired the same way
+    teacher = {"teachers": ["DCTLSA_x2.pt"]}
+    (run / "config.json").write_text(
+        json.dumps({"base": recipe | teacher, "seeds": [0, 1], "variants": {"kdnz": {"zoomout": 0}}})
+    )
+    other = seeds_mod.arm_block(run, block, 2, None)
+    assert list(other) == ["kdnz (arm)"] and other["kdnz (arm)"]["overrides"]["base"] == teacher
+    assert other["kdnz (arm)"]["set5_minus_no_kd"]["mean"] == pytest.approx(0.2)
+    (run / "config.json").write_text(
+        json.dumps({"base": recipe | teacher | {"steps": 20}, "seeds": [0], "variants": {}})
+    )
+    with pytest.raises(SystemExit, match="steps"):
+        seeds_mod.arm_block(run, block, 2, None)
