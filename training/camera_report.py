@@ -140,7 +140,14 @@ def card_header(meta: dict[str, Any], recipe: str) -> str:
         if luma
         else ", the same network as `x2` (same speed). Default model of video jobs (`VSR_VIDEO_MODEL`)."
     )
-    start = f"Started from the bundled `{cfg['init']}`" if cfg.get("init") else "Trained from scratch (random init)"
+    init = str(cfg.get("init") or "")
+    start = (
+        "Trained from scratch (random init)"
+        if not init
+        else f"Started from `{init}`"
+        if "/" in init  # a run's artifact, not a bundled model
+        else f"Started from the bundled `{init}`"
+    )
     return f"""# vsr model `{meta["name"]}` — x2 student for compressed, noisy camera video
 
 - Architecture: `{meta["arch"]}` {json.dumps(meta["config"])} — {meta["parameters"]:,} parameters{role}
