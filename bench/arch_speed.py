@@ -46,20 +46,16 @@ def parse(spec: str) -> dict[str, int]:
 
 def quantised(config: dict[str, int], rng: np.random.Generator) -> tuple[Any, int]:
     """(int8 OpenVINO graph in float levels, parameters) of an untrained student."""
-    import nncf
     import torch
 
-    from training.quantize import _minmax, convolutions_only
+    from training.quantize import quantize_graph
     from vsr.archs.student import RepStudent
     from vsr.ov import levels_model
 
     torch.manual_seed(0)
     model = RepStudent(**config).eval()
     calib = [(rng.random((1, 1, 96, 160)) * 255).astype(np.float32) for _ in range(4)]
-    graph = nncf.quantize(
-        levels_model(model, 1), nncf.Dataset(calib), subset_size=len(calib), advanced_parameters=_minmax()
-    )
-    return convolutions_only(graph), sum(p.numel() for p in model.parameters())
+    return quantize_graph(levels_model(model, 1), calib), sum(p.numel() for p in model.parameters())
 
 
 def compiled(graph: Any, size: tuple[int, int], threads: int, profile: bool) -> Any:

@@ -112,8 +112,7 @@ def quantize_artifact(artifact: str | Path, data_root: str | Path, cfg: Quantize
     calib = [model_input(lr, luma) for lr, _ in frames_for(calib_paths, meta.scale, cfg, rng)]
     evals = frames_for(eval_paths, meta.scale, cfg, rng)
     graph = levels_model(model, 1 if luma else 3)
-    quantized = nncf.quantize(graph, nncf.Dataset(calib), subset_size=len(calib), advanced_parameters=_minmax())
-    quantized = convolutions_only(quantized)
+    quantized = quantize_graph(graph, calib)
     xml = folder / INT8_XML
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
     record = _check(model, xml, evals, meta, luma=luma)
@@ -132,6 +131,15 @@ def quantize_artifact(artifact: str | Path, data_root: str | Path, cfg: Quantize
     log.info("int8 %s: %.3f dB vs fp32 %.3f dB (%+.3f): %s", meta.name, record["psnr_y"],
              record["fp32_psnr_y"], -record["delta_db"], "used" if record["used"] else record["reason"])  # fmt: skip
     return record
+
+
+def quantize_graph(graph: Any, calib: list[np.ndarray]) -> Any:
+    """The int8 graph of a float levels graph: NNCF post-training quantisation on ``calib`` (min/max ranges), int8
+    at convolution inputs only. What ``vsr export --int8`` writes, and what ``bench.arch_speed`` times."""
+    import nncf
+
+    quantized = nncf.quantize(graph, nncf.Dataset(calib), subset_size=len(calib), advanced_parameters=_minmax())
+    return convolutions_only(quantized)
 
 
 def convolutions_only(model: Any) -> Any:
